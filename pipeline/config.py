@@ -1,0 +1,358 @@
+"""Pydantic models of the site YAML: grid, cameras, zones, hazard rules, detectors, MQTT, API.
+
+Every option carries a description; ``gridwatch schema`` prints the JSON Schema built from them and
+``gridwatch check-config`` reports every error with its path in the file.
+
+Example:
+    >>> cfg = SiteConfig.model_validate({
+    ...     "grid": [{"code": "T1", "name": "Town", "children": [{"code": "D1", "name": "Dist",
+    ...       "children": [{"code": "C1", "name": "Comm", "children": [{"code": "G1", "name": "Cell"}]}]}]}],
+    ...     "cameras": [{"id": "cam1", "url": "clip.mp4", "grid": "G1"}],
+    ... })
+    >>> cfg.grid_path("G1")
+    ['T1', 'D1', 'C1', 'G1']
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.analyze.incident import Hazard
+
+GRID_LEVELS = ("town", "district", "community", "cell")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GridNode(_Model):
+    """One node of the four-level grid tree: town -> district -> community -> micro-grid cell."""
+
+    code: str = Field(description="Short unique code, used as an MQTT topic level (no '/', '+', '#').",
+                      pattern=r"^[A-Za-z0-9_\-]+$")
+    name: str = Field(description="Human-readable name, e.g. 'Xinhua Community'.")
+    patrol: str | None = Field(default=None, description="Patrol worker or team responsible (cells only).")
+    children: list[GridNode] = Field(default_factory=list, description="Sub-nodes one level down.")
+
+
+class DecodeMode(StrEnum):
+    KEYFRAMES = "keyframes"
+    INTERVAL = "interval"
+
+
+class ZoneKind(StrEnum):
+    NO_PARKING = "no_parking"
+    PARKING = "parking"
+    FIRE_LANE = "fire_lane"
+    CORRIDOR = "corridor"
+    STAIRWELL = "stairwell"
+    WALL = "wall"
+    AREA = "area"
+
+
+Point = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+class RuleOverride(_Model):
+    """Per-zone override of a hazard rule; unset fields inherit the site-wide rule."""
+
+    min_confidence: float | None = Field(default=None, ge=0, le=1, description="Override of min_confidence.")
+    dwell_seconds: float | None = Field(default=None, ge=0, description="Override of dwell_seconds.")
+    confirm_k: int | None = Field(default=None, ge=1, description="Override of confirm_k.")
+    confirm_n: int | None = Field(default=None, ge=1, description="Override of confirm_n.")
+    cooldown_seconds: float | None = Field(default=None, ge=0, description="Override of cooldown_seconds.")
+    clear_seconds: float | None = Field(default=None, ge=0, description="Override of clear_seconds.")
+    classes: list[str] | None = Field(default=None, description="Override of classes.")
+
+
+class ZoneConfig(_Model):
+    """A polygon on one camera's image where hazards are judged."""
+
+    id: str = Field(description="Zone id, unique within its camera.", pattern=r"^[A-Za-z0-9_\-]+$")
+    name: str | None = Field(default=None, description="Human-readable name.")
+    kind: ZoneKind = Field(description="What the area is; decides which hazards make sense there.")
+    polygon: list[Point] = Field(description="Vertices [x, y] in normalised 0..1 image coordinates.")
+    hazards: list[Hazard] = Field(default_factory=list,
+                                  description="Hazards judged in this zone; empty = the kind's defaults.")
+    crop: bool = Field(default=False, description="Run the detector on this zone's bounding region at full "
+                       "resolution (for small, distant objects) instead of the whole frame.")
+    overrides: dict[Hazard, RuleOverride] = Field(default_factory=dict,
+                                                  description="Per-hazard rule overrides for this zone.")
+    capacity: int | None = Field(default=None, ge=0, description="Parking spaces in a `parking` zone.")
+
+    @field_validator("polygon")
+    @classmethod
+    def _check_polygon(cls, v: list[list[float]]) -> list[list[float]]:
+        if len(v) < 3:
+            raise ValueError("needs at least 3 points")
+        for x, y in v:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(f"point [{x}, {y}] is outside 0..1 (coordinates are normalised)")
+        return v
+
+    def effective_hazards(self) -> list[Hazard]:
+        if self.hazards:
+            return list(self.hazards)
+        return list(ZONE_DEFAULT_HAZARDS.get(self.kind, ()))
+
+
+ZONE_DEFAULT_HAZARDS: dict[ZoneKind, tuple[Hazard, ...]] = {
+    ZoneKind.NO_PARKING: (Hazard.PARKING,),
+    ZoneKind.FIRE_LANE: (Hazard.PARKING, Hazard.CLUTTER),
+    ZoneKind.CORRIDOR: (Hazard.CLUTTER,),
+    ZoneKind.STAIRWELL: (Hazard.CLUTTER,),
+    ZoneKind.WALL: (Hazard.POSTER,),
+    ZoneKind.PARKING: (),
+    ZoneKind.AREA: (),
+}
+
+
+class CameraConfig(_Model):
+    """One camera (or a video file looped as a camera)."""
+
+    id: str = Field(description="Camera id, unique in the site; used as an MQTT topic level.",
+                    pattern=r"^[A-Za-z0-9_\-]+$")
+    name: str | None = Field(default=None, description="Human-readable name.")
+    url: str = Field(description="rtsp://, rtmp://, http(s):// stream URL, or a local video file path "
+                     "(looped and paced at real time). Relative paths resolve against the config file.")
+    grid: str = Field(description="Code of the micro-grid cell (level 4) the camera watches.")
+    enabled: bool = Field(default=True, description="Set false to keep the camera configured but idle.")
+    decode: DecodeMode = Field(default=DecodeMode.KEYFRAMES,
+                               description="`keyframes`: decode only key frames (cheapest); "
+                               "`interval`: decode all and analyse at most `max_fps` frames/s.")
+    max_fps: float = Field(default=2.0, gt=0, le=60, description="Max analysed frames/s in `interval` mode.")
+    analysis_interval: float = Field(default=0.0, ge=0,
+                                     description="Minimum seconds between analysed frames (0 = every "
+                                     "decoded frame the mode yields).")
+    zones: list[ZoneConfig] = Field(default_factory=list, description="Zones drawn on this camera.")
+    hazards: list[Hazard] = Field(default_factory=list,
+                                  description="Hazards judged on the whole frame (e.g. `fire`), besides zones.")
+
+    def used_hazards(self) -> set[Hazard]:
+        """Every hazard this camera needs judged, whole-frame and per zone."""
+        used = set(self.hazards)
+        for z in self.zones:
+            used.update(z.effective_hazards())
+        return used
+
+    @model_validator(mode="after")
+    def _unique_zones(self) -> CameraConfig:
+        seen: set[str] = set()
+        for z in self.zones:
+            if z.id in seen:
+                raise ValueError(f"duplicate zone id {z.id!r}")
+            seen.add(z.id)
+        return self
+
+
+class HazardRule(_Model):
+    """Site-wide rule of one hazard (zones may override fields)."""
+
+    enabled: bool = Field(default=True, description="Turn the hazard off site-wide.")
+    detector: str = Field(default="coco", description="Name of the detector (in `detectors`) it uses.")
+    classes: list[str] = Field(default_factory=list, description="Detector classes that count for this hazard.")
+    min_confidence: float = Field(default=0.35, ge=0, le=1, description="Detections below are ignored.")
+    dwell_seconds: float = Field(default=60.0, ge=0,
+                                 description="How long the hazard must persist before an alert opens.")
+    confirm_k: int = Field(default=1, ge=1, description="Seen in at least k ...")
+    confirm_n: int = Field(default=1, ge=1, description="... of the last n analysed frames to count as present.")
+    cooldown_seconds: float = Field(default=300.0, ge=0,
+                                    description="After an incident clears, no new one opens in the same "
+                                    "zone for this long.")
+    clear_seconds: float = Field(default=30.0, ge=0,
+                                 description="The incident clears after the hazard has been absent this long.")
+    update_interval_seconds: float = Field(default=60.0, ge=0,
+                                           description="Minimum seconds between `updated` events.")
+    match_iou: float = Field(default=0.3, gt=0, le=1,
+                             description="IoU above which a detection continues an existing track.")
+    severity: int = Field(default=3, ge=1, le=5, description="1 (low) .. 5 (critical).")
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> HazardRule:
+        if self.confirm_k > self.confirm_n:
+            raise ValueError(f"confirm_k ({self.confirm_k}) must be <= confirm_n ({self.confirm_n})")
+        return self
+
+    def merged(self, override: RuleOverride | None) -> HazardRule:
+        """This rule with a zone's override applied."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+
+def _default_hazards() -> dict[Hazard, HazardRule]:
+    return {
+        Hazard.PARKING: HazardRule(classes=["car", "truck", "bus", "motorcycle"], dwell_seconds=120,
+                                   min_confidence=0.35, clear_seconds=30, severity=2),
+        Hazard.FIRE: HazardRule(detector="fire", classes=["fire", "smoke"], dwell_seconds=0, confirm_k=3,
+                                confirm_n=5, min_confidence=0.4, clear_seconds=30, severity=5,
+                                update_interval_seconds=15),
+        Hazard.CLUTTER: HazardRule(classes=["bicycle", "motorcycle", "suitcase", "chair", "couch", "bench"],
+                                   dwell_seconds=300, clear_seconds=60, severity=3),
+        Hazard.POSTER: HazardRule(detector="ocr", dwell_seconds=0, clear_seconds=3600, severity=1),
+    }
+
+
+class DetectorConfig(_Model):
+    """One ONNX detector model."""
+
+    model: str = Field(description="Path to the ONNX file (relative paths resolve against the config file), "
+                       "or a name from models/manifest.yaml.")
+    input_size: int = Field(default=640, ge=32, le=4096, description="Square letterbox input size (multiple of 32).")
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"],
+                                 description="onnxruntime execution providers in order of preference.")
+    threads: int = Field(default=0, ge=0, description="intra-op threads (0 = onnxruntime default).")
+    batch_size: int = Field(default=8, ge=1, le=64, description="Max frames per inference batch.")
+    nms_iou: float = Field(default=0.45, gt=0, le=1, description="IoU threshold of class-aware NMS.")
+    min_confidence: float = Field(default=0.25, ge=0, le=1, description="Score floor before rules apply theirs.")
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError("must be a multiple of 32")
+        return v
+
+
+class MqttConfig(_Model):
+    """MQTT broker and topics. Leave `url` unset to run an embedded broker (demo only)."""
+
+    url: str | None = Field(default=None, description="mqtt://host:1883 or mqtts://host:8883; unset = embedded.")
+    embedded_port: int = Field(default=1883, ge=0, le=65535,
+                               description="Port of the embedded broker when `url` is unset (0 = any free).")
+    username: str | None = Field(default=None, description="Broker user name.")
+    password: str | None = Field(default=None, description="Broker password.")
+    tls_ca: str | None = Field(default=None, description="CA bundle for mqtts://.")
+    tls_insecure: bool = Field(default=False, description="Skip broker certificate host check (testing only).")
+    topic_prefix: str = Field(default="gridwatch", description="First topic level of everything published.")
+    client_id: str | None = Field(default=None, description="Client id base; default derives from host/pid.")
+    qos: int = Field(default=1, ge=0, le=2, description="QoS of alerts.")
+    shared_group: str | None = Field(default="gridwatch-api",
+                                     description="Shared-subscription group of the ticket consumer "
+                                     "($share/<group>/...); null for brokers without shared subscriptions.")
+    keepalive: int = Field(default=30, ge=5, description="Keepalive seconds.")
+
+
+class ApiConfig(_Model):
+    """Ticket API, database and evidence store."""
+
+    host: str = Field(default="127.0.0.1", description="Listen address.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Listen port (0 = any free).")
+    database_url: str = Field(default="sqlite:///var/gridwatch.db",
+                              description="SQLAlchemy URL: sqlite:///path or postgresql://...")
+    evidence_dir: str = Field(default="var/evidence", description="Where snapshots and clips are stored.")
+    public_url: str | None = Field(default=None,
+                                   description="Base URL put into alert evidence links; default http://host:port.")
+
+
+class WorkerConfig(_Model):
+    """Detection worker settings."""
+
+    outbox_path: str = Field(default="var/outbox.db", description="SQLite file of the durable MQTT outbox.")
+    clip_pre_seconds: float = Field(default=5.0, ge=0, le=60, description="Clip seconds before the alert.")
+    clip_post_seconds: float = Field(default=5.0, ge=0, le=60, description="Clip seconds after the alert.")
+    buffer_seconds: float = Field(default=15.0, ge=2, le=120, description="Compressed packets kept per camera.")
+    reconnect_min_seconds: float = Field(default=1.0, gt=0, description="First reconnect delay.")
+    reconnect_max_seconds: float = Field(default=30.0, gt=0, description="Reconnect delay cap (exp. backoff).")
+    open_timeout_seconds: float = Field(default=10.0, gt=0, description="Socket timeout opening/reading streams.")
+    health_interval_seconds: float = Field(default=10.0, gt=0, description="How often camera health is published.")
+
+
+class SiteConfig(_Model):
+    """A whole site: grid tree, cameras, rules, detectors, MQTT, API, worker."""
+
+    site: str = Field(default="gridwatch", description="Site name.")
+    grid: list[GridNode] = Field(description="Town-level nodes of the grid tree (4 levels deep).")
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras.")
+    hazards: dict[Hazard, HazardRule] = Field(default_factory=_default_hazards,
+                                              description="Site-wide hazard rules.")
+    detectors: dict[str, DetectorConfig] = Field(
+        default_factory=lambda: {"coco": DetectorConfig(model="../shared/models/yolo11n-coco.onnx")},
+        description="ONNX detectors by name.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT.")
+    api: ApiConfig = Field(default_factory=ApiConfig, description="Ticket API.")
+    worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Detection worker.")
+    base_dir: str | None = Field(default=None, exclude=True,
+                                 description="Set by the loader: folder of the YAML file.")
+
+    @field_validator("hazards", mode="before")
+    @classmethod
+    def _fill_hazard_defaults(cls, v: Any) -> Any:
+        # A YAML that tunes one hazard keeps the defaults of the others.
+        if isinstance(v, dict):
+            defaults: dict[Any, Any] = {h.value: r.model_dump() for h, r in _default_hazards().items()}
+            for k, rule in v.items():
+                base = defaults.get(str(k), {})
+                defaults[str(k)] = {**base, **rule} if isinstance(rule, dict) else rule
+            return defaults
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SiteConfig:
+        errors: list[str] = []
+        cells = self._cells()
+        ids: set[str] = set()
+        for i, cam in enumerate(self.cameras):
+            if cam.id in ids:
+                errors.append(f"cameras[{i}].id: duplicate camera id {cam.id!r}")
+            ids.add(cam.id)
+            if cam.grid not in cells:
+                errors.append(f"cameras[{i}].grid: {cam.grid!r} is not a level-4 grid cell code "
+                              f"(known: {', '.join(sorted(cells)) or 'none'})")
+        used = set().union(*(c.used_hazards() for c in self.cameras)) if self.cameras else set()
+        for h, rule in self.hazards.items():
+            if h in used and rule.enabled and h is not Hazard.POSTER and rule.detector not in self.detectors:
+                errors.append(f"hazards.{h.value}.detector: {rule.detector!r} is not in detectors "
+                              f"({', '.join(self.detectors)})")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def _cells(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+
+        def walk(node: GridNode, path: list[str]) -> None:
+            p = [*path, node.code]
+            if len(p) == len(GRID_LEVELS):
+                out[node.code] = p
+            for c in node.children:
+                walk(c, p)
+
+        for n in self.grid:
+            walk(n, [])
+        return out
+
+    def grid_path(self, cell: str) -> list[str]:
+        """Codes from town to the cell, e.g. ``['T1', 'D1', 'C1', 'G1']``."""
+        return self._cells()[cell]
+
+    def resolve_path(self, p: str) -> Path:
+        """Resolve a config-relative file path."""
+        path = Path(p).expanduser()
+        if not path.is_absolute() and self.base_dir:
+            path = Path(self.base_dir) / path
+        return path
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        for c in self.cameras:
+            if c.id == camera_id:
+                return c
+        raise KeyError(camera_id)
+
+
+def load_config(path: str | Path) -> SiteConfig:
+    """Read and validate a site YAML; raises :class:`ConfigError` with every problem found."""
+    from pipeline.config_errors import ConfigError, validate_text
+
+    text = Path(path).read_text(encoding="utf-8")
+    cfg, errors = validate_text(text, str(path))
+    if errors or cfg is None:
+        raise ConfigError(errors)
+    cfg.base_dir = str(Path(path).resolve().parent)
+    return cfg

@@ -1,0 +1,90 @@
+"""Turn YAML and pydantic failures into one line per error: ``path: message (line N)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline.config import SiteConfig
+
+
+class ConfigError(ValueError):
+    """A site config failed to load; ``errors`` holds one readable line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid config:\n" + "\n".join(f"  {e}" for e in errors))
+        self.errors = errors
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map each value path of a composed YAML document to its 1-based line."""
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            lines[(*path, key)] = k.start_mark.line + 1
+            lines.update({p: n for p, n in _line_index(v, (*path, key)).items() if p != (*path, key)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            lines.update(_line_index(v, (*path, i)))
+    return lines
+
+
+def _line_for(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    # Walk up until a prefix of the path exists in the document (missing fields report their parent).
+    for n in range(len(loc), -1, -1):
+        key = tuple(str(p) if not isinstance(p, int) else p for p in loc[:n])
+        if key in lines:
+            return lines[key]
+    return None
+
+
+def validate_text(text: str, source: str = "<config>") -> tuple[SiteConfig | None, list[str]]:
+    """Validate YAML text; return the config (or None) and every error as ``path: message (line N)``.
+
+    Example:
+        >>> cfg, errs = validate_text("grid: []\\ncameras: [{id: c1, url: x, grid: G9}]")
+        >>> errs
+        ["cameras[0].grid: 'G9' is not a level-4 grid cell code (known: none) (line 2)"]
+    """
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return None, [f"{source}: not valid YAML: {getattr(exc, 'problem', exc)}{where}"]
+    if not isinstance(data, dict):
+        return None, [f"{source}: the top level must be a mapping with at least `grid:`"]
+    lines = _line_index(node) if node is not None else {}
+    try:
+        return SiteConfig.model_validate(data), []
+    except ValidationError as exc:
+        errors: list[str] = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if not loc and ": " in msg:
+                # Cross-field checks already name their own paths, several per message.
+                for item in msg.split("; "):
+                    path, _, text_ = item.partition(": ")
+                    ploc = tuple(int(x) if x.isdigit() else x
+                                 for x in path.replace("[", ".").replace("]", "").split("."))
+                    line = _line_for(lines, ploc)
+                    errors.append(f"{path}: {text_}" + (f" (line {line})" if line else ""))
+                continue
+            line = _line_for(lines, loc)
+            errors.append(f"{_format_loc(loc) or '<root>'}: {msg}" + (f" (line {line})" if line else ""))
+        return None, errors
