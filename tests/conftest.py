@@ -1,0 +1,23 @@
+"""Shared pytest set-up: fixture plugins and the location of ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.fixtures.media", "tests.fixtures.rtsp", "tests.fixtures.mqtt"]
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GRIDWATCH_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ../shared folder (models, datasets, clips). In CI it must exist; elsewhere tests skip."""
+    if not SHARED.is_dir():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"shared data not found at {SHARED}")
+        pytest.skip(f"shared data not found at {SHARED}")
+    return SHARED
