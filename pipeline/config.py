@@ -262,6 +262,11 @@ class WorkerConfig(_Model):
     reconnect_max_seconds: float = Field(default=30.0, gt=0, description="Reconnect delay cap (exp. backoff).")
     open_timeout_seconds: float = Field(default=10.0, gt=0, description="Socket timeout opening/reading streams.")
     health_interval_seconds: float = Field(default=10.0, gt=0, description="How often camera health is published.")
+    analysis_threads: int = Field(default=2, ge=1, le=64,
+                                  description="Threads running detectors and rules (onnxruntime releases the "
+                                  "GIL, so about one per core).")
+    batch_wait_ms: float = Field(default=5.0, ge=0, le=1000,
+                                 description="How long a detection thread waits to fill a batch.")
 
 
 class SiteConfig(_Model):
@@ -338,6 +343,16 @@ class SiteConfig(_Model):
         if not path.is_absolute() and self.base_dir:
             path = Path(self.base_dir) / path
         return path
+
+    def database_url(self) -> str:
+        """``api.database_url`` with a relative SQLite path resolved against the config file's folder."""
+        url = self.api.database_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            path = self.resolve_path(url[len(prefix):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return prefix + str(path)
+        return url
 
     def camera(self, camera_id: str) -> CameraConfig:
         for c in self.cameras:

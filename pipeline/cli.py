@@ -1,0 +1,236 @@
+"""The `gridwatch` command line: run, api, worker, check-config, schema."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import SiteConfig
+from pipeline.config_errors import ConfigError
+
+app = typer.Typer(help="gridwatch: CCTV hazard detection -> MQTT alerts -> tickets.", no_args_is_help=True,
+                  add_completion=False)
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Site YAML file.")]
+DEFAULT_CONFIG = Path("configs/demo.yaml")
+
+
+def _load(path: Path) -> SiteConfig:
+    from pipeline.config import load_config
+
+    try:
+        return load_config(path)
+    except FileNotFoundError:
+        console.print(f"[red]config file not found:[/] {path}")
+        raise typer.Exit(2) from None
+    except ConfigError as exc:
+        console.print(f"[red]{path}: {len(exc.errors)} error(s)[/]")
+        for e in exc.errors:
+            console.print(f"  {e}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(name)s: %(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    for noisy in ("amqtt", "transitions", "uvicorn.access", "libav"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def _start_api(site: SiteConfig) -> Any:
+    import uvicorn
+
+    from pipeline.tickets.api import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(site), host=site.api.host, port=site.api.port,
+                                           log_level="warning", lifespan="on"))
+    threading.Thread(target=server.run, name="gridwatch-api", daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        console.print("[red]the ticket API did not start (see the log above)[/]")
+        raise typer.Exit(1)
+    return server
+
+
+def _with_embedded_broker(site: SiteConfig) -> tuple[SiteConfig, Any]:
+    """Start the in-process broker when no broker URL is configured."""
+    if site.mqtt.url:
+        return site, None
+    from pipeline.alerts.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker("127.0.0.1", site.mqtt.embedded_port)
+    try:
+        broker.start()
+    except OSError as exc:
+        console.print(f"[yellow]embedded broker port {site.mqtt.embedded_port} busy ({exc}); using a free port[/]")
+        broker = EmbeddedBroker("127.0.0.1", 0)
+        broker.start()
+    # The embedded broker does not do shared subscriptions, so the consumer subscribes plainly.
+    mqtt = site.mqtt.model_copy(update={"url": f"mqtt://127.0.0.1:{broker.port}", "shared_group": None})
+    console.print(f"embedded MQTT broker on [bold]mqtt://127.0.0.1:{broker.port}[/] "
+                  "(demo only; set mqtt.url to use Mosquitto)")
+    return site.model_copy(update={"mqtt": mqtt}), broker
+
+
+def _with_api_port(site: SiteConfig) -> SiteConfig:
+    if site.api.port:
+        return site
+    return site.model_copy(update={"api": site.api.model_copy(update={"port": _free_port()})})
+
+
+def _report_sources(site: SiteConfig) -> None:
+    from pipeline.sources import source_problems
+
+    for cam_id, problem in source_problems(site).items():
+        console.print(f"[yellow]camera {cam_id}:[/] {problem}")
+
+
+def _status_table(worker: Any) -> Table:
+    table = Table(title="cameras", expand=False)
+    for col in ("camera", "state", "decoded", "analysed", "dropped", "reconnects", "last error"):
+        table.add_column(col)
+    for h in worker.camera_health():
+        table.add_row(str(h["camera_id"]), str(h["state"]), str(h.get("frames_decoded", 0)),
+                      str(h.get("frames_analysed", 0)), str(h.get("frames_dropped", 0)),
+                      str(h.get("reconnects", 0)), str(h.get("last_error") or h.get("analysis_error") or "")[:60])
+    return table
+
+
+def _run_worker_until_signal(worker: Any, status_every: float) -> None:
+    worker.start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    next_status = time.monotonic() + 5
+    try:
+        while not stop.wait(0.5):
+            if status_every > 0 and time.monotonic() >= next_status:
+                console.print(_status_table(worker))
+                next_status = time.monotonic() + status_every
+    finally:
+        console.print("stopping ...")
+        worker.stop()
+
+
+@app.command()
+def run(config: ConfigOpt = DEFAULT_CONFIG,
+        status_every: Annotated[float, typer.Option(help="Print camera status every N s (0 = never).")] = 30,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Everything in one process: embedded broker (if no mqtt.url), ticket API and detection worker."""
+    _setup_logging(verbose)
+    site = _with_api_port(_load(config))
+    site, broker = _with_embedded_broker(site)
+    _report_sources(site)
+    _start_api(site)
+    base = site.api.public_url or f"http://{site.api.host}:{site.api.port}"
+    console.print(f"ticket API and command centre at [bold]{base}/[/]  (tickets: {base}/tickets)")
+    from pipeline.worker import Worker
+
+    try:
+        _run_worker_until_signal(Worker(site), status_every)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+@app.command()
+def api(config: ConfigOpt = DEFAULT_CONFIG,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """The ticket API (and its MQTT consumer) only."""
+    _setup_logging(verbose)
+    site = _load(config)
+    if not site.mqtt.url:
+        console.print("[red]mqtt.url is not set; `gridwatch api` needs a broker (or use `gridwatch run`)[/]")
+        raise typer.Exit(2)
+    _start_api(site)
+    console.print(f"ticket API at http://{site.api.host}:{site.api.port}/")
+    _wait_for_signal()
+
+
+@app.command()
+def worker(config: ConfigOpt = DEFAULT_CONFIG,
+           cameras: Annotated[str | None, typer.Option(help="Comma-separated camera ids (default all).")] = None,
+           worker_id: Annotated[str | None, typer.Option(help="Worker id (MQTT status topic).")] = None,
+           status_every: Annotated[float, typer.Option(help="Print camera status every N s.")] = 30,
+           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """The detection worker only (cameras -> alerts), for scale-out next to a shared broker."""
+    _setup_logging(verbose)
+    site = _load(config)
+    if not site.mqtt.url:
+        console.print("[red]mqtt.url is not set; `gridwatch worker` needs a broker (or use `gridwatch run`)[/]")
+        raise typer.Exit(2)
+    _report_sources(site)
+    from pipeline.worker import Worker
+
+    ids = [c.strip() for c in cameras.split(",")] if cameras else None
+    _run_worker_until_signal(Worker(site, worker_id=worker_id, camera_ids=ids), status_every)
+
+
+@app.command("check-config")
+def check_config(file: Annotated[Path, typer.Argument(help="Site YAML to validate.")]) -> None:
+    """Validate a site YAML; print every error with its path (and line) in the file."""
+    from pipeline.config_errors import validate_text
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        console.print(f"[red]cannot read {file}: {exc}[/]")
+        raise typer.Exit(2) from None
+    cfg, errors = validate_text(text, str(file))
+    if errors or cfg is None:
+        for e in errors:
+            print(e)
+        console.print(f"[red]{file}: {len(errors)} error(s)[/]")
+        raise typer.Exit(1)
+    zones = sum(len(c.zones) for c in cfg.cameras)
+    console.print(f"[green]{file}: OK[/] ({len(cfg.cameras)} cameras, {zones} zones)")
+
+
+@app.command()
+def schema(alert: Annotated[bool, typer.Option("--alert", help="The MQTT alert payload schema instead.")]
+           = False) -> None:
+    """Print the JSON Schema of the site config (or of the alert payload)."""
+    if alert:
+        from pipeline.alerts.schema import AlertV1
+
+        print(json.dumps(AlertV1.model_json_schema(), indent=2, ensure_ascii=False))
+    else:
+        print(json.dumps(SiteConfig.model_json_schema(), indent=2, ensure_ascii=False))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,173 @@
+"""SQLAlchemy 2 ORM models of the ticket store.
+
+Tables: ``tickets`` (one per incident), ``ticket_events`` (alert events and status transitions,
+unique per ``(ticket_id, message_key)`` so MQTT redelivery is idempotent), ``dead_letters`` (payloads the
+consumer could not use) and ``camera_health`` (latest retained health message per camera).
+
+All datetimes are timezone-aware UTC in Python; they are stored as naive UTC so SQLite and PostgreSQL
+behave the same (see :class:`UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime column stored as naive UTC and returned as aware UTC."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert an aware datetime to naive UTC (naive input is taken as UTC)."""
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to the stored naive datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """Current time, aware UTC."""
+    return datetime.now(UTC)
+
+
+class TicketStatus(StrEnum):
+    """Where a ticket stands in its life cycle (see :mod:`pipeline.tickets.service`)."""
+
+    OPEN = "open"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    VERIFIED = "verified"
+    CLOSED = "closed"
+    FALSE_ALARM = "false_alarm"
+
+
+class EventKind(StrEnum):
+    """Kinds of ticket history rows."""
+
+    ALERT_OPENED = "alert_opened"
+    ALERT_UPDATED = "alert_updated"
+    ALERT_CLEARED = "alert_cleared"
+    TRANSITION = "transition"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the ticket store."""
+
+
+class Ticket(Base):
+    """One ticket per incident (``incident_id`` is unique)."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (
+        Index("ix_tickets_status_opened", "status", "opened_at"),
+        Index("ix_tickets_grid_path", "grid_path"),
+        Index("ix_tickets_opened_at", "opened_at"),
+        UniqueConstraint("incident_id", name="uq_tickets_incident_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    hazard: Mapped[str] = mapped_column(String(32), index=True)
+    severity: Mapped[int] = mapped_column(Integer, default=3)
+    status: Mapped[str] = mapped_column(String(32), default=TicketStatus.OPEN.value)
+    camera_id: Mapped[str] = mapped_column(String(100), index=True)
+    camera_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    grid_l1: Mapped[str] = mapped_column(String(64))
+    grid_l2: Mapped[str] = mapped_column(String(64))
+    grid_l3: Mapped[str] = mapped_column(String(64))
+    grid_l4: Mapped[str] = mapped_column(String(64))
+    grid_path: Mapped[str] = mapped_column(String(300))
+    zone_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    title: Mapped[str] = mapped_column(String(300))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_event: Mapped[str] = mapped_column(String(16))
+    confidence: Mapped[float] = mapped_column(Float, default=0.0)
+    snapshot_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    clip_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    boxes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    assignee: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    events: Mapped[list[TicketEvent]] = relationship(
+        back_populates="ticket", order_by="TicketEvent.id", cascade="all, delete-orphan"
+    )
+
+
+class TicketEvent(Base):
+    """History row of a ticket: an alert event or a status transition."""
+
+    __tablename__ = "ticket_events"
+    __table_args__ = (UniqueConstraint("ticket_id", "message_key", name="uq_ticket_events_message"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    message_key: Mapped[str] = mapped_column(String(300))
+    from_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="events")
+
+
+class DeadLetter(Base):
+    """An MQTT message the consumer could not turn into a ticket event."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload_text: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class CameraHealthRow(Base):
+    """Latest health of one camera, from its retained ``<prefix>/health/<camera_id>`` message."""
+
+    __tablename__ = "camera_health"
+
+    camera_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    last_frame_ts: Mapped[float | None] = mapped_column(Float, nullable=True)
+    frames_decoded: Mapped[int] = mapped_column(Integer, default=0)
+    frames_dropped: Mapped[int] = mapped_column(Integer, default=0)
+    reconnects: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

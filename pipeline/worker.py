@@ -1,0 +1,295 @@
+"""The detection worker: cameras -> detectors -> rules -> evidence + MQTT alerts.
+
+One :class:`CameraReader` thread per camera fills a latest-frame mailbox and a packet ring; a few analysis
+threads take whichever cameras have a fresh frame, batch them per detector, run the rules and hand every
+incident to the evidence writer and the durable MQTT publisher. A slow detector therefore never makes a
+camera fall behind: its stale frames are replaced in the mailbox and counted as dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.alerts.evidence import EvidenceWriter
+from pipeline.alerts.publisher import MqttPublisher
+from pipeline.alerts.schema import alert_topic, build_alert
+from pipeline.analyze.analyzer import CameraAnalyzer
+from pipeline.analyze.incident import Incident, IncidentEvent
+from pipeline.config import CameraConfig, SiteConfig
+from pipeline.detect.detections import Detections
+from pipeline.detect.registry import DetectorRegistry
+from pipeline.ingest.frame import Frame
+from pipeline.ingest.mailbox import LatestFrameMailbox
+from pipeline.ingest.reader import CameraReader
+from pipeline.ingest.ring import PacketRing
+from pipeline.sources import resolve_source
+
+log = logging.getLogger(__name__)
+
+
+class _SignallingMailbox(LatestFrameMailbox):
+    """A mailbox that also tells the worker which camera has a fresh frame."""
+
+    def __init__(self, camera_id: str, ready: queue.SimpleQueue[str]) -> None:
+        super().__init__()
+        self._camera_id = camera_id
+        self._ready = ready
+
+    def put(self, frame: Frame) -> None:
+        super().put(frame)
+        self._ready.put(self._camera_id)
+
+
+@dataclass
+class _CameraSlot:
+    camera: CameraConfig
+    url: str
+    grid_path: list[str]
+    mailbox: _SignallingMailbox
+    ring: PacketRing
+    reader: CameraReader
+    analyzer: CameraAnalyzer
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    frames_analysed: int = 0
+    frames_skipped: int = 0
+    last_analysed_ts: float = 0.0
+    analysis_error: str | None = None
+
+
+def evidence_urls(site: SiteConfig, incident_id: str) -> dict[str, str]:
+    """The URLs under which the API serves an incident's evidence."""
+    base = (site.api.public_url or f"http://{site.api.host}:{site.api.port}").rstrip("/")
+    return {"snapshot_url": f"{base}/evidence/{incident_id}/snapshot.jpg",
+            "clip_url": f"{base}/evidence/{incident_id}/clip.mp4"}
+
+
+class Worker:
+    """Runs every enabled camera of a site (or a subset) through detection and rules.
+
+    Args:
+        site: the validated site config.
+        worker_id: id used in MQTT client ids and the retained status topic.
+        camera_ids: only run these cameras (for sharding a site over several workers); None = all.
+
+    Example:
+        >>> from pipeline.config import load_config
+        >>> w = Worker(load_config("configs/demo.yaml"))  # doctest: +SKIP
+        >>> w.start(); ...; w.stop()  # doctest: +SKIP
+    """
+
+    def __init__(self, site: SiteConfig, worker_id: str | None = None,
+                 camera_ids: list[str] | None = None) -> None:
+        self.site = site
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._ready: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._timers: list[threading.Timer] = []
+        self.registry = DetectorRegistry(site)
+        self.evidence = EvidenceWriter(site.resolve_path(site.api.evidence_dir))
+        outbox = site.resolve_path(site.worker.outbox_path)
+        outbox.parent.mkdir(parents=True, exist_ok=True)
+        self.publisher = MqttPublisher(site.mqtt, str(outbox), self.worker_id)
+        self.slots: dict[str, _CameraSlot] = {}
+        self.incidents_emitted = 0
+        for cam in site.cameras:
+            if not cam.enabled or (camera_ids is not None and cam.id not in camera_ids):
+                continue
+            url = resolve_source(site, cam.url)
+            mailbox = _SignallingMailbox(cam.id, self._ready)
+            ring = PacketRing(site.worker.buffer_seconds)
+            reader = CameraReader(cam, url, mailbox, ring, site.worker)
+            self.slots[cam.id] = _CameraSlot(cam, url, site.grid_path(cam.grid), mailbox, ring, reader,
+                                             CameraAnalyzer(site, cam))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the publisher, load detectors, then start readers and analysis threads."""
+        self.publisher.start()
+        for name in sorted({r.detector for s in self.slots.values() for r in s.analyzer.requests(640, 360)}):
+            self.registry.get(name)  # fail fast on a missing model, before cameras start
+        for slot in self.slots.values():
+            slot.reader.start()
+        for i in range(self.site.worker.analysis_threads):
+            self._spawn(self._analysis_loop, f"analysis-{i}")
+        self._spawn(self._health_loop, "health")
+
+    def stop(self) -> None:
+        """Stop readers and threads; flush pending clips; the outbox keeps undelivered alerts."""
+        self._stop.set()
+        for slot in self.slots.values():
+            slot.reader.stop()
+        for t in self._threads:
+            t.join(timeout=5)
+        for timer in self._timers:
+            if timer.is_alive():
+                timer.cancel()
+                # Write the clip now with what is buffered rather than losing it.
+                timer.function(*timer.args)
+        self.publisher.stop()
+
+    def _spawn(self, target: object, name: str) -> None:
+        t = threading.Thread(target=target, name=f"gridwatch-{name}", daemon=True)  # type: ignore[arg-type]
+        t.start()
+        self._threads.append(t)
+
+    # -- analysis --------------------------------------------------------------------------------
+    def _take_batch(self) -> list[_CameraSlot]:
+        try:
+            first = self._ready.get(timeout=0.5)
+        except queue.Empty:
+            return []
+        ids = [first]
+        deadline = time.monotonic() + self.site.worker.batch_wait_ms / 1000
+        while len(ids) < 64:
+            remaining = deadline - time.monotonic()
+            try:
+                ids.append(self._ready.get(timeout=remaining) if remaining > 0 else self._ready.get_nowait())
+            except queue.Empty:
+                break
+        return [self.slots[c] for c in dict.fromkeys(ids) if c in self.slots]
+
+    def _analysis_loop(self) -> None:
+        while not self._stop.is_set():
+            work: list[tuple[_CameraSlot, Frame]] = []
+            for slot in self._take_batch():
+                # A slot is analysed by one thread at a time, so its rules see frames in order.
+                if not slot.lock.acquire(blocking=False):
+                    self._ready.put(slot.camera.id)
+                    continue
+                frame = slot.mailbox.get(timeout=0)
+                if frame is None:
+                    slot.lock.release()
+                    continue
+                if frame.ts - slot.last_analysed_ts < slot.camera.analysis_interval:
+                    slot.frames_skipped += 1
+                    slot.lock.release()
+                    continue
+                work.append((slot, frame))
+            if not work:
+                continue
+            try:
+                self._analyse(work)
+            finally:
+                for slot, _ in work:
+                    slot.lock.release()
+
+    def _analyse(self, work: list[tuple[_CameraSlot, Frame]]) -> None:
+        results: list[dict[str, Detections]] = [{} for _ in work]
+        full: dict[str, list[int]] = {}
+        for i, (slot, frame) in enumerate(work):
+            regions: dict[str, list[tuple[int, int, int, int]]] = {}
+            whole: set[str] = set()
+            for req in slot.analyzer.requests(frame.width, frame.height):
+                if req.region is None:
+                    whole.add(req.detector)
+                else:
+                    regions.setdefault(req.detector, []).append(req.region)
+            for name in whole:
+                full.setdefault(name, []).append(i)
+            for name, regs in regions.items():
+                if name in whole:
+                    continue
+                try:
+                    results[i][name] = self.registry.get(name).detect_regions(frame.image, regs)
+                except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
+                    self._fail(slot, exc)
+        for name, idx in full.items():
+            batch = self.site.detectors[name].batch_size if name in self.site.detectors else 8
+            for start in range(0, len(idx), batch):
+                chunk = idx[start:start + batch]
+                try:
+                    dets = self.registry.get(name).detect_batch([work[i][1].image for i in chunk])
+                except Exception as exc:  # noqa: BLE001
+                    for i in chunk:
+                        self._fail(work[i][0], exc)
+                    continue
+                for i, d in zip(chunk, dets, strict=True):
+                    results[i][name] = d
+        for (slot, frame), dets in zip(work, results, strict=True):
+            try:
+                incidents = slot.analyzer.analyze(frame, dets)
+                slot.frames_analysed += 1
+                slot.last_analysed_ts = frame.ts
+                slot.analysis_error = None
+                for incident in incidents:
+                    self._emit(slot, frame, incident)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(slot, exc)
+
+    def _fail(self, slot: _CameraSlot, exc: Exception) -> None:
+        slot.analysis_error = f"{type(exc).__name__}: {exc}"
+        log.exception("camera %s: analysis failed", slot.camera.id)
+
+    # -- incidents -> evidence + alerts ----------------------------------------------------------
+    def _emit(self, slot: _CameraSlot, frame: Frame, incident: Incident) -> None:
+        urls = evidence_urls(self.site, incident.id)
+        if incident.event is IncidentEvent.OPENED:
+            try:
+                self.evidence.snapshot(frame, incident, slot.analyzer.zone_polygons_px(frame.width,
+                                                                                        frame.height))
+            except Exception:  # noqa: BLE001 - the alert matters more than its picture
+                log.exception("camera %s: snapshot failed for %s", slot.camera.id, incident.id)
+            self._schedule_clip(slot, incident)
+        alert = build_alert(incident, self.site, urls)
+        topic = alert_topic(self.site.mqtt.topic_prefix, slot.grid_path, slot.camera.id, incident.hazard)
+        self.publisher.publish(topic, alert.model_dump_json().encode(), qos=self.site.mqtt.qos)
+        self.incidents_emitted += 1
+        log.info("%s %s %s on %s", incident.event.value, incident.hazard.value, incident.id, slot.camera.id)
+
+    def _schedule_clip(self, slot: _CameraSlot, incident: Incident) -> None:
+        cfg = self.site.worker
+
+        def write() -> None:
+            try:
+                self.evidence.clip(slot.ring, incident, cfg.clip_pre_seconds, cfg.clip_post_seconds)
+            except Exception:  # noqa: BLE001
+                log.exception("camera %s: clip failed for %s", slot.camera.id, incident.id)
+
+        timer = threading.Timer(cfg.clip_post_seconds + 0.5, write)
+        timer.daemon = True
+        timer.start()
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+
+    # -- health ----------------------------------------------------------------------------------
+    def camera_health(self) -> list[dict[str, object]]:
+        """Reader health plus analysis counters, one dict per camera."""
+        out = []
+        for slot in self.slots.values():
+            h = slot.reader.health().to_dict()
+            h.update(frames_analysed=slot.frames_analysed, frames_skipped=slot.frames_skipped,
+                     analysis_error=slot.analysis_error, worker_id=self.worker_id, url=_redact(slot.url))
+            out.append(h)
+        return out
+
+    def _health_loop(self) -> None:
+        prefix = self.site.mqtt.topic_prefix
+        while not self._stop.wait(self.site.worker.health_interval_seconds):
+            self.publish_health(prefix)
+
+    def publish_health(self, prefix: str | None = None) -> None:
+        prefix = prefix or self.site.mqtt.topic_prefix
+        for h in self.camera_health():
+            payload = json.dumps({**h, "ts": time.time()}, default=str).encode()
+            # Health is a gauge: only the latest matters, so it bypasses ordering concerns but is retained.
+            self.publisher.publish(f"{prefix}/health/{h['camera_id']}", payload, qos=1, retain=True)
+
+
+def _redact(url: str) -> str:
+    """Drop credentials from a stream URL before it leaves the worker."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def outbox_dir(site: SiteConfig) -> Path:
+    return site.resolve_path(site.worker.outbox_path).parent
