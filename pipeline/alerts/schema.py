@@ -85,8 +85,8 @@ class AlertV1(_Strict):
 
     Example:
         >>> a = AlertV1.model_validate_json(example_alert().model_dump_json())
-        >>> a.event, a.hazard, a.grid.path[-1]
-        ('opened', 'parking', 'G1')
+        >>> str(a.event), str(a.hazard), a.grid.path[-1], a.model_dump(mode="json")["ts"]
+        ('opened', 'parking', 'G1', '2024-05-01T08:02:00Z')
     """
 
     schema_version: Literal[1] = Field(default=1, description="Payload schema version; always 1 here.")
