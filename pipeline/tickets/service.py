@@ -1,0 +1,262 @@
+"""Ticket life cycle and the idempotent application of alert events.
+
+Life cycle (:data:`TRANSITIONS` is the whole table)::
+
+    open -> assigned -> in_progress -> resolved -> verified -> closed
+    open | assigned | in_progress -> false_alarm
+    resolved -> in_progress          (verification failed: rework)
+
+Alert events never change the status: ``opened`` creates the ticket (a later ``opened`` for the same
+incident changes nothing), ``updated`` refreshes confidence/boxes/evidence, ``cleared`` sets
+``cleared_at`` but leaves closing to a person. Each event is stored once per ``(ticket, message_key)``;
+the unique constraints on ``tickets.incident_id`` and ``ticket_events`` make this hold when several
+consumers race (the loser's transaction fails with ``IntegrityError`` and is retried, then sees the row).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.tickets.models import (
+    CameraHealthRow,
+    DeadLetter,
+    EventKind,
+    Ticket,
+    TicketEvent,
+    TicketStatus,
+    utcnow,
+)
+from pipeline.tickets.payload import AlertIn, HealthIn
+
+log = logging.getLogger(__name__)
+
+S = TicketStatus
+TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
+    S.OPEN: frozenset({S.ASSIGNED, S.FALSE_ALARM}),
+    S.ASSIGNED: frozenset({S.IN_PROGRESS, S.FALSE_ALARM}),
+    S.IN_PROGRESS: frozenset({S.RESOLVED, S.FALSE_ALARM}),
+    S.RESOLVED: frozenset({S.VERIFIED, S.IN_PROGRESS}),
+    S.VERIFIED: frozenset({S.CLOSED}),
+    S.CLOSED: frozenset(),
+    S.FALSE_ALARM: frozenset(),
+}
+"""Allowed next states of each status."""
+
+_ORDER = list(TicketStatus)
+Outcome = Literal["created", "updated", "cleared", "duplicate", "ignored"]
+_MAX_ATTEMPTS = 3
+
+
+class TicketNotFoundError(LookupError):
+    """No ticket with that id."""
+
+
+class TransitionError(ValueError):
+    """A status change the life cycle does not allow.
+
+    Attributes:
+        current: the ticket's status.
+        requested: the status asked for.
+        allowed: statuses allowed from ``current``.
+    """
+
+    def __init__(self, current: str, requested: str, allowed: list[str]) -> None:
+        super().__init__(f"cannot go from {current!r} to {requested!r}; allowed: {allowed}")
+        self.current = current
+        self.requested = requested
+        self.allowed = allowed
+
+
+def allowed_next(status: str) -> list[str]:
+    """Statuses reachable from ``status`` in life-cycle order (empty for terminal or unknown states)."""
+    try:
+        nxt = TRANSITIONS[TicketStatus(status)]
+    except ValueError:
+        return []
+    return [s.value for s in _ORDER if s in nxt]
+
+
+def transition(session: Session, ticket_id: int, to: str, actor: str | None = None,
+               note: str | None = None, assignee: str | None = None) -> Ticket:
+    """Move a ticket to ``to`` and record a ``transition`` event (caller commits).
+
+    Args:
+        session: open session (inside a transaction).
+        ticket_id: ticket id.
+        to: target status.
+        actor: who did it.
+        note: free text, also stored on the ticket.
+        assignee: for ``assigned``; defaults to ``actor``.
+
+    Raises:
+        TicketNotFoundError: unknown id.
+        TransitionError: not allowed from the current status.
+    """
+    ticket = session.scalars(select(Ticket).where(Ticket.id == ticket_id).with_for_update()).first()
+    if ticket is None:
+        raise TicketNotFoundError(ticket_id)
+    allowed = allowed_next(ticket.status)
+    if to not in allowed:
+        raise TransitionError(ticket.status, to, allowed)
+    now = utcnow()
+    session.add(TicketEvent(ticket_id=ticket.id, kind=EventKind.TRANSITION.value,
+                            message_key=f"transition:{uuid.uuid4().hex}", from_status=ticket.status,
+                            to_status=to, actor=actor, note=note, ts=now))
+    if to == TicketStatus.ASSIGNED:
+        ticket.assignee = assignee or actor or ticket.assignee
+    if note:
+        ticket.note = note
+    ticket.status = to
+    ticket.updated_at = now
+    session.flush()
+    return ticket
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What applying one alert did."""
+
+    ticket_id: int
+    outcome: Outcome
+
+
+def _title(alert: AlertIn) -> str:
+    where = alert.camera.name or alert.camera.id
+    if alert.zone is not None:
+        where += f" / {alert.zone.name or alert.zone.id}"
+    return f"{alert.hazard.value.replace('_', ' ').capitalize()} at {where}"[:300]
+
+
+def _event_kind(alert: AlertIn) -> str:
+    return {"opened": EventKind.ALERT_OPENED, "updated": EventKind.ALERT_UPDATED,
+            "cleared": EventKind.ALERT_CLEARED}[alert.event].value
+
+
+def _new_ticket(alert: AlertIn) -> Ticket:
+    p = alert.grid.path
+    return Ticket(
+        incident_id=alert.incident_id, hazard=alert.hazard.value, severity=alert.severity,
+        status=TicketStatus.OPEN.value, camera_id=alert.camera.id, camera_name=alert.camera.name,
+        grid_l1=p[0], grid_l2=p[1], grid_l3=p[2], grid_l4=p[3], grid_path="/".join(p),
+        zone_id=alert.zone.id if alert.zone else None, title=_title(alert), started_at=alert.started_at,
+        opened_at=alert.ts, updated_at=alert.ts,
+        cleared_at=alert.ts if alert.event == "cleared" else None, last_event=alert.event,
+        confidence=alert.confidence, snapshot_url=alert.evidence.snapshot_url,
+        clip_url=alert.evidence.clip_url, boxes=[b.model_dump() for b in alert.boxes],
+        details=dict(alert.details),
+    )
+
+
+def _refresh(ticket: Ticket, alert: AlertIn) -> None:
+    """Apply an updated/cleared event's data; older events only fill gaps."""
+    if alert.evidence.snapshot_url and not ticket.snapshot_url:
+        ticket.snapshot_url = alert.evidence.snapshot_url
+    if alert.evidence.clip_url:
+        ticket.clip_url = alert.evidence.clip_url
+    if alert.event == "cleared":
+        ticket.cleared_at = alert.ts
+    if alert.ts < ticket.updated_at:
+        return
+    ticket.updated_at = alert.ts
+    ticket.last_event = alert.event
+    ticket.severity = max(ticket.severity, alert.severity)
+    ticket.confidence = max(ticket.confidence, alert.confidence)
+    if alert.boxes:
+        ticket.boxes = [b.model_dump() for b in alert.boxes]
+    if alert.details:
+        ticket.details = {**ticket.details, **alert.details}
+
+
+def _apply(session: Session, alert: AlertIn, payload: dict[str, Any]) -> ApplyResult:
+    ticket = session.scalars(
+        select(Ticket).where(Ticket.incident_id == alert.incident_id).with_for_update()).first()
+    event = TicketEvent(kind=_event_kind(alert), message_key=alert.message_key, ts=alert.ts, payload=payload)
+    if ticket is None:
+        ticket = _new_ticket(alert)
+        session.add(ticket)
+        session.flush()
+        event.ticket_id = ticket.id
+        session.add(event)
+        session.flush()
+        return ApplyResult(ticket.id, "created")
+    seen = session.scalar(select(TicketEvent.id).where(TicketEvent.ticket_id == ticket.id,
+                                                       TicketEvent.message_key == alert.message_key))
+    if seen is not None:
+        return ApplyResult(ticket.id, "duplicate")
+    if alert.event == "opened":
+        return ApplyResult(ticket.id, "ignored")
+    event.ticket_id = ticket.id
+    session.add(event)
+    _refresh(ticket, alert)
+    session.flush()
+    return ApplyResult(ticket.id, "cleared" if alert.event == "cleared" else "updated")
+
+
+def apply_alert(sessions: sessionmaker[Session], alert: AlertIn,
+                payload: dict[str, Any] | None = None) -> ApplyResult:
+    """Apply one alert in its own transaction, idempotently.
+
+    Args:
+        sessions: session factory.
+        alert: the parsed alert.
+        payload: JSON stored with the event (defaults to the alert's dump).
+
+    Returns:
+        The ticket id and the outcome.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database failed (the caller must not acknowledge).
+    """
+    data = payload if payload is not None else alert.model_dump(mode="json")
+    for attempt in range(1, _MAX_ATTEMPTS + 1):
+        try:
+            with sessions() as session, session.begin():
+                return _apply(session, alert, data)
+        except IntegrityError:
+            # A concurrent consumer inserted the same ticket/event first; the retry will see it.
+            if attempt == _MAX_ATTEMPTS:
+                raise
+            log.debug("integrity race on incident %s, retrying", alert.incident_id)
+    raise AssertionError("unreachable")
+
+
+def record_dead_letter(sessions: sessionmaker[Session], topic: str, payload: bytes, reason: str) -> int:
+    """Store an unusable message; returns the dead-letter id."""
+    with sessions() as session, session.begin():
+        row = DeadLetter(topic=topic, payload=payload, reason=reason[:2000],
+                         payload_text=payload.decode("utf-8", errors="replace")[:10_000],
+                         received_at=utcnow())
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def upsert_camera_health(sessions: sessionmaker[Session], camera_id: str, health: HealthIn,
+                         now: datetime | None = None) -> None:
+    """Insert or replace the latest health row of a camera."""
+    for attempt in range(1, _MAX_ATTEMPTS + 1):
+        try:
+            with sessions() as session, session.begin():
+                row = session.get(CameraHealthRow, camera_id, with_for_update=True)
+                if row is None:
+                    row = CameraHealthRow(camera_id=camera_id)
+                    session.add(row)
+                row.state = health.state
+                row.last_frame_ts = health.last_frame_ts
+                row.frames_decoded = health.frames_decoded
+                row.frames_dropped = health.frames_dropped
+                row.reconnects = health.reconnects
+                row.last_error = health.last_error
+                row.updated_at = now or utcnow()
+            return
+        except IntegrityError:
+            if attempt == _MAX_ATTEMPTS:
+                raise
