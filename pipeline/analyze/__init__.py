@@ -1,0 +1,43 @@
+"""Analyze stage: zone geometry, tracking, hazard rules and per-camera analysis.
+
+Public API (imported lazily: ``pipeline.config`` imports ``pipeline.analyze.incident``, so this package
+must not import the config-dependent modules eagerly)::
+
+    from pipeline.analyze import CameraAnalyzer, DetectRequest, NoParkingRule, ZoneGeometry
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.analyze.analyzer import CameraAnalyzer, DetectRequest, register_rule
+    from pipeline.analyze.incident import Hazard, Incident, IncidentBox, IncidentEvent
+    from pipeline.analyze.parking import NoParkingRule
+    from pipeline.analyze.rules import IncidentLifecycle, KofN, Observation, PresenceTimer, ZoneRule
+    from pipeline.analyze.tracking import IoUTracker, Track, iou_matrix
+    from pipeline.analyze.zones import ZoneGeometry
+
+_WHERE = {
+    "CameraAnalyzer": "analyzer", "DetectRequest": "analyzer", "register_rule": "analyzer",
+    "Hazard": "incident", "Incident": "incident", "IncidentBox": "incident", "IncidentEvent": "incident",
+    "NoParkingRule": "parking",
+    "IncidentLifecycle": "rules", "KofN": "rules", "Observation": "rules", "PresenceTimer": "rules",
+    "ZoneRule": "rules",
+    "IoUTracker": "tracking", "Track": "tracking", "iou_matrix": "tracking",
+    "ZoneGeometry": "zones",
+}
+
+__all__ = [
+    "CameraAnalyzer", "DetectRequest", "Hazard", "Incident", "IncidentBox", "IncidentEvent",
+    "IncidentLifecycle", "IoUTracker", "KofN", "NoParkingRule", "Observation", "PresenceTimer",
+    "Track", "ZoneGeometry", "ZoneRule", "iou_matrix", "register_rule",
+]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"pipeline.analyze.{mod}"), name)

@@ -1,0 +1,113 @@
+"""No-parking rule: vehicles standing still in a zone for longer than ``dwell_seconds``.
+
+Design: **one incident per zone**, covering every offending vehicle (``boxes`` lists each, ``details``
+counts them), not one per vehicle. Reasons:
+
+* the ticket system opens one ticket per incident id, and a patrol worker clears a zone, not a car: a
+  fire lane with five cars in it is one job, not five tickets;
+* ``cooldown_seconds`` is defined per zone ("no new one opens in the same zone"), which only has a clear
+  meaning for zone-level incidents;
+* it is robust to the tracker: when a parked car's track is lost and restarted (long occlusion, a
+  detector that flips between car and truck), a per-vehicle scheme would open a duplicate ticket, the
+  per-zone incident simply continues.
+
+The vehicle's *anchor* is the bottom-centre of its box (where the wheels touch the ground), so a car
+whose roof overlaps the zone but which stands beside it does not count. Vehicles are tracked by IoU over
+analysed frames (:class:`~pipeline.analyze.tracking.IoUTracker`, ``rule.match_iou``); a track survives
+``rule.clear_seconds`` of missed detections, so a car hidden for a few frames keeps its dwell timer and
+does not cause a second incident.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.analyze.incident import Hazard, Incident
+from pipeline.analyze.rules import IncidentLifecycle, Observation, normalised_box
+from pipeline.analyze.tracking import IoUTracker, Track
+from pipeline.analyze.zones import ZoneGeometry
+from pipeline.config import HazardRule, ZoneConfig
+from pipeline.detect.detections import Detections
+
+DEFAULT_VEHICLES = ("car", "truck", "bus", "motorcycle")
+
+
+class NoParkingRule:
+    """Alerts on vehicles parked in a no-parking / fire-lane zone.
+
+    Args:
+        camera_id: camera id.
+        zone: the zone (normalised polygon).
+        rule: the effective rule (site rule merged with the zone's override): ``classes`` (default
+            car/truck/bus/motorcycle), ``min_confidence``, ``dwell_seconds``, ``match_iou``,
+            ``clear_seconds``, ``update_interval_seconds``, ``cooldown_seconds``, ``confirm_k/n``,
+            ``severity``.
+        stationary_tolerance: a vehicle counts as standing still while its box centre stays within this
+            fraction of its box size of where it came to rest.
+
+    Example:
+        >>> from pipeline.config import HazardRule, ZoneConfig
+        >>> zone = ZoneConfig(id="lane", kind="no_parking", polygon=[[0, 0.5], [1, 0.5], [1, 1], [0, 1]])
+        >>> rule = NoParkingRule("cam1", zone, HazardRule(classes=["car"], dwell_seconds=10))
+        >>> car = Detections.from_arrays([[40, 60, 60, 80]], [0.9], [2], {2: "car"})
+        >>> events = [e for t in range(0, 15) for e in rule.update(float(t), car, 100, 100)]
+        >>> [(e.event.value, e.id, e.details["dwell_seconds"]) for e in events]
+        [('opened', 'cam1-lane-parking-0-1', 10.0)]
+    """
+
+    hazard: Hazard = Hazard.PARKING
+
+    def __init__(self, camera_id: str, zone: ZoneConfig, rule: HazardRule,
+                 stationary_tolerance: float = 0.15) -> None:
+        self.camera_id = camera_id
+        self.zone = zone
+        self.zone_id: str | None = zone.id
+        self.rule = rule
+        self.classes = frozenset(rule.classes or DEFAULT_VEHICLES)
+        self.tracker = IoUTracker(match_iou=rule.match_iou, max_missing_seconds=rule.clear_seconds,
+                                  stationary_tolerance=stationary_tolerance)
+        self.lifecycle = IncidentLifecycle(camera_id, zone.id, Hazard.PARKING, rule)
+        self._geometry: ZoneGeometry | None = None
+
+    def geometry(self, width: int, height: int) -> ZoneGeometry:
+        """The zone in pixels of a ``width`` x ``height`` frame (cached per size)."""
+        g = self._geometry
+        if g is None or (g.width, g.height) != (width, height):
+            g = self._geometry = ZoneGeometry(self.zone, width, height)
+        return g
+
+    def vehicles(self, detections: Detections) -> Detections:
+        """The detections that count: vehicle classes at or above ``min_confidence``."""
+        return detections.with_classes(self.classes).with_min_confidence(self.rule.min_confidence)
+
+    def offenders(self, ts: float, width: int, height: int) -> list[Track]:
+        """Tracks seen in the frame at ``ts``, anchored inside the zone, still for >= dwell_seconds."""
+        live = [t for t in self.tracker.tracks if t.seen_at(ts)]
+        if not live:
+            return []
+        inside = self.geometry(width, height).contains_points(np.array([t.bottom_centre for t in live]))
+        return [t for t, ok in zip(live, inside, strict=True)
+                if ok and t.stationary_seconds(ts) >= self.rule.dwell_seconds]
+
+    def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
+        """Judge one analysed frame; returns the incident events it causes (0 or 1)."""
+        v = self.vehicles(detections)
+        self.tracker.update(ts, v.xyxy, v.confidence, v.labels)
+        parked = sorted(self.offenders(ts, width, height), key=lambda t: t.stationary_since)
+        obs: Observation | None = None
+        if parked:
+            first = parked[0]
+            obs = Observation(
+                started_at=first.stationary_since,
+                confidence=max(t.best_confidence for t in parked),
+                boxes=tuple(normalised_box(t.box, width, height, t.label, t.confidence) for t in parked),
+                details={
+                    "dwell_seconds": round(first.stationary_seconds(ts), 1),
+                    "vehicle": first.label,
+                    "vehicles": len(parked),
+                    "labels": [t.label for t in parked],
+                    "track_ids": [t.id for t in parked],
+                },
+            )
+        event = self.lifecycle.step(ts, obs)
+        return [event] if event is not None else []
