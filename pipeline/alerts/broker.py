@@ -162,8 +162,9 @@ def _free_port(host: str) -> int:
 def _mqtt_ping(host: str, port: int) -> bool:
     """True when an MQTT client can connect (CONNACK 0) and disconnect."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gridwatch-probe-{time.monotonic_ns()}")
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gridwatch-probe-{time.monotonic_ns()}")
     try:
         return bool(c.connect(host, port, keepalive=10) == mqtt.MQTT_ERR_SUCCESS and _wait_connack(c))
     except OSError:

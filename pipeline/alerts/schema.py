@@ -49,8 +49,9 @@ class GridRef(_Strict):
     """Where the camera sits in the four-level grid (town, district, community, cell)."""
 
     path: list[str] = Field(min_length=4, max_length=4,
-                            description="Grid codes from town to micro-grid cell, e.g. ['T1','D1','C1','G1'].")
-    names: list[str] = Field(min_length=4, max_length=4, description="Human-readable names of the four levels.")
+                            description="Grid codes from town to micro-grid cell, e.g. [T1, D1, C1, G1].")
+    names: list[str] = Field(min_length=4, max_length=4,
+                             description="Human-readable names of the four levels.")
     patrol: str | None = Field(default=None, description="Patrol worker or team responsible for the cell.")
 
 
@@ -90,7 +91,8 @@ class AlertV1(_Strict):
     """
 
     schema_version: Literal[1] = Field(default=1, description="Payload schema version; always 1 here.")
-    event: IncidentEvent = Field(description="opened (new incident), updated (still present), cleared (gone).")
+    event: IncidentEvent = Field(
+        description="opened (new incident), updated (still present), cleared (gone).")
     incident_id: str = Field(pattern=SAFE_ID, max_length=200,
                              description="Stable id shared by all events of one incident (idempotency key).")
     hazard: Hazard = Field(description="Which hazard: parking, fire, clutter or poster.")
@@ -99,7 +101,8 @@ class AlertV1(_Strict):
     started_at: AwareDatetime = Field(description="When the hazard was first seen, ISO-8601 UTC.")
     camera: CameraRef = Field(description="The camera.")
     grid: GridRef = Field(description="The camera's grid cell and its ancestors.")
-    zone: ZoneRef | None = Field(default=None, description="The zone, or null for whole-frame hazards (fire).")
+    zone: ZoneRef | None = Field(default=None,
+                                 description="The zone, or null for whole-frame hazards (fire).")
     confidence: float = Field(ge=0, le=1, description="Best detector confidence behind the incident.")
     boxes: list[AlertBox] = Field(default_factory=list, description="Objects behind the incident.")
     details: dict[str, Any] = Field(default_factory=dict,
@@ -125,7 +128,8 @@ class AlertV1(_Strict):
 
 def _check_level(value: str, what: str) -> str:
     if not value or any(ch in value for ch in "/+#\x00"):
-        raise ValueError(f"{what} {value!r} is not a valid MQTT topic level (empty or contains '/', '+', '#')")
+        raise ValueError(f"{what} {value!r} is not a valid MQTT topic level "
+                         "(empty or contains '/', '+', '#')")
     return value
 
 
