@@ -1,20 +1,20 @@
 """Parsing and checking of MQTT payloads the ticket consumer receives.
 
-Alerts are validated with the producer's :class:`pipeline.alerts.schema.AlertV1` when that module is
-available, then read into :class:`AlertIn`, the subset of fields the ticket store uses (so the store does
+Alerts are validated with the producer's :class:`pipeline.alerts.schema.AlertV1`, then read into
+:class:`AlertIn`, the subset of fields the ticket store uses (so the store does
 not depend on the producer model's Python types). The topic must agree with the payload:
 ``<prefix>/alerts/<l1>/<l2>/<l3>/<l4>/<camera_id>/<hazard>``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.alerts.schema import AlertV1
 from pipeline.analyze.incident import Hazard
 
 
@@ -114,15 +114,8 @@ class HealthIn(_In):
 
 
 def _producer_validate(data: dict[str, Any]) -> dict[str, Any]:
-    """Validate with the producer's AlertV1 when available; returns its JSON dump."""
-    try:
-        mod = importlib.import_module("pipeline.alerts.schema")
-    except ImportError:
-        return data
-    model: Any = getattr(mod, "AlertV1", None)
-    if model is None:
-        return data
-    dumped: dict[str, Any] = model.model_validate(data).model_dump(mode="json")
+    """Validate with the producer's strict :class:`AlertV1`; returns its JSON dump."""
+    dumped: dict[str, Any] = AlertV1.model_validate(data).model_dump(mode="json")
     return dumped
 
 

@@ -1,0 +1,290 @@
+"""Ticket REST API and command-centre host: ``create_app(site)``.
+
+The app migrates the database when it is created (``init_db``) and its lifespan starts and stops the
+MQTT :class:`~pipeline.tickets.consumer.AlertConsumer`. Endpoints are listed in ``docs/api.md``.
+
+Example:
+    >>> app = create_app(site, start_consumer=False)  # doctest: +SKIP
+    >>> uvicorn.run(app, host=site.api.host, port=site.api.port)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import Engine, func, or_, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from pipeline.config import GRID_LEVELS, GridNode, SiteConfig
+from pipeline.tickets.consumer import AlertConsumer
+from pipeline.tickets.db import init_db, session_factory
+from pipeline.tickets.metrics import TicketMetrics
+from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket, TicketStatus
+from pipeline.tickets.schemas import (
+    CameraOut,
+    DeadLetterOut,
+    EventOut,
+    GridNodeOut,
+    HealthOut,
+    HealthzOut,
+    TicketDetail,
+    TicketOut,
+    TicketPage,
+    TransitionConflict,
+    TransitionIn,
+    dead_letter_out,
+)
+from pipeline.tickets.service import TicketNotFoundError, TransitionError, transition
+from pipeline.web.router import install_web
+
+log = logging.getLogger(__name__)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+EVIDENCE_FILES = {"snapshot": "snapshot.jpg", "clip": "clip.mp4"}
+INACTIVE = (TicketStatus.CLOSED.value, TicketStatus.FALSE_ALARM.value)
+
+
+@dataclass
+class TicketState:
+    """Everything the routes need, kept on ``app.state.tickets``."""
+
+    site: SiteConfig
+    engine: Engine
+    sessions: sessionmaker[Session]
+    metrics: TicketMetrics
+    evidence_dir: Path
+    consumer: AlertConsumer | None = None
+
+
+def database_url(site: SiteConfig) -> str:
+    """The configured database URL, with a relative SQLite path resolved against the config file."""
+    url = make_url(site.api.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=str(site.resolve_path(url.database)))
+    return url.render_as_string(hide_password=False)
+
+
+def _state(request: Request) -> TicketState:
+    st: TicketState = request.app.state.tickets
+    return st
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Multi-value query parameter; ``?status=a,b`` and ``?status=a&status=b`` both work."""
+    return [v for item in values or [] for v in item.split(",") if v]
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
+def safe_evidence_path(evidence_dir: Path, incident_id: str, name: str) -> Path:
+    """``<evidence_dir>/<incident_id>/<name>``, refusing anything that could leave ``evidence_dir``.
+
+    Raises:
+        HTTPException: 400 for an unsafe id or name, 404 when the file does not exist (yet).
+    """
+    if not _SAFE_NAME.match(incident_id) or not _SAFE_NAME.match(name) or ".." in incident_id + name:
+        raise HTTPException(400, "invalid evidence path")
+    root = evidence_dir.resolve()
+    path = (root / incident_id / name).resolve()
+    if not path.is_relative_to(root):
+        raise HTTPException(400, "invalid evidence path")
+    if not path.is_file():
+        raise HTTPException(404, "evidence not available (yet)")
+    return path
+
+
+def _grid_tree(nodes: list[GridNode], counts: dict[str, int], parent: list[str]) -> list[GridNodeOut]:
+    out: list[GridNodeOut] = []
+    for n in nodes:
+        path = [*parent, n.code]
+        prefix = "/".join(path)
+        active = sum(c for p, c in counts.items() if p == prefix or p.startswith(prefix + "/"))
+        level = GRID_LEVELS[len(path) - 1] if len(path) <= len(GRID_LEVELS) else "cell"
+        out.append(GridNodeOut(code=n.code, name=n.name, level=level, path=path, patrol=n.patrol,
+                               active_tickets=active, children=_grid_tree(n.children, counts, path)))
+    return out
+
+
+def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
+    """Build the ticket API for ``site``.
+
+    Args:
+        site: the site config (``api.database_url``, ``api.evidence_dir``, ``mqtt``, grid, cameras).
+        start_consumer: start the MQTT consumer in the app's lifespan.
+
+    Returns:
+        The FastAPI app; ``app.state.tickets`` is its :class:`TicketState`.
+    """
+    engine = init_db(database_url(site))
+    sessions = session_factory(engine)
+    st = TicketState(site=site, engine=engine, sessions=sessions, metrics=TicketMetrics(sessions),
+                     evidence_dir=site.resolve_path(site.api.evidence_dir))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if start_consumer:
+            st.consumer = AlertConsumer(site.mqtt, sessions, st.metrics)
+            st.consumer.start()
+        try:
+            yield
+        finally:
+            if st.consumer is not None:
+                st.consumer.stop()
+                st.consumer = None
+            engine.dispose()
+
+    app = FastAPI(title="gridwatch tickets", version="1", lifespan=lifespan,
+                  description="Hazard tickets from gridwatch alerts; see docs/api.md.")
+    app.state.tickets = st
+
+    @app.get("/healthz", response_model=HealthzOut, tags=["ops"])
+    def healthz(request: Request) -> JSONResponse:
+        """Database reachable and (when started) consumer connected; 503 otherwise."""
+        s = _state(request)
+        try:
+            with s.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            db_ok = True
+        except SQLAlchemyError:
+            db_ok = False
+        mqtt: Literal["connected", "disconnected", "disabled"] = "disabled"
+        if s.consumer is not None:
+            mqtt = "connected" if s.consumer.connected else "disconnected"
+        ok = db_ok and mqtt != "disconnected"
+        body = HealthzOut(status="ok" if ok else "degraded", database=db_ok, mqtt=mqtt)
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics."""
+        return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/tickets", response_model=TicketPage, tags=["tickets"])
+    def list_tickets(
+        request: Request,
+        status: Annotated[list[str] | None, Query(description="Status(es), repeatable.")] = None,
+        hazard: Annotated[list[str] | None, Query(description="Hazard(s), repeatable.")] = None,
+        grid: Annotated[str | None, Query(description="Grid path prefix, e.g. `T1/D1`.")] = None,
+        camera: Annotated[str | None, Query(description="Camera id.")] = None,
+        since: Annotated[datetime | None, Query(description="Opened at or after (ISO-8601).")] = None,
+        until: Annotated[datetime | None, Query(description="Opened before (ISO-8601).")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> TicketPage:
+        """Tickets matching every given filter, newest first."""
+        q = select(Ticket)
+        if statuses := _split(status):
+            q = q.where(Ticket.status.in_(statuses))
+        if hazards := _split(hazard):
+            q = q.where(Ticket.hazard.in_(hazards))
+        if grid and (g := grid.strip("/")):
+            q = q.where(or_(Ticket.grid_path == g, Ticket.grid_path.startswith(g + "/", autoescape=True)))
+        if camera:
+            q = q.where(Ticket.camera_id == camera)
+        if (lo := _aware(since)) is not None:
+            q = q.where(Ticket.opened_at >= lo)
+        if (hi := _aware(until)) is not None:
+            q = q.where(Ticket.opened_at < hi)
+        with _state(request).sessions() as session:
+            total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
+            rows = session.scalars(q.order_by(Ticket.opened_at.desc(), Ticket.id.desc())
+                                   .limit(limit).offset(offset)).all()
+            return TicketPage(items=[TicketOut.of(t) for t in rows], total=total, limit=limit, offset=offset)
+
+    def _detail(session: Session, ticket_id: int) -> TicketDetail:
+        t = session.scalars(select(Ticket).options(selectinload(Ticket.events))
+                            .where(Ticket.id == ticket_id)).first()
+        if t is None:
+            raise HTTPException(404, f"ticket {ticket_id} not found")
+        return TicketDetail(**TicketOut.of(t).model_dump(), events=[EventOut.of(e) for e in t.events])
+
+    @app.get("/tickets/{ticket_id}", response_model=TicketDetail, tags=["tickets"])
+    def get_ticket(request: Request, ticket_id: int) -> TicketDetail:
+        """One ticket with its history."""
+        with _state(request).sessions() as session:
+            return _detail(session, ticket_id)
+
+    @app.post("/tickets/{ticket_id}/transition", response_model=TicketDetail, tags=["tickets"],
+              responses={409: {"model": TransitionConflict, "description": "Not allowed from the current "
+                               "status; `detail.allowed` lists the allowed next statuses."}})
+    def post_transition(request: Request, ticket_id: int, body: TransitionIn) -> TicketDetail:
+        """Move a ticket along its life cycle."""
+        with _state(request).sessions() as session:
+            try:
+                with session.begin():
+                    transition(session, ticket_id, body.to.value, actor=body.actor, note=body.note,
+                               assignee=body.assignee)
+            except TicketNotFoundError as exc:
+                raise HTTPException(404, f"ticket {ticket_id} not found") from exc
+            except TransitionError as exc:
+                conflict = TransitionConflict(current=exc.current, requested=exc.requested,
+                                              allowed=exc.allowed)
+                raise HTTPException(409, conflict.model_dump()) from exc
+            return _detail(session, ticket_id)
+
+    @app.get("/tickets/{ticket_id}/evidence/{kind}", tags=["evidence"], response_class=FileResponse)
+    def ticket_evidence(request: Request, ticket_id: int, kind: Literal["snapshot", "clip"]) -> FileResponse:
+        """The ticket's snapshot (JPEG) or clip (MP4); 404 until the worker has written it."""
+        s = _state(request)
+        with s.sessions() as session:
+            incident_id = session.scalar(select(Ticket.incident_id).where(Ticket.id == ticket_id))
+        if incident_id is None:
+            raise HTTPException(404, f"ticket {ticket_id} not found")
+        return FileResponse(safe_evidence_path(s.evidence_dir, incident_id, EVIDENCE_FILES[kind]))
+
+    @app.get("/evidence/{incident_id}/{name}", tags=["evidence"], response_class=FileResponse)
+    def evidence(request: Request, incident_id: str, name: str) -> FileResponse:
+        """An evidence file by the URL the worker puts into alerts."""
+        return FileResponse(safe_evidence_path(_state(request).evidence_dir, incident_id, name))
+
+    @app.get("/cameras", response_model=list[CameraOut], tags=["cameras"])
+    def cameras(request: Request) -> list[CameraOut]:
+        """Configured cameras with their latest health (plus unknown cameras that report health)."""
+        s = _state(request)
+        with s.sessions() as session:
+            health = {h.camera_id: HealthOut.of(h) for h in session.scalars(select(CameraHealthRow))}
+        out: list[CameraOut] = []
+        for c in s.site.cameras:
+            out.append(CameraOut(id=c.id, name=c.name, grid=c.grid, grid_path=s.site.grid_path(c.grid),
+                                 enabled=c.enabled, configured=True, zones=[z.id for z in c.zones],
+                                 health=health.pop(c.id, None)))
+        for cam_id, h in sorted(health.items()):
+            out.append(CameraOut(id=cam_id, name=None, grid=None, grid_path=[], enabled=True,
+                                 configured=False, zones=[], health=h))
+        return out
+
+    @app.get("/dead-letters", response_model=list[DeadLetterOut], tags=["ops"])
+    def dead_letters(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                     offset: Annotated[int, Query(ge=0)] = 0) -> list[DeadLetterOut]:
+        """Messages the consumer could not use, newest first."""
+        with _state(request).sessions() as session:
+            rows = session.scalars(select(DeadLetter).order_by(DeadLetter.id.desc())
+                                   .limit(limit).offset(offset)).all()
+            return [dead_letter_out(d) for d in rows]
+
+    @app.get("/grid", response_model=list[GridNodeOut], tags=["grid"])
+    def grid_tree(request: Request) -> list[GridNodeOut]:
+        """The grid tree with active ticket counts per node."""
+        s = _state(request)
+        with s.sessions() as session:
+            counts = {p: int(n) for p, n in session.execute(
+                select(Ticket.grid_path, func.count()).where(Ticket.status.not_in(INACTIVE))
+                .group_by(Ticket.grid_path)).all()}
+        return _grid_tree(s.site.grid, counts, [])
+
+    install_web(app)
+    return app

@@ -1,0 +1,201 @@
+// gridwatch command centre: plain JS against the ticket REST API (see docs/api.md).
+"use strict";
+
+const STATUSES = ["open", "assigned", "in_progress", "resolved", "verified", "closed", "false_alarm"];
+const ACTIVE = ["open", "assigned", "in_progress", "resolved", "verified"];
+const POLL_MS = 3000;
+let selectedId = null;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined) node.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+async function api(path, options) {
+  const res = await fetch(path, options);
+  const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+  if (!res.ok) {
+    const err = new Error(`${res.status} ${res.statusText}`);
+    err.status = res.status; err.body = body;
+    throw err;
+  }
+  return body;
+}
+
+function fmtTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+                                       second: "2-digit" });
+}
+
+function setupFilters() {
+  const fs = document.getElementById("status-filter");
+  for (const s of STATUSES) {
+    const box = el("input", { type: "checkbox", name: "status", value: s });
+    box.checked = ACTIVE.includes(s);
+    box.addEventListener("change", refreshTickets);
+    fs.append(el("label", { class: "inline" }, box, s.replace("_", " ")));
+  }
+  document.getElementById("hazard-filter").addEventListener("change", refreshTickets);
+  document.getElementById("grid-filter").addEventListener("change", refreshTickets);
+}
+
+function ticketQuery() {
+  const q = new URLSearchParams({ limit: "200" });
+  for (const box of document.querySelectorAll("#status-filter input:checked")) q.append("status", box.value);
+  const hazard = document.getElementById("hazard-filter").value;
+  if (hazard) q.set("hazard", hazard);
+  const grid = document.getElementById("grid-filter").value;
+  if (grid) q.set("grid", grid);
+  return q;
+}
+
+async function refreshTickets() {
+  let page;
+  try {
+    page = await api(`/tickets?${ticketQuery()}`);
+  } catch (e) {
+    document.getElementById("ticket-count").textContent = `cannot load tickets: ${e.message}`;
+    return;
+  }
+  const tbody = document.querySelector("#tickets tbody");
+  tbody.replaceChildren(...page.items.map((t) => el("tr", {
+      "data-id": t.id, class: t.id === selectedId ? "selected" : "",
+      onclick: () => selectTicket(t.id) },
+    el("td", {}, t.id),
+    el("td", {}, fmtTime(t.opened_at)),
+    el("td", { class: `hz-${t.hazard}` }, t.hazard),
+    el("td", { class: `sev-${t.severity}` }, t.severity),
+    el("td", {}, el("span", { class: `badge st-${t.status}` }, t.status.replace("_", " ")),
+       t.cleared_at ? el("span", { class: "cleared", title: `cleared ${fmtTime(t.cleared_at)}` }, " ✓gone") : null),
+    el("td", {}, t.title),
+    el("td", { class: "muted" }, t.grid_path.join("/")))));
+  document.getElementById("ticket-count").textContent =
+    `${page.items.length} of ${page.total} tickets · updated ${new Date().toLocaleTimeString()}`;
+}
+
+async function selectTicket(id) {
+  selectedId = id;
+  for (const tr of document.querySelectorAll("#tickets tbody tr")) {
+    tr.classList.toggle("selected", Number(tr.dataset.id) === id);
+  }
+  await renderDetail();
+}
+
+async function renderDetail(message) {
+  const pane = document.getElementById("detail");
+  if (selectedId === null) return;
+  let t;
+  try {
+    t = await api(`/tickets/${selectedId}`);
+  } catch (e) {
+    pane.replaceChildren(el("p", { class: "error" }, `cannot load ticket ${selectedId}: ${e.message}`));
+    return;
+  }
+  const img = el("img", { src: `${t.evidence.snapshot}?v=${encodeURIComponent(t.updated_at)}`,
+                          alt: `snapshot of ticket ${t.id}` });
+  img.addEventListener("error", () => img.replaceWith(el("p", { class: "muted" }, "snapshot not available yet")));
+  const actor = el("input", { id: "actor", placeholder: "your name", value: localStorage.getItem("actor") || "" });
+  const note = el("input", { id: "note", placeholder: "note (optional)" });
+  const buttons = t.allowed_next.map((s) => el("button", { type: "button", "data-to": s,
+    onclick: () => doTransition(t.id, s, actor.value, note.value) }, `→ ${s.replace("_", " ")}`));
+  pane.replaceChildren(
+    el("h2", {}, `#${t.id} ${t.title}`),
+    message ? el("p", { class: message.error ? "error" : "muted" }, message.text) : null,
+    img,
+    el("p", {}, el("a", { href: t.evidence.clip, target: "_blank", rel: "noopener" }, "open clip (MP4)")),
+    el("dl", {},
+      el("dt", {}, "status"), el("dd", {}, el("span", { class: `badge st-${t.status}` }, t.status)),
+      el("dt", {}, "hazard"), el("dd", {}, `${t.hazard} (severity ${t.severity}, conf ${t.confidence.toFixed(2)})`),
+      el("dt", {}, "camera"), el("dd", {}, `${t.camera_name || t.camera_id} · zone ${t.zone_id || "-"}`),
+      el("dt", {}, "grid"), el("dd", {}, t.grid_path.join(" / ")),
+      el("dt", {}, "opened"), el("dd", {}, fmtTime(t.opened_at)),
+      el("dt", {}, "cleared"), el("dd", {}, t.cleared_at ? fmtTime(t.cleared_at) : "still present"),
+      el("dt", {}, "assignee"), el("dd", {}, t.assignee || "-"),
+      el("dt", {}, "note"), el("dd", {}, t.note || "-"),
+      el("dt", {}, "incident"), el("dd", { class: "muted" }, t.incident_id)),
+    el("div", { class: "actions" }, actor, note),
+    el("div", { class: "actions" }, ...(buttons.length ? buttons : [el("span", { class: "muted" }, "no further steps")])),
+    el("h2", {}, "History"),
+    el("ol", { class: "events" }, ...t.events.map((e) => el("li", {},
+      `${fmtTime(e.ts)} ${e.kind}`,
+      e.kind === "transition" ? ` ${e.from_status} → ${e.to_status} by ${e.actor || "?"}` : "",
+      e.note ? ` — ${e.note}` : ""))));
+}
+
+async function doTransition(id, to, actor, note) {
+  if (actor) localStorage.setItem("actor", actor);
+  try {
+    await api(`/tickets/${id}/transition`, { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ to, actor: actor || null, note: note || null }) });
+    await renderDetail({ text: `moved to ${to}` });
+  } catch (e) {
+    const allowed = e.body?.detail?.allowed;
+    await renderDetail({ error: true, text: allowed ? `not allowed; allowed: ${allowed.join(", ") || "none"}`
+                                                    : `failed: ${e.message}` });
+  }
+  refreshTickets();
+}
+
+async function refreshCameras() {
+  let cams;
+  try { cams = await api("/cameras"); } catch (e) { return; }
+  document.getElementById("cameras").replaceChildren(...cams.map((c) => {
+    const state = c.health ? c.health.state : "unknown";
+    const age = c.health?.last_frame_ts ? Math.round(Date.now() / 1000 - c.health.last_frame_ts) : null;
+    return el("li", { "data-camera": c.id },
+      el("span", {}, `${c.name || c.id} `, el("span", { class: "muted" }, c.grid_path.join("/"))),
+      el("span", { class: `cs-${state}`, title: c.health?.last_error || "" },
+        state, age !== null ? ` · ${age}s ago` : "", c.enabled ? "" : " (disabled)"));
+  }));
+}
+
+async function refreshGrid() {
+  let tree;
+  try { tree = await api("/grid"); } catch (e) { return; }
+  const sel = document.getElementById("grid-filter");
+  const current = sel.value;
+  const opts = [el("option", { value: "" }, "all")];
+  const walk = (nodes, depth) => {
+    for (const n of nodes) {
+      opts.push(el("option", { value: n.path.join("/") },
+        `${"\u00a0\u00a0".repeat(depth)}${n.name} (${n.active_tickets})`));
+      walk(n.children, depth + 1);
+    }
+  };
+  walk(tree, 0);
+  sel.replaceChildren(...opts);
+  sel.value = current;
+}
+
+async function refreshConn() {
+  const box = document.getElementById("conn");
+  try {
+    const res = await fetch("/healthz");
+    const h = await res.json();
+    box.textContent = `db ${h.database ? "ok" : "down"} · mqtt ${h.mqtt}`;
+    box.className = `conn ${h.status === "ok" ? "ok" : "bad"}`;
+  } catch (e) {
+    box.textContent = "API unreachable"; box.className = "conn bad";
+  }
+}
+
+function tick() {
+  if (!document.getElementById("auto").checked) return;
+  refreshTickets(); refreshConn();
+}
+
+setupFilters();
+refreshTickets(); refreshCameras(); refreshGrid(); refreshConn();
+setInterval(tick, POLL_MS);
+setInterval(() => { refreshCameras(); refreshGrid(); }, POLL_MS * 3);
