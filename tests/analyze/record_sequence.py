@@ -7,6 +7,9 @@ Usage::
 
     python tests/analyze/record_sequence.py /work/shared/clips/car-detection.mp4 \\
         tests/analyze/data/car_detection_real.json --every 1.0
+    # no car parks in that clip; to get one, hold the frame at 27.6 s (a car at rest) for 60 s:
+    python tests/analyze/record_sequence.py /work/shared/clips/car-detection.mp4 \\
+        tests/analyze/data/car_detection_hold.json --every 1.0 --offset 0.6 --hold 27.6:60
 
 Output format (also read by the tests)::
 
@@ -85,12 +88,38 @@ def _detector(model: str) -> Any:
         return _TinyYolo(model)
 
 
-def record(clip: Path, model: str, every: float) -> dict[str, Any]:
+def _entry(det: Any, img: np.ndarray, ts: float, clip_ts: float, names: dict[str, str]) -> dict[str, Any]:
+    d = det.detect(img)
+    keep = [i for i, lbl in enumerate(d.labels) if lbl in KEEP]
+    d = d[np.asarray(keep, dtype=np.int64)]
+    for cid, lbl in zip(d.class_id.tolist(), d.labels, strict=True):
+        names[str(cid)] = lbl
+    return {
+        "ts": round(ts, 3),
+        "clip_ts": round(clip_ts, 3),
+        "xyxy": [[round(float(v), 1) for v in box] for box in d.xyxy],
+        "confidence": [round(float(c), 3) for c in d.confidence],
+        "class_id": [int(c) for c in d.class_id],
+    }
+
+
+def record(clip: Path, model: str, every: float, hold_at: float | None = None,
+           hold_seconds: float = 0.0, noise: float = 4.0, offset: float = 0.0) -> dict[str, Any]:
+    """Detections every ``every`` clip seconds, starting at clip time ``offset``.
+
+    With ``hold_at``, the first recorded frame at or after that clip time is held (repeated) for
+    ``hold_seconds`` with per-frame Gaussian sensor noise (sigma ``noise`` grey levels, seeded), as if
+    the scene froze there - e.g. a vehicle stopping; later frames get ``ts`` shifted by ``hold_seconds``
+    (``clip_ts`` keeps the clip time).
+    """
     det = _detector(model)
+    rng = np.random.default_rng(0)
     frames: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     width = height = 0
-    next_t = 0.0
+    next_t = offset
+    shift = 0.0
+    held = hold_at is None
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         for frame in container.decode(stream):
@@ -102,20 +131,18 @@ def record(clip: Path, model: str, every: float) -> dict[str, Any]:
             next_t += every
             img = frame.to_ndarray(format="bgr24")
             height, width = img.shape[:2]
-            d = det.detect(img)
-            labels = d.labels
-            keep = [i for i, lbl in enumerate(labels) if lbl in KEEP]
-            d = d[np.asarray(keep, dtype=np.int64)]
-            for cid, lbl in zip(d.class_id.tolist(), d.labels, strict=True):
-                names[str(cid)] = lbl
-            frames.append({
-                "ts": round(t, 3),
-                "xyxy": [[round(float(v), 1) for v in box] for box in d.xyxy],
-                "confidence": [round(float(c), 3) for c in d.confidence],
-                "class_id": [int(c) for c in d.class_id],
-            })
-    return {"source": clip.name, "model": Path(model).name, "every_seconds": every, "width": width,
-            "height": height, "class_names": names, "frames": frames}
+            frames.append(_entry(det, img, t + shift, t, names))
+            if not held and hold_at is not None and t + 1e-6 >= hold_at:
+                held = True
+                k = 1
+                while k * every <= hold_seconds + 1e-6:
+                    noisy = np.clip(img.astype(np.float32) + rng.normal(0.0, noise, img.shape), 0, 255)
+                    frames.append(_entry(det, noisy.astype(np.uint8), t + k * every, t, names))
+                    k += 1
+                shift = (k - 1) * every
+    return {"source": clip.name, "model": Path(model).name, "every_seconds": every, "offset": offset,
+            "hold": None if hold_at is None else {"at": hold_at, "seconds": hold_seconds, "noise": noise},
+            "width": width, "height": height, "class_names": names, "frames": frames}
 
 
 def main() -> None:
@@ -124,8 +151,12 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--model", default="/work/shared/models/yolo11n-coco.onnx")
     ap.add_argument("--every", type=float, default=1.0, help="seconds between recorded frames")
+    ap.add_argument("--hold", default=None, metavar="T:SECONDS",
+                    help="hold the frame at clip time T for SECONDS (noisy repeats), e.g. 27.6:60")
+    ap.add_argument("--offset", type=float, default=0.0, help="clip time of the first recorded frame")
     args = ap.parse_args()
-    data = record(args.clip, args.model, args.every)
+    hold_at, hold_s = (float(v) for v in args.hold.split(":")) if args.hold else (None, 0.0)
+    data = record(args.clip, args.model, args.every, hold_at, hold_s, offset=args.offset)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
     print(f"{len(data['frames'])} frames -> {args.out}")
