@@ -90,7 +90,7 @@ class AlertV1(_Strict):
         ('opened', 'parking', 'G1', '2024-05-01T08:02:00Z')
     """
 
-    schema_version: Literal[1] = Field(default=1, description="Payload schema version; always 1 here.")
+    schema_version: Literal[1] = Field(description="Payload schema version; always 1 here (required).")
     event: IncidentEvent = Field(
         description="opened (new incident), updated (still present), cleared (gone).")
     incident_id: str = Field(pattern=SAFE_ID, max_length=200,
@@ -215,6 +215,7 @@ def build_alert(incident: Incident, site: SiteConfig,
         ev = dict(evidence_urls or {})
         evidence = Evidence(snapshot_url=ev.get("snapshot_url"), clip_url=ev.get("clip_url"))
     return AlertV1(
+        schema_version=1,
         event=incident.event,
         incident_id=incident.id,
         hazard=incident.hazard,
@@ -255,7 +256,7 @@ def _default(o: Any) -> Any:
 def example_alert() -> AlertV1:
     """A valid sample alert (docs and tests)."""
     return AlertV1(
-        event=IncidentEvent.OPENED, incident_id="cam1-z1-parking-1714550400-1", hazard=Hazard.PARKING,
+        schema_version=1, event=IncidentEvent.OPENED, incident_id="cam1-z1-parking-1714550400-1", hazard=Hazard.PARKING,
         severity=2, ts=_utc(1714550520.0), started_at=_utc(1714550400.0),
         camera=CameraRef(id="cam1", name="North gate"),
         grid=GridRef(path=["T1", "D1", "C1", "G1"], names=["Town", "District", "Community", "Cell 1"],
