@@ -1,0 +1,118 @@
+"""CameraAnalyzer: rule building from the site config, detect requests, routing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline.analyze.analyzer import CameraAnalyzer, DetectRequest, merge_overlapping
+from pipeline.analyze.incident import Hazard, IncidentEvent
+from pipeline.analyze.parking import NoParkingRule
+from pipeline.config import SiteConfig
+from pipeline.detect.detections import Detections
+from pipeline.ingest.frame import Frame
+
+GRID = [{"code": "T", "name": "t", "children": [{"code": "D", "name": "d", "children": [
+    {"code": "C", "name": "c", "children": [{"code": "G", "name": "g"}]}]}]}]
+LEFT = [[0.0, 0.5], [0.2, 0.5], [0.2, 0.9], [0.0, 0.9]]
+RIGHT = [[0.8, 0.5], [1.0, 0.5], [1.0, 0.9], [0.8, 0.9]]
+
+
+def site(zones: list[dict[str, Any]], hazards: dict[str, Any] | None = None,
+         cam_hazards: list[str] | None = None) -> SiteConfig:
+    cam = {"id": "cam1", "url": "x.mp4", "grid": "G", "zones": zones, "hazards": cam_hazards or []}
+    cfg: dict[str, Any] = {"grid": GRID, "cameras": [cam]}
+    if hazards is not None:
+        cfg["hazards"] = hazards
+    if cam_hazards and "fire" in cam_hazards:
+        cfg["detectors"] = {"coco": {"model": "m.onnx"}, "fire": {"model": "f.onnx"}}
+    return SiteConfig.model_validate(cfg)
+
+
+def analyzer(cfg: SiteConfig) -> CameraAnalyzer:
+    return CameraAnalyzer(cfg, cfg.cameras[0])
+
+
+def frame(ts: float, w: int = 1000, h: int = 500) -> Frame:
+    return Frame("cam1", np.zeros((h, w, 3), np.uint8), ts=ts, pts=ts, seq=int(ts), keyframe=True)
+
+
+def test_builds_parking_rules_with_merged_overrides() -> None:
+    cfg = site([{"id": "a", "kind": "no_parking", "polygon": LEFT,
+                 "overrides": {"parking": {"dwell_seconds": 15, "classes": ["truck"]}}},
+                {"id": "b", "kind": "fire_lane", "polygon": RIGHT},
+                {"id": "c", "kind": "parking", "polygon": LEFT}])   # a parking area: no hazards
+    a = analyzer(cfg)
+    assert [(r.zone_id, r.hazard) for r in a.rules] == [("a", Hazard.PARKING), ("b", Hazard.PARKING)]
+    ra, rb = a.rules
+    assert isinstance(ra, NoParkingRule) and isinstance(rb, NoParkingRule)
+    assert ra.rule.dwell_seconds == 15 and ra.classes == {"truck"}
+    assert rb.rule.dwell_seconds == 120 and "car" in rb.classes  # site default
+    assert a.skipped == {Hazard.CLUTTER}  # fire_lane also wants clutter: no rule yet, skipped
+
+
+def test_unimplemented_hazards_logged_once_not_crash(caplog: pytest.LogCaptureFixture) -> None:
+    zones = [{"id": f"z{i}", "kind": "corridor", "polygon": LEFT} for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger="pipeline.analyze.analyzer"):
+        a = analyzer(site(zones, cam_hazards=["fire"]))
+    assert a.rules == [] and a.skipped == {Hazard.CLUTTER, Hazard.FIRE}
+    assert sum("clutter" in r.getMessage() for r in caplog.records) == 1
+    assert a.requests(640, 480) == []
+    assert a.analyze(frame(0.0), {}) == []
+
+
+def test_disabled_hazard_skipped() -> None:
+    cfg = site([{"id": "a", "kind": "no_parking", "polygon": LEFT}], hazards={"parking": {"enabled": False}})
+    a = analyzer(cfg)
+    assert a.rules == [] and a.skipped == set()
+
+
+@pytest.mark.parametrize(("crops", "expected"), [
+    ((False, False), [DetectRequest("coco", None)]),
+    ((True, False), [DetectRequest("coco", None)]),          # one full-frame zone: the whole frame anyway
+    ((True, True), [DetectRequest("coco", (0, 180, 320, 500)), DetectRequest("coco", (680, 180, 1000, 500))]),
+])
+def test_requests(crops: tuple[bool, bool], expected: list[DetectRequest]) -> None:
+    cfg = site([{"id": "a", "kind": "no_parking", "polygon": LEFT, "crop": crops[0]},
+                {"id": "b", "kind": "no_parking", "polygon": RIGHT, "crop": crops[1]}])
+    assert analyzer(cfg).requests(1000, 500) == expected
+
+
+def test_requests_merge_overlapping_crop_zones() -> None:
+    cfg = site([{"id": "a", "kind": "no_parking", "polygon": LEFT, "crop": True},
+                {"id": "b", "kind": "no_parking", "polygon": [[0.1, 0.6], [0.3, 0.6], [0.3, 0.8]],
+                 "crop": True}])
+    [req] = analyzer(cfg).requests(1000, 500)
+    assert req.detector == "coco" and req.region is not None
+    x1, y1, x2, y2 = req.region
+    assert x1 == 0 and x2 >= 300 and y1 <= 250 and y2 >= 450
+
+
+def test_merge_overlapping() -> None:
+    assert merge_overlapping([(0, 0, 10, 10), (20, 0, 30, 10), (5, 5, 25, 8)]) == [(0, 0, 30, 10)]
+    assert merge_overlapping([]) == []
+
+
+def test_analyze_routes_detections_to_the_right_zone() -> None:
+    cfg = site([{"id": "a", "kind": "no_parking", "polygon": LEFT,
+                 "overrides": {"parking": {"dwell_seconds": 5}}},
+                {"id": "b", "kind": "no_parking", "polygon": RIGHT,
+                 "overrides": {"parking": {"dwell_seconds": 5}}}])
+    a = analyzer(cfg)
+    car_right = Detections.from_arrays([[850, 300, 950, 400]], [0.9], [2], {2: "car"})
+    events = [e for t in range(10) for e in a.analyze(frame(100.0 + t), {"coco": car_right})]
+    assert [(e.event, e.zone_id, e.ts) for e in events] == [(IncidentEvent.OPENED, "b", 105.0)]
+    # Missing detector output counts as "nothing seen": the incident can clear.
+    later = [e for t in range(10, 45) for e in a.analyze(frame(100.0 + t), {})]
+    assert [(e.event, e.zone_id) for e in later] == [(IncidentEvent.CLEARED, "b")]
+
+
+def test_zone_polygons_px() -> None:
+    a = analyzer(site([{"id": "a", "kind": "no_parking", "polygon": LEFT}]))
+    polys = a.zone_polygons_px(1000, 500)
+    assert list(polys) == ["a"]
+    assert polys["a"].dtype == np.int32 and polys["a"].reshape(-1, 2).tolist() == [
+        [0, 250], [200, 250], [200, 450], [0, 450]]
