@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.analyze.incident import Hazard, Incident
-from pipeline.analyze.rules import IncidentLifecycle, Observation, normalised_box
+from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, normalised_box
 from pipeline.analyze.tracking import IoUTracker, Track
 from pipeline.analyze.zones import ZoneGeometry
 from pipeline.config import HazardRule, ZoneConfig
@@ -87,7 +87,7 @@ class NoParkingRule:
             return []
         inside = self.geometry(width, height).contains_points(np.array([t.bottom_centre for t in live]))
         return [t for t, ok in zip(live, inside, strict=True)
-                if ok and t.stationary_seconds(ts) >= self.rule.dwell_seconds]
+                if ok and t.stationary_seconds(ts) + TIME_EPS >= self.rule.dwell_seconds]
 
     def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
         """Judge one analysed frame; returns the incident events it causes (0 or 1)."""

@@ -27,6 +27,9 @@ from pipeline.analyze.incident import Hazard, Incident, IncidentBox, IncidentEve
 from pipeline.config import HazardRule
 from pipeline.detect.detections import Detections
 
+TIME_EPS = 1e-3
+"""Slack (s) when comparing elapsed times, so float timestamps (0.1 + 0.2 ...) do not skip a frame."""
+
 
 @runtime_checkable
 class ZoneRule(Protocol):
@@ -111,7 +114,7 @@ class PresenceTimer:
             if self.since is None:
                 self.since = ts
             self.last_present = ts
-        elif self.last_present is not None and ts - self.last_present > self.grace_seconds:
+        elif self.last_present is not None and ts - self.last_present > self.grace_seconds + TIME_EPS:
             self.since = self.last_present = None
         return self.since
 
@@ -190,7 +193,7 @@ class IncidentLifecycle:
         return self.incident_id is not None
 
     def in_cooldown(self, ts: float) -> bool:
-        return ts < self.cooldown_until
+        return ts + TIME_EPS < self.cooldown_until
 
     def step(self, ts: float, observation: Observation | None) -> Incident | None:
         """Advance by one analysed frame; returns the event it causes, if any."""
@@ -205,11 +208,12 @@ class IncidentLifecycle:
                 return self._open(ts, obs)
             return None
         if present and obs is not None:
-            if self.last_event_ts is None or ts - self.last_event_ts >= self.rule.update_interval_seconds:
+            since = ts - self.last_event_ts if self.last_event_ts is not None else float("inf")
+            if since + TIME_EPS >= self.rule.update_interval_seconds:
                 return self._event(IncidentEvent.UPDATED, ts, obs)
             return None
         last = self.last_present_ts if self.last_present_ts is not None else ts
-        if ts - last >= self.rule.clear_seconds:
+        if ts - last + TIME_EPS >= self.rule.clear_seconds:
             return self._clear(ts)
         return None
 

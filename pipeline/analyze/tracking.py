@@ -157,9 +157,10 @@ class IoUTracker:
         for di in range(len(det)):
             if di not in matched_det:
                 self._start(ts, det[di], float(conf[di]), labels[di])
-        self.removed = [t for t in self._tracks if ts - t.last_seen > self.max_missing_seconds]
+        limit = self.max_missing_seconds + 1e-3  # float slack, as rules.TIME_EPS
+        self.removed = [t for t in self._tracks if ts - t.last_seen > limit]
         if self.removed:
-            self._tracks = [t for t in self._tracks if ts - t.last_seen <= self.max_missing_seconds]
+            self._tracks = [t for t in self._tracks if ts - t.last_seen <= limit]
         return list(self._tracks)
 
     def _start(self, ts: float, box: np.ndarray, conf: float, label: str) -> None:
