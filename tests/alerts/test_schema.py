@@ -128,7 +128,8 @@ def test_build_alert_from_incident() -> None:
     assert wire["ts"] == "2024-05-01T08:02:00.500000Z"
     assert wire["started_at"] == "2024-05-01T08:00:00Z"
     assert wire["schema_version"] == 1 and wire["event"] == "opened" and wire["hazard"] == "parking"
-    assert wire["boxes"][0] == {"x1": 0.1, "y1": 0.2, "x2": 0.3, "y2": 0.4, "label": "car", "confidence": 0.91}
+    assert wire["boxes"][0] == {"x1": 0.1, "y1": 0.2, "x2": 0.3, "y2": 0.4,
+                                "label": "car", "confidence": 0.91}
 
 
 def test_build_alert_whole_frame_hazard_has_no_zone() -> None:
