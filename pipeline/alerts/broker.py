@@ -26,8 +26,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class EmbeddedBrokerError(RuntimeError):
-    """The embedded broker could not be started."""
+class EmbeddedBrokerError(OSError):
+    """The embedded broker could not be started (e.g. the port is busy)."""
 
 
 class EmbeddedBroker:
@@ -115,10 +115,11 @@ class EmbeddedBroker:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main(port))
-        except Exception as exc:  # reported to start() if it is still waiting
-            log.exception("embedded MQTT broker crashed")
+        except Exception as exc:
             if self._started is not None and not self._started.done():
-                self._started.set_exception(exc)
+                self._started.set_exception(exc)  # start() reports it
+            else:
+                log.exception("embedded MQTT broker crashed")
         finally:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())

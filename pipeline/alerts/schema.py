@@ -256,7 +256,8 @@ def _default(o: Any) -> Any:
 def example_alert() -> AlertV1:
     """A valid sample alert (docs and tests)."""
     return AlertV1(
-        schema_version=1, event=IncidentEvent.OPENED, incident_id="cam1-z1-parking-1714550400-1", hazard=Hazard.PARKING,
+        schema_version=1, event=IncidentEvent.OPENED, incident_id="cam1-z1-parking-1714550400-1",
+        hazard=Hazard.PARKING,
         severity=2, ts=_utc(1714550520.0), started_at=_utc(1714550400.0),
         camera=CameraRef(id="cam1", name="North gate"),
         grid=GridRef(path=["T1", "D1", "C1", "G1"], names=["Town", "District", "Community", "Cell 1"],
