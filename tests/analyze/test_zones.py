@@ -24,6 +24,9 @@ def geom(poly: list[list[float]], w: int = 1000, h: int = 500) -> ZoneGeometry:
     (U_SHAPE, 500, 400, True),    # the base
     (U_SHAPE, 500, 480, False),   # below the base
     (U_SHAPE, 100, 250, True),    # on the left edge counts as inside
+    (U_SHAPE, 900, 250, True),    # ... so does the right edge
+    (U_SHAPE, 500, 300, True),    # ... and the bottom of the notch
+    (U_SHAPE, 500, 299, False),
     (TRIANGLE, 500, 20, True),
     (TRIANGLE, 100, 50, False),
     (TRIANGLE, 900, 490, True),
