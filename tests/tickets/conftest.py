@@ -114,9 +114,15 @@ class Publisher:
 
 
 @pytest.fixture
-def publisher(mosquitto: Any) -> Iterator[Publisher]:
+def broker(mosquitto_broker: Any) -> Any:
+    """The test's private Mosquitto (``tests/fixtures/mqtt.py``): .host .port .url .stop() .start()."""
+    return mosquitto_broker
+
+
+@pytest.fixture
+def publisher(broker: Any) -> Iterator[Publisher]:
     """Publisher connected to the test's private Mosquitto."""
-    p = Publisher(mosquitto.host, mosquitto.port)
+    p = Publisher(broker.host, broker.port)
     yield p
     p.close()
 
