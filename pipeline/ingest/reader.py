@@ -245,33 +245,40 @@ class CameraReader:
             if not container.streams.video:
                 raise SourceError("no video stream in source")
             stream = container.streams.video[0]
-            ctx = stream.codec_context
-            keyframes_only = self.camera.decode is DecodeMode.KEYFRAMES
-            if keyframes_only:
-                # Belt and braces: we only feed key packets, and the decoder skips any other.
-                ctx.skip_frame = "NONKEY"
             if self.ring is not None:
                 self.ring.set_stream(stream)
-            tb = stream.time_base or Fraction(1, 90000)
-            frame_dur = _frame_duration(stream, tb)
-            decode_errors = 0
-            for packet, pts_s, ts in self._packets(container, stream, tb, frame_dur):
+            try:
+                self._decode_loop(container, stream)
+            finally:
                 if self.ring is not None:
-                    self.ring.push(packet, ts)
-                if keyframes_only and not packet.is_keyframe:
-                    continue
-                try:
-                    frames = ctx.decode(packet)
-                except av.FFmpegError as exc:
-                    decode_errors += 1
-                    if decode_errors >= MAX_DECODE_ERRORS:
-                        raise SourceError(f"{decode_errors} undecodable packets in a row: {exc}") from exc
-                    continue
-                decode_errors = 0
-                for frame in frames:
-                    # The frame's own pts (offset like its packet's): decoders may lag behind packets.
-                    fpts = float(frame.pts * tb) if frame.pts is not None else pts_s
-                    self._on_frame(frame, fpts, ts, bool(frame.key_frame))
+                    self.ring.end_stream()  # the stream dies with the container
+
+    def _decode_loop(self, container: InputContainer, stream: VideoStream) -> None:
+        ctx = stream.codec_context
+        keyframes_only = self.camera.decode is DecodeMode.KEYFRAMES
+        if keyframes_only:
+            # Belt and braces: we only feed key packets, and the decoder skips any other.
+            ctx.skip_frame = "NONKEY"
+        tb = stream.time_base or Fraction(1, 90000)
+        frame_dur = _frame_duration(stream, tb)
+        decode_errors = 0
+        for packet, pts_s, ts in self._packets(container, stream, tb, frame_dur):
+            if self.ring is not None:
+                self.ring.push(packet, ts)
+            if keyframes_only and not packet.is_keyframe:
+                continue
+            try:
+                frames = ctx.decode(packet)
+            except av.FFmpegError as exc:
+                decode_errors += 1
+                if decode_errors >= MAX_DECODE_ERRORS:
+                    raise SourceError(f"{decode_errors} undecodable packets in a row: {exc}") from exc
+                continue
+            decode_errors = 0
+            for frame in frames:
+                # The frame's own pts (offset like its packet's): decoders may lag behind packets.
+                fpts = float(frame.pts * tb) if frame.pts is not None else pts_s
+                self._on_frame(frame, fpts, ts, bool(frame.key_frame))
 
     def _packets(self, container: InputContainer, stream: VideoStream, tb: Fraction,
                  frame_dur: int) -> Iterator[tuple[av.Packet[Any], float | None, float]]:

@@ -92,7 +92,9 @@ class PacketRing:
         """Announce the (new) input stream whose packets follow; call on every (re)connect.
 
         Packets buffered under different codec parameters are discarded, since one MP4 track cannot
-        mix them. The clip template is captured from the next key packet passed to :meth:`push`.
+        mix them. The clip template is captured from the next key packet passed to :meth:`push`, so
+        push packets only while the stream's container is open, and call :meth:`end_stream` before
+        closing it (PyAV streams must not be touched after their container is closed).
         """
         ctx = stream.codec_context
         params = _Params(ctx.name, ctx.width, ctx.height, bytes(ctx.extradata or b""),
@@ -103,6 +105,11 @@ class PacketRing:
                 self._close_template()
             self._params = params
             self._pending_stream = stream
+
+    def end_stream(self) -> None:
+        """Forget the live stream given to :meth:`set_stream` (call before closing its container)."""
+        with self._lock:
+            self._pending_stream = None
 
     @property
     def time_base(self) -> Fraction | None:
@@ -207,8 +214,8 @@ class PacketRing:
                 first = i
         if first is None:
             first = next((i for i, p in enumerate(pkts) if p.is_keyframe and p.ts <= end_ts), None)
-        if first is None:
-            return []
+        if first is None or not any(start_ts <= p.ts <= end_ts for p in pkts[first:]):
+            return []  # nothing was received in the range itself
         return [p for p in pkts[first:] if p.ts <= end_ts]
 
     def write_clip(self, path: str | Path, start_ts: float, end_ts: float) -> Path | None:

@@ -1,0 +1,94 @@
+"""Helpers shared by the ingest tests: readers with test-friendly timings, frame collectors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import av
+import pytest
+
+from pipeline.config import CameraConfig, DecodeMode, WorkerConfig
+from pipeline.ingest import CameraReader, Frame, LatestFrameMailbox, PacketRing
+
+FAST_WORKER = WorkerConfig(reconnect_min_seconds=0.2, reconnect_max_seconds=1.0, open_timeout_seconds=3.0)
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``pred`` until true or ``timeout`` seconds passed; returns the last result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+class Collector:
+    """Drains a mailbox in a thread, keeping every frame it got (images dropped to save memory)."""
+
+    def __init__(self, mailbox: LatestFrameMailbox) -> None:
+        self.mailbox = mailbox
+        self.frames: list[Frame] = []
+        self.shapes: set[tuple[int, ...]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            f = self.mailbox.get(0.05)
+            if f is not None:
+                self.shapes.add(f.image.shape)
+                self.frames.append(f)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+class Cam:
+    """A started reader plus its mailbox, ring and collector."""
+
+    def __init__(self, cam_id: str, url: str, decode: DecodeMode = DecodeMode.KEYFRAMES,
+                 max_fps: float = 2.0, analysis_interval: float = 0.0, worker: WorkerConfig = FAST_WORKER,
+                 ring_s: float = 10.0) -> None:
+        self.config = CameraConfig(id=cam_id, url=url, grid="G1", decode=decode, max_fps=max_fps,
+                                   analysis_interval=analysis_interval)
+        self.mailbox = LatestFrameMailbox()
+        self.ring = PacketRing(ring_s)
+        self.reader = CameraReader(self.config, url, self.mailbox, self.ring, worker)
+        self.collector = Collector(self.mailbox)
+        self.reader.start()
+
+    def close(self) -> None:
+        self.reader.stop()
+        self.collector.stop()
+
+
+@pytest.fixture
+def cams() -> Iterator[Callable[..., Cam]]:
+    """Factory of started :class:`Cam` objects; all stopped at teardown."""
+    made: list[Cam] = []
+
+    def factory(*args: object, **kwargs: object) -> Cam:
+        cam = Cam(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(cam)
+        return cam
+
+    yield factory
+    for cam in made:
+        cam.close()
+
+
+def decode_file(path: Path) -> tuple[int, list[float], list[bool]]:
+    """Decode every frame of ``path``: (count, pts seconds, key-frame flags)."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        pts, keys = [], []
+        for fr in c.decode(s):
+            pts.append(float(fr.pts * s.time_base) if fr.pts is not None else float("nan"))
+            keys.append(bool(fr.key_frame))
+    return len(pts), pts, keys
