@@ -10,6 +10,9 @@ Usage::
     # no car parks in that clip; to get one, hold the frame at 27.6 s (a car at rest) for 60 s:
     python tests/analyze/record_sequence.py /work/shared/clips/car-detection.mp4 \\
         tests/analyze/data/car_detection_hold.json --every 1.0 --offset 0.6 --hold 27.6:60
+    # an MP4 with that car at rest for 20 s (key frame every 12 frames), e.g. for end-to-end tests:
+    python tests/analyze/record_sequence.py /work/shared/clips/car-detection.mp4 - \\
+        --hold 27.6:20 --write-held-clip /tmp/held.mp4
 
 Output format (also read by the tests)::
 
@@ -145,6 +148,38 @@ def record(clip: Path, model: str, every: float, hold_at: float | None = None,
             "width": width, "height": height, "class_names": names, "frames": frames}
 
 
+def write_held_clip(clip: Path, out: Path, hold_at: float, hold_seconds: float, gop: int = 12,
+                    noise: float = 2.0) -> Path:
+    """Re-encode ``clip`` (H.264) with the frame at ``hold_at`` repeated for ``hold_seconds`` (light noise).
+
+    For end-to-end tests that need a vehicle at rest: car-detection.mp4 has none (hold 27.6 s).
+    ``gop`` frames between key frames keeps ``decode: keyframes`` mode useful.
+    """
+    rng = np.random.default_rng(0)
+    with av.open(str(clip)) as src, av.open(str(out), "w") as dst:
+        ins = src.streams.video[0]
+        rate = ins.average_rate or 25
+        outs = dst.add_stream("libx264", rate=rate)
+        outs.width, outs.height, outs.pix_fmt = ins.width, ins.height, "yuv420p"
+        outs.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        held = False
+        for frame in src.decode(ins):
+            img = frame.to_ndarray(format="bgr24")
+            copies = [img]
+            t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
+            if not held and t + 1e-6 >= hold_at:
+                held = True
+                n = int(round(hold_seconds * float(rate)))
+                copies += [np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
+                           for _ in range(n)]
+            for im in copies:
+                for pkt in outs.encode(av.VideoFrame.from_ndarray(im, format="bgr24")):
+                    dst.mux(pkt)
+        for pkt in outs.encode():
+            dst.mux(pkt)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("clip", type=Path)
@@ -154,8 +189,13 @@ def main() -> None:
     ap.add_argument("--hold", default=None, metavar="T:SECONDS",
                     help="hold the frame at clip time T for SECONDS (noisy repeats), e.g. 27.6:60")
     ap.add_argument("--offset", type=float, default=0.0, help="clip time of the first recorded frame")
+    ap.add_argument("--write-held-clip", type=Path, default=None, metavar="MP4",
+                    help="with --hold: only write the clip with the held frame to MP4 and exit")
     args = ap.parse_args()
     hold_at, hold_s = (float(v) for v in args.hold.split(":")) if args.hold else (None, 0.0)
+    if args.write_held_clip is not None and hold_at is not None:
+        print(write_held_clip(args.clip, args.write_held_clip, hold_at, hold_s))
+        return
     data = record(args.clip, args.model, args.every, hold_at, hold_s, offset=args.offset)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
