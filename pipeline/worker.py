@@ -8,7 +8,6 @@ camera fall behind: its stale frames are replaced in the mailbox and counted as 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -271,16 +270,13 @@ class Worker:
         return out
 
     def _health_loop(self) -> None:
-        prefix = self.site.mqtt.topic_prefix
         while not self._stop.wait(self.site.worker.health_interval_seconds):
-            self.publish_health(prefix)
+            self.publish_health()
 
     def publish_health(self, prefix: str | None = None) -> None:
-        prefix = prefix or self.site.mqtt.topic_prefix
+        """Publish each camera's health as retained JSON (a gauge: sent only while connected)."""
         for h in self.camera_health():
-            payload = json.dumps({**h, "ts": time.time()}, default=str).encode()
-            # Health is a gauge: only the latest matters, so it bypasses ordering concerns but is retained.
-            self.publisher.publish(f"{prefix}/health/{h['camera_id']}", payload, qos=1, retain=True)
+            self.publisher.publish_health(str(h["camera_id"]), {**h, "ts": time.time()})
 
 
 def _redact(url: str) -> str:
