@@ -10,8 +10,8 @@ Example:
     >>> padded, info = letterbox(img, 640)
     >>> padded.shape, info.pad_y
     ((640, 640, 3), 140)
-    >>> unletterbox_boxes(letterbox_boxes(np.array([[100., 50., 300., 700.]]), info), info).round(1)
-    array([[100.,  50., 300., 700.]])
+    >>> unletterbox_boxes(letterbox_boxes(np.array([[100., 50., 300., 700.]]), info), info).round(1).tolist()
+    [[100.0, 50.0, 300.0, 700.0]]
 """
 
 from __future__ import annotations

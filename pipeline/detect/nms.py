@@ -33,26 +33,38 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None
+) -> np.ndarray:
     """Greedy NMS; returns kept indices in descending score order.
 
-    Each step is vectorised over the remaining boxes, so the Python loop runs once per *kept* box.
+    Each step is vectorised over the remaining boxes, so the Python loop runs once per *kept* box, and stops
+    after ``max_keep`` boxes (the greedy order makes that equal to truncating the full result).
     """
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    areas = (x2 - x1) * (y2 - y1)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    limit = len(order) if max_keep is None else max_keep
     keep: list[int] = []
-    while order.size:
+    while order.size and len(keep) < limit:
         i = int(order[0])
         keep.append(i)
-        if order.size == 1:
-            break
         rest = order[1:]
-        order = rest[box_iou(b[i], b[rest]) <= iou_threshold]
+        inter = (np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+                 * np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None))
+        union = areas[i] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        order = rest[iou <= iou_threshold]
     return np.asarray(keep, np.int64)
 
 
 def batched_nms(
-    boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    iou_threshold: float,
+    max_keep: int | None = None,
 ) -> np.ndarray:
     """Class-aware NMS: boxes of different classes never suppress each other.
 
@@ -63,7 +75,7 @@ def batched_nms(
     if b.shape[0] == 0:
         return np.zeros((0,), np.int64)
     offset = np.asarray(class_ids, np.float64).reshape(-1, 1) * (float(np.abs(b).max()) + 1.0)
-    return nms(b + offset, scores, iou_threshold)
+    return nms(b + offset, scores, iou_threshold, max_keep)
 
 
 def decode_yolo(
@@ -98,5 +110,5 @@ def decode_yolo(
     class_ids = cls_scores[:, cand].argmax(axis=0).astype(np.int64)
     cx, cy, w, h = pred[0, cand], pred[1, cand], pred[2, cand], pred[3, cand]
     xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
-    keep = batched_nms(xyxy, scores, class_ids, iou_threshold)[:max_det]
+    keep = batched_nms(xyxy, scores, class_ids, iou_threshold, max_keep=max_det)
     return xyxy[keep], scores[keep].astype(np.float32), class_ids[keep]

@@ -46,6 +46,17 @@ def test_keeps_highest_first_and_handles_empty() -> None:
     assert batched_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.5).tolist() == []
 
 
+def test_max_keep_equals_truncating_full_nms() -> None:
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 500, (400, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(10, 80, (400, 2))], axis=1)
+    scores = rng.uniform(0, 1, 400)
+    cls = rng.integers(0, 3, 400)
+    full = batched_nms(boxes, scores, cls, 0.3)
+    assert len(full) > 50
+    np.testing.assert_array_equal(batched_nms(boxes, scores, cls, 0.3, max_keep=50), full[:50])
+
+
 def _raw(boxes_cxcywh: list[list[float]], scores: dict[tuple[int, int], float], nc: int = 3) -> np.ndarray:
     """Build a (4 + nc, anchors) raw output with the given boxes and (anchor, class) scores."""
     pred = np.zeros((4 + nc, len(boxes_cxcywh)), np.float32)
@@ -89,5 +100,5 @@ def test_decode_is_fast_on_a_full_head() -> None:
     pred[4, :3000] = 0.6
     t = time.perf_counter()
     xyxy, _, _ = decode_yolo(pred, 0.25, 0.45)
-    assert time.perf_counter() - t < 2.0
+    assert time.perf_counter() - t < 0.5  # ~30 ms measured on one core
     assert 0 < len(xyxy) <= 300
