@@ -213,9 +213,9 @@ class Worker:
                     continue
                 for i, d in zip(chunk, dets, strict=True):
                     results[i][name] = d
-        for (slot, frame), dets in zip(work, results, strict=True):
+        for (slot, frame), found in zip(work, results, strict=True):
             try:
-                incidents = slot.analyzer.analyze(frame, dets)
+                incidents = slot.analyzer.analyze(frame, found)
                 slot.frames_analysed += 1
                 slot.last_analysed_ts = frame.ts
                 slot.analysis_error = None

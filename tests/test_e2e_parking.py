@@ -27,8 +27,27 @@ from pipeline.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Where the car comes to rest in car-detection.mp4 (normalised; see tests/analyze for how it was found).
-PARKING_ZONE = [[0.30, 0.35], [0.70, 0.35], [0.70, 0.95], [0.30, 0.95]]
+# No car stops in car-detection.mp4, so scripts/make_demo_media.py holds the frame at 27.6 s (a car at the
+# bottom-left) for 20 s; this zone covers where that car rests (see tests/analyze/record_sequence.py).
+PARKING_ZONE = [[0.05, 0.70], [0.50, 0.70], [0.50, 1.00], [0.05, 1.00]]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def parked_clip(shared_dir: Path) -> Path:
+    """car-detection.mp4 with a car at rest from 27.6 s to 47.6 s (50 s long, key frame every 1 s)."""
+    import importlib.util
+
+    from tests.fixtures.media import CACHE
+
+    spec = importlib.util.spec_from_file_location("make_demo_media", REPO / "scripts" / "make_demo_media.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = CACHE / "car-parks-27.6-20-gop1.mp4"
+    if not out.is_file():
+        mod.write_held_clip(shared_dir / "clips" / "car-detection.mp4", out, 27.6, 20.0, 1.0)
+    return Path(out)
 
 
 def _free_port() -> int:
@@ -111,18 +130,18 @@ def _get(url: str) -> Any:
     return httpx.get(url, timeout=10)
 
 
-def test_parking_clip_to_one_ticket_with_evidence(tmp_path: Path, shared_dir: Path, h264_clips: dict[str, Path],
+def test_parking_clip_to_one_ticket_with_evidence(tmp_path: Path, shared_dir: Path, parked_clip: Path,
                                                   rtsp_server: Any, mosquitto: Any,
                                                   api_server: Callable[[SiteConfig], str]) -> None:
     broker = mosquitto()
-    server = rtsp_server({"lot": h264_clips["car-detection"]})
+    server = rtsp_server({"lot": parked_clip})
     site = make_site(tmp_path, server.url("lot"), broker.url, shared_dir)
     base = api_server(site)
     listener = AlertListener(broker.host, broker.port, "gw/alerts/T01/D01/C01/G001/#")
     worker = Worker(site, worker_id="w-e2e")
     worker.start()
     try:
-        tickets = wait_for(lambda: _get(f"{base}/tickets").json() or None, 90, "a ticket")
+        tickets = wait_for(lambda: _get(f"{base}/tickets").json()["items"], 90, "a ticket")
         assert len(tickets) == 1
         ticket = tickets[0]
         assert ticket["hazard"] == "parking" and ticket["camera_id"] == "lot-1"
@@ -143,9 +162,10 @@ def test_parking_clip_to_one_ticket_with_evidence(tmp_path: Path, shared_dir: Pa
         assert frames >= 10, frames
         assert 2.0 <= duration <= 30.0, duration
 
-        # The clip loops (30 s): the parked car comes back while the incident is still open.
-        time.sleep(35)
-        assert len(_get(f"{base}/tickets").json()) == 1
+        # The clip loops (50 s): the car is gone for 30 s (< clear_seconds) and parks again while the
+        # incident is still open - that must not open a second incident or ticket.
+        time.sleep(45)
+        assert _get(f"{base}/tickets").json()["total"] == 1
         assert len(listener.events("opened")) == 1
         cams = _get(f"{base}/cameras").json()
         assert any(c["id"] == "lot-1" and (c.get("health") or {}).get("state") == "streaming" for c in cams), cams
