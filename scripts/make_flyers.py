@@ -242,6 +242,26 @@ def make_flyer(rng: np.random.Generator, *, font_path: str | None = None, width:
     return np.dstack([bgr, alpha]), truth
 
 
+def make_sign(lines: Sequence[str], *, width: int = 240, paper_bgr: tuple[int, int, int] = (150, 60, 20),
+              ink_bgr: tuple[int, int, int] = (255, 255, 255), font_path: str | None = None) -> np.ndarray:
+    """A permanent sign (house-number plate, notice board) as BGRA: ``lines`` centred on plain paper."""
+    font = font_path or find_cjk_font()
+    if font is None:
+        raise RuntimeError("no CJK font found (install fonts-droid-fallback or fonts-noto-cjk)")
+    height = int(width * 0.28 * len(lines) + width * 0.08)
+    img = Image.new("RGB", (width, height), paper_bgr[::-1])
+    draw = ImageDraw.Draw(img)
+    m = max(3, width // 25)
+    row_h = (height - 2 * m) / len(lines)
+    for i, text in enumerate(lines):
+        f = _fit_font(draw, text, font, width - 2 * m, int(row_h * 0.8))
+        x1, y1, x2, y2 = f.bbox(draw, text)
+        f.draw(draw, ((width - (x2 - x1)) / 2 - x1, m + i * row_h + (row_h - (y2 - y1)) / 2 - y1), text,
+               ink_bgr[::-1])
+    bgr = cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR)
+    return np.dstack([bgr, np.full((height, width), 255, np.uint8)])
+
+
 def random_quad(rng: np.random.Generator, region: Sequence[int], aspect: float, width: float,
                 jitter: float = 0.06) -> np.ndarray:
     """A slightly perspective-warped quad (4x2 float32, clockwise from top-left) inside ``region``.
@@ -306,7 +326,8 @@ def composite(wall_bgr: np.ndarray, flyer: np.ndarray, quad: np.ndarray | Sequen
     if noise_std > 0:
         color += np.random.default_rng(seed).normal(0, noise_std, color.shape).astype(np.float32)
     out = wall * (1 - alpha[:, :, None]) + color * alpha[:, :, None]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    result: np.ndarray = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return result
 
 
 def adjust_lighting(image_bgr: np.ndarray, gain: float = 1.0, offset: float = 0.0) -> np.ndarray:
