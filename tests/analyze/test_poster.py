@@ -69,7 +69,8 @@ def run(rule: PosterRule, frames: list[np.ndarray]) -> list[Incident]:
     return events
 
 
-def flyer_on(mf: ModuleType, seed: int, width: float = 125, **kw: object) -> tuple[np.ndarray, np.ndarray, dict]:
+def flyer_on(mf: ModuleType, seed: int, width: float = 125,
+             **kw: object) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
     rng = np.random.default_rng(seed)
     flyer, truth = mf.make_flyer(rng, width=300, **kw)
     quad = mf.random_quad(rng, mf.CORRIDOR_WALL, flyer.shape[1] / flyer.shape[0], width)

@@ -172,4 +172,4 @@ def test_analyze_text_details() -> None:
     d = analyze_text(["专业疏通 高价回收", "电话 138-1234-5678", "0755-1234567"]).to_details()
     assert d["phones"] == ["13812345678", "0755-1234567"]
     assert d["phone_kinds"] == ["mobile", "landline"]
-    assert set(d["categories"]) == {"plumbing", "recycling"}  # type: ignore[arg-type]
+    assert set(d["categories"]) == {"plumbing", "recycling"}  # type: ignore[call-overload]
