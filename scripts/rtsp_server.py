@@ -47,8 +47,11 @@ class LoopingMedia(GstRtspServer.RTSPMedia):
             print(f"loop seek failed ({flags})", file=sys.stderr, flush=True)
 
     def do_prepared(self) -> None:  # noqa: D102 - GObject vfunc
-        # Flushing segment seek once, so the end of the file produces SEGMENT_DONE rather than EOS.
-        GLib.idle_add(lambda: self._seek_start(Gst.SeekFlags.FLUSH | _SEGMENT_FLAGS) and False)
+        # Segment seek once, so the end of the file produces SEGMENT_DONE rather than EOS. Done
+        # synchronously while the media is being prepared, before any client can PLAY: the same
+        # seek from an idle callback can race a client's PLAY and abort the server in
+        # gst_rtsp_media_get_rates.
+        self._seek_start(Gst.SeekFlags.FLUSH | _SEGMENT_FLAGS)
 
     def do_handle_message(self, message: Gst.Message) -> bool:  # noqa: D102 - GObject vfunc
         if message.type == Gst.MessageType.SEGMENT_DONE:
