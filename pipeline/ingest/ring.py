@@ -135,8 +135,15 @@ class PacketRing:
                 self._capture_template(self._pending_stream, rp)
                 self._pending_stream = None
             last = self._packets[-1] if self._packets else None
+            if last is not None and rp.pts is not None and (rp.pts, rp.dts) == (last.pts, last.dts):
+                # One access unit split over packets (RTSP sends SPS/PPS apart from the IDR slice):
+                # an MP4 sample must hold the whole picture, so join them (valid for Annex B and AVCC).
+                self._packets[-1] = RingPacket(last.data + rp.data, last.pts, last.dts,
+                                               max(last.duration, rp.duration),
+                                               last.is_keyframe or rp.is_keyframe, last.ts)
+                return
             if last is not None and _order(rp) is not None and _order(last) is not None \
-                    and _order(rp) <= _order(last):  # type: ignore[operator]
+                    and _order(rp) < _order(last):  # type: ignore[operator]
                 # Timestamps went back (source restarted): old packets cannot precede these in a file.
                 self._packets.clear()
             if not self._packets and not rp.is_keyframe:
