@@ -47,8 +47,10 @@ def _setup_logging(verbose: bool) -> None:
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(name)s: %(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
-    for noisy in ("amqtt", "transitions", "uvicorn.access", "libav"):
+    for noisy in ("transitions", "uvicorn.access", "libav", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # amqtt logs a busy port as a traceback; the CLI reports it in one line and falls back.
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)
 
 
 def _free_port() -> int:
