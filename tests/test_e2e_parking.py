@@ -172,3 +172,32 @@ def test_parking_clip_to_one_ticket_with_evidence(tmp_path: Path, shared_dir: Pa
     finally:
         worker.stop()
         listener.close()
+
+
+def test_broker_down_while_alert_fires_delivers_once_after_restart(
+        tmp_path: Path, shared_dir: Path, parked_clip: Path, rtsp_server: Any, mosquitto: Any,
+        api_server: Callable[[SiteConfig], str]) -> None:
+    broker = mosquitto()
+    server = rtsp_server({"lot": parked_clip})
+    site = make_site(tmp_path, server.url("lot"), broker.url, shared_dir)
+    base = api_server(site)
+    listener = AlertListener(broker.host, broker.port, "gw/alerts/#")
+    worker = Worker(site, worker_id="w-outage")
+    worker.start()
+    try:
+        wait_for(lambda: worker.publisher.connected, 15, "worker connected")
+        broker.stop()  # the car comes to rest ~28 s into the stream; the alert fires with no broker
+        wait_for(lambda: worker.incidents_emitted >= 1, 90, "the parking incident")
+        time.sleep(2)
+        assert worker.publisher.stats()["pending"] >= 1, "the alert should wait in the outbox"
+        assert _get(f"{base}/tickets").json()["total"] == 0
+        broker.start()
+        tickets = wait_for(lambda: _get(f"{base}/tickets").json()["items"], 60, "the ticket after restart")
+        wait_for(lambda: listener.events("opened"), 30, "the alert at the patrol client")
+        time.sleep(3)  # give any duplicate delivery time to show up
+        assert len(tickets) == 1 and _get(f"{base}/tickets").json()["total"] == 1
+        assert len({p["incident_id"] for p in listener.events("opened")}) == 1
+        assert worker.publisher.stats()["pending"] == 0
+    finally:
+        worker.stop()
+        listener.close()
