@@ -30,7 +30,7 @@ fi
 if [ $want_test -eq 1 ]; then
   apt_install ffmpeg mosquitto python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools \
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-    chromium
+    chromium fonts-droid-fallback fonts-dejavu-core
   .venv/bin/python -m pip install -q -e ".[dev]"
 else
   .venv/bin/python -m pip install -q -e .
