@@ -299,16 +299,7 @@ class SiteConfig(_Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
-        errors: list[str] = []
-        cells = self._cells()
-        ids: set[str] = set()
-        for i, cam in enumerate(self.cameras):
-            if cam.id in ids:
-                errors.append(f"cameras[{i}].id: duplicate camera id {cam.id!r}")
-            ids.add(cam.id)
-            if cam.grid not in cells:
-                errors.append(f"cameras[{i}].grid: {cam.grid!r} is not a level-4 grid cell code "
-                              f"(known: {', '.join(sorted(cells)) or 'none'})")
+        errors = camera_grid_errors(self.model_dump(mode="json"))
         used = set().union(*(c.used_hazards() for c in self.cameras)) if self.cameras else set()
         for h, rule in self.hazards.items():
             if h in used and rule.enabled and h is not Hazard.POSTER and rule.detector not in self.detectors:
@@ -358,6 +349,39 @@ class SiteConfig(_Model):
             if c.id == camera_id:
                 return c
         raise KeyError(camera_id)
+
+
+def camera_grid_errors(data: dict[str, Any]) -> list[str]:
+    """Duplicate camera ids and cameras on unknown grid cells, checked on plain (even invalid) data.
+
+    Works on the raw YAML mapping too, so `check-config` reports these alongside field errors.
+    """
+    cells: set[str] = set()
+
+    def walk(nodes: Any, depth: int) -> None:
+        for node in nodes if isinstance(nodes, list) else []:
+            if not isinstance(node, dict):
+                continue
+            if depth == len(GRID_LEVELS) and isinstance(node.get("code"), str):
+                cells.add(node["code"])
+            walk(node.get("children"), depth + 1)
+
+    walk(data.get("grid"), 1)
+    errors: list[str] = []
+    seen: set[str] = set()
+    cameras = data.get("cameras")
+    for i, cam in enumerate(cameras if isinstance(cameras, list) else []):
+        if not isinstance(cam, dict):
+            continue
+        cid, grid = cam.get("id"), cam.get("grid")
+        if isinstance(cid, str):
+            if cid in seen:
+                errors.append(f"cameras[{i}].id: duplicate camera id {cid!r}")
+            seen.add(cid)
+        if isinstance(grid, str) and grid not in cells:
+            errors.append(f"cameras[{i}].grid: {grid!r} is not a level-4 grid cell code "
+                          f"(known: {', '.join(sorted(cells)) or 'none'})")
+    return errors
 
 
 def load_config(path: str | Path) -> SiteConfig:

@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config import SiteConfig
+from pipeline.config import SiteConfig, camera_grid_errors
 
 
 class ConfigError(ValueError):
@@ -26,6 +26,11 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+def _parse_path(path: str) -> tuple[Any, ...]:
+    """``cameras[3].zones[0]`` -> ``('cameras', 3, 'zones', 0)``."""
+    return tuple(int(x) if x.isdigit() else x for x in path.replace("[", ".").replace("]", "").split("."))
 
 
 def _line_index(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
@@ -80,11 +85,15 @@ def validate_text(text: str, source: str = "<config>") -> tuple[SiteConfig | Non
                 # Cross-field checks already name their own paths, several per message.
                 for item in msg.split("; "):
                     path, _, text_ = item.partition(": ")
-                    ploc = tuple(int(x) if x.isdigit() else x
-                                 for x in path.replace("[", ".").replace("]", "").split("."))
-                    line = _line_for(lines, ploc)
+                    line = _line_for(lines, _parse_path(path))
                     errors.append(f"{path}: {text_}" + (f" (line {line})" if line else ""))
                 continue
             line = _line_for(lines, loc)
             errors.append(f"{_format_loc(loc) or '<root>'}: {msg}" + (f" (line {line})" if line else ""))
+        # Pydantic skips cross-field checks once a field fails; run the ones that work on raw data.
+        for item in camera_grid_errors(data):
+            path, _, text_ = item.partition(": ")
+            if not any(e.startswith(f"{path}: ") for e in errors):
+                line = _line_for(lines, _parse_path(path))
+                errors.append(f"{path}: {text_}" + (f" (line {line})" if line else ""))
         return None, errors

@@ -99,6 +99,7 @@ class Worker:
         self.publisher = MqttPublisher(site.mqtt, str(outbox), self.worker_id)
         self.slots: dict[str, _CameraSlot] = {}
         self.incidents_emitted = 0
+        self.broken_detectors: dict[str, str] = {}
         for cam in site.cameras:
             if not cam.enabled or (camera_ids is not None and cam.id not in camera_ids):
                 continue
@@ -114,7 +115,12 @@ class Worker:
         """Start the publisher, load detectors, then start readers and analysis threads."""
         self.publisher.start()
         for name in sorted({r.detector for s in self.slots.values() for r in s.analyzer.requests(640, 360)}):
-            self.registry.get(name)  # fail fast on a missing model, before cameras start
+            try:
+                self.registry.get(name)  # load models before cameras start, not on the first frame
+            except Exception as exc:  # noqa: BLE001 - a broken model must not stop the other detectors
+                self.broken_detectors[name] = (f"detector {name!r} unavailable: {exc}. Set detectors.{name}.model "
+                                               "to an ONNX file (see models/manifest.yaml)")
+                log.error("%s", self.broken_detectors[name])
         for slot in self.slots.values():
             slot.reader.start()
         for i in range(self.site.worker.analysis_threads):
@@ -188,6 +194,9 @@ class Worker:
             regions: dict[str, list[tuple[int, int, int, int]]] = {}
             whole: set[str] = set()
             for req in slot.analyzer.requests(frame.width, frame.height):
+                if req.detector in self.broken_detectors:
+                    slot.analysis_error = self.broken_detectors[req.detector]
+                    continue
                 if req.region is None:
                     whole.add(req.detector)
                 else:
@@ -218,7 +227,9 @@ class Worker:
                 incidents = slot.analyzer.analyze(frame, found)
                 slot.frames_analysed += 1
                 slot.last_analysed_ts = frame.ts
-                slot.analysis_error = None
+                if not any(r.detector in self.broken_detectors
+                           for r in slot.analyzer.requests(frame.width, frame.height)):
+                    slot.analysis_error = None
                 for incident in incidents:
                     self._emit(slot, frame, incident)
             except Exception as exc:  # noqa: BLE001

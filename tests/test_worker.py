@@ -1,0 +1,79 @@
+"""The worker with file sources: a missing or corrupt camera never stops the others; a missing model is
+reported per camera instead of crashing the worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import SiteConfig
+from pipeline.worker import Worker
+from tests.fixtures.media import corrupt_copy
+
+pytestmark = pytest.mark.integration
+
+
+def _site(tmp_path: Path, mqtt_url: str, cameras: dict[str, str], model: str) -> SiteConfig:
+    return SiteConfig.model_validate({
+        "grid": [{"code": "T1", "name": "t", "children": [{"code": "D1", "name": "d", "children": [
+            {"code": "C1", "name": "c", "children": [{"code": "G1", "name": "g"}]}]}]}],
+        "cameras": [{"id": cid, "url": url, "grid": "G1", "decode": "keyframes",
+                     "zones": [{"id": "z", "kind": "no_parking", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]]}]}
+                    for cid, url in cameras.items()],
+        "detectors": {"coco": {"model": model, "input_size": 320, "threads": 1}},
+        "mqtt": {"url": mqtt_url},
+        "api": {"evidence_dir": str(tmp_path / "ev")},
+        "worker": {"outbox_path": str(tmp_path / "outbox.db"), "reconnect_min_seconds": 0.2,
+                   "reconnect_max_seconds": 1, "health_interval_seconds": 1},
+    })
+
+
+def _wait(pred: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := pred():
+            return value
+        time.sleep(0.2)
+    return pred()
+
+
+def _health(worker: Worker) -> dict[str, dict[str, Any]]:
+    return {str(h["camera_id"]): h for h in worker.camera_health()}
+
+
+def test_bad_cameras_do_not_stop_good_ones(tmp_path: Path, shared_dir: Path, h264_clips: dict[str, Path],
+                                           mosquitto: Any) -> None:
+    broker = mosquitto()
+    bad = corrupt_copy(h264_clips["person"], tmp_path / "bad.mp4", mode="garbage")
+    site = _site(tmp_path, broker.url, {"good": str(h264_clips["person"]), "missing": str(tmp_path / "no.mp4"),
+                                        "corrupt": str(bad)}, str(shared_dir / "models" / "yolo11n-coco.onnx"))
+    worker = Worker(site, worker_id="w-test")
+    worker.start()
+    try:
+        assert _wait(lambda: _health(worker)["good"]["frames_analysed"] >= 3, 30), _health(worker)
+        h = _wait(lambda: (h := _health(worker))["missing"]["state"] == "error"
+                  and h["corrupt"]["state"] == "error" and h, 30)
+        assert h, _health(worker)
+        assert "no.mp4" in str(h["missing"]["last_error"])
+        assert h["corrupt"]["last_error"]
+        assert h["good"]["state"] == "streaming" and h["good"]["analysis_error"] is None
+    finally:
+        worker.stop()
+
+
+def test_missing_model_is_reported_not_fatal(tmp_path: Path, h264_clips: dict[str, Path], mosquitto: Any) -> None:
+    broker = mosquitto()
+    site = _site(tmp_path, broker.url, {"good": str(h264_clips["person"])}, str(tmp_path / "nope.onnx"))
+    worker = Worker(site, worker_id="w-test2")
+    worker.start()
+    try:
+        h = _wait(lambda: (h := _health(worker)["good"])["frames_analysed"] >= 1 and h["analysis_error"] and h, 30)
+        assert h, _health(worker)
+        assert "detector 'coco' unavailable" in h["analysis_error"] and "nope.onnx" in h["analysis_error"]
+        assert h["state"] == "streaming"
+    finally:
+        worker.stop()
