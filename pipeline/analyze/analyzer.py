@@ -2,43 +2,153 @@
 
 Rules are built from a registry (:data:`RULE_FACTORIES`, :func:`register_rule`) keyed by hazard; a
 hazard without an implementation is logged once and skipped, so configs may name hazards whose rules
-arrive later. ``parking`` is registered here; fire / clutter / poster modules call :func:`register_rule`.
+arrive later. Registered here: ``parking`` (:class:`~pipeline.analyze.parking.NoParkingRule`), ``fire``
+(:class:`~pipeline.analyze.fire.FireRule`, per zone or whole frame), ``clutter``
+(:class:`~pipeline.analyze.clutter.ClutterRule`) and ``poster``
+(:class:`~pipeline.analyze.poster.PosterRule`, OCR, not a YOLO detector).
+
+Two kinds of rule are driven:
+
+* :class:`~pipeline.analyze.rules.ZoneRule`: ``update(ts, detections, width, height)`` with the output
+  of its ``rule.detector``;
+* :class:`ImageRule`: ``update_image(ts, frame_bgr, detections_by_name, width, height)`` with the frame
+  image and the output of every detector (fire, clutter and poster use the image).
+
+Besides hazards, ``parking`` zones with a ``capacity`` get an
+:class:`~pipeline.analyze.occupancy.OccupancyCounter`; :meth:`CameraAnalyzer.occupancy` reports them.
+A rule that raises is logged and skipped for that frame; the other rules still run.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from pipeline.analyze.clutter import ClutterRule
+from pipeline.analyze.fire import FireRule
 from pipeline.analyze.incident import Hazard, Incident
+from pipeline.analyze.occupancy import DEFAULT_VEHICLES, OccupancyCounter
 from pipeline.analyze.parking import NoParkingRule
+from pipeline.analyze.poster import PosterRule
 from pipeline.analyze.rules import ZoneRule
 from pipeline.analyze.zones import BoxPx, ZoneGeometry, union_box
-from pipeline.config import CameraConfig, HazardRule, SiteConfig, ZoneConfig
+from pipeline.config import CameraConfig, HazardRule, SiteConfig, ZoneConfig, ZoneKind
 from pipeline.detect.detections import Detections
+from pipeline.detect.ocr import TextDetector
 from pipeline.ingest.frame import Frame
 
 log = logging.getLogger(__name__)
 
-RuleFactory = Callable[[str, ZoneConfig | None, HazardRule], ZoneRule | None]
-"""(camera_id, zone or None for whole-frame, effective rule) -> rule, or None when not applicable."""
+OCR_DETECTOR = "ocr"
+"""The poster rule's ``detector``: OCR run by the rule itself, never requested from the worker."""
+
+
+@runtime_checkable
+class ImageRule(Protocol):
+    """A rule that judges the frame image too (fire, clutter, poster).
+
+    Attributes:
+        hazard: the hazard judged.
+        camera_id: camera id.
+        zone_id: zone id, or None for whole-frame rules.
+        rule: the effective rule.
+        detectors: names of the detectors whose output it reads; the analyzer requests those the site
+            defines (``rule.detector`` always).
+    """
+
+    hazard: Hazard
+    camera_id: str
+    zone_id: str | None
+    rule: HazardRule
+    detectors: tuple[str, ...]
+
+    def update_image(self, ts: float, frame_bgr: np.ndarray, detections: dict[str, Detections], width: int,
+                     height: int) -> list[Incident]:
+        """Judge one analysed frame."""
+        ...
+
+
+AnyRule = ZoneRule | ImageRule
+
+
+@dataclass
+class RuleContext:
+    """What a rule factory may need beyond (camera, zone, rule): the site, and shared engines.
+
+    Attributes:
+        site: the site config.
+        camera: the camera.
+    """
+
+    site: SiteConfig
+    camera: CameraConfig
+    _text: TextDetector | None = field(default=None, repr=False)
+
+    def text_detector(self) -> TextDetector:
+        """The camera's one OCR engine, created on first call (its models load on first use)."""
+        if self._text is None:
+            self._text = TextDetector(threads=1)
+        return self._text
+
+
+RuleFactory = Callable[[str, ZoneConfig | None, HazardRule, RuleContext], AnyRule | None]
+"""(camera_id, zone or None for whole-frame, effective rule, context) -> rule, or None when not applicable."""
 
 RULE_FACTORIES: dict[Hazard, RuleFactory] = {}
 
 
 def register_rule(hazard: Hazard, factory: RuleFactory) -> None:
-    """Make :class:`CameraAnalyzer` build ``factory(camera_id, zone, rule)`` for ``hazard``."""
+    """Make :class:`CameraAnalyzer` build ``factory(camera_id, zone, rule, context)`` for ``hazard``."""
     RULE_FACTORIES[hazard] = factory
 
 
-def _parking(camera_id: str, zone: ZoneConfig | None, rule: HazardRule) -> ZoneRule | None:
+class PosterAdapter:
+    """:class:`~pipeline.analyze.poster.PosterRule` as an :class:`ImageRule` (it requests no detector).
+
+    The poster rule skips frames closer than its ``min_interval_seconds`` to the last one it judged, so
+    OCR does not run on every analysed frame.
+    """
+
+    hazard: Hazard = Hazard.POSTER
+
+    def __init__(self, poster: PosterRule) -> None:
+        self.poster = poster
+        self.camera_id = poster.camera_id
+        self.zone_id = poster.zone_id
+        self.rule = poster.rule
+        self.detectors: tuple[str, ...] = ()
+
+    def update_image(self, ts: float, frame_bgr: np.ndarray, detections: dict[str, Detections], width: int,
+                     height: int) -> list[Incident]:
+        return self.poster.update(ts, frame_bgr, width, height)
+
+
+def _parking(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
     return None if zone is None else NoParkingRule(camera_id, zone, rule)
 
 
+def _fire(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
+    return FireRule(camera_id, zone, rule)
+
+
+def _clutter(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
+    return None if zone is None else ClutterRule(camera_id, zone, rule)
+
+
+def _poster(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
+    if zone is None:
+        return None
+    return PosterAdapter(PosterRule(camera_id, zone, rule, ctx.text_detector()))
+
+
 register_rule(Hazard.PARKING, _parking)
+register_rule(Hazard.FIRE, _fire)
+register_rule(Hazard.CLUTTER, _clutter)
+register_rule(Hazard.POSTER, _poster)
 
 
 class DetectRequest(NamedTuple):
@@ -49,18 +159,20 @@ class DetectRequest(NamedTuple):
 
 
 class CameraAnalyzer:
-    """All hazard rules of one camera.
+    """All hazard rules (and occupancy counters) of one camera.
 
     Per analysed frame the worker asks :meth:`requests` what to run, runs each detector (for one
     detector with several regions: ``YoloDetector.detect_regions(image, [r.region for r in those])``,
     one merged :class:`Detections` per detector), and passes ``{detector name: Detections}`` (pixel
-    coordinates of the full frame) to :meth:`analyze`.
+    coordinates of the full frame) to :meth:`analyze`, which also hands the frame image to image rules.
+    :meth:`occupancy` reports parking occupancy after each analysed frame.
 
     Args:
         site: the site config (hazard rules).
         camera: the camera (zones, whole-frame hazards).
         crop_pad: margin around a crop zone's box, as a fraction of its size.
         crop_min_size: minimum side in pixels of a crop region (detector context).
+        occupancy_window: analysed frames the occupancy median runs over.
 
     Example:
         >>> import numpy as np
@@ -70,30 +182,49 @@ class CameraAnalyzer:
         ...     "grid": [{"code": "T", "name": "t", "children": [{"code": "D", "name": "d", "children": [
         ...         {"code": "C", "name": "c", "children": [{"code": "G", "name": "g"}]}]}]}],
         ...     "cameras": [{"id": "cam1", "url": "x.mp4", "grid": "G", "zones": [
-        ...         {"id": "lane", "kind": "no_parking", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}]}]})
+        ...         {"id": "lane", "kind": "no_parking", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]},
+        ...         {"id": "bays", "kind": "parking", "capacity": 4, "polygon": [[0, 0], [1, 0], [1, .5], [0, .5]]}]}]})
         >>> a = CameraAnalyzer(site, site.cameras[0])
         >>> a.requests(640, 480)
         [DetectRequest(detector='coco', region=None)]
         >>> frame = Frame("cam1", np.zeros((480, 640, 3), np.uint8), ts=0.0, pts=0.0, seq=0, keyframe=True)
         >>> a.analyze(frame, {"coco": Detections.empty()})
         []
+        >>> a.occupancy()
+        {'bays': {'used': 0, 'free': 4, 'capacity': 4, 'ts': 0.0}}
     """
 
     def __init__(self, site: SiteConfig, camera: CameraConfig, crop_pad: float = 0.1,
-                 crop_min_size: int = 320) -> None:
+                 crop_min_size: int = 320, occupancy_window: int = 5) -> None:
         self.site = site
         self.camera = camera
         self.crop_pad = crop_pad
         self.crop_min_size = crop_min_size
-        self.rules: list[ZoneRule] = []
+        self.context = RuleContext(site, camera)
+        self.rules: list[AnyRule] = []
         self.skipped: set[Hazard] = set()
         """Hazards configured on this camera that have no rule implementation (logged once each)."""
+        self.errors: dict[int, int] = {}
+        """Exceptions raised so far, by index into :attr:`rules`."""
         self._zones = {z.id: z for z in camera.zones}
         for zone in camera.zones:
             for hazard in zone.effective_hazards():
                 self._add(hazard, zone)
         for hazard in camera.hazards:
             self._add(hazard, None)
+        self.counters: list[OccupancyCounter] = []
+        park = site.hazards.get(Hazard.PARKING)
+        for zone in camera.zones:
+            if zone.kind is ZoneKind.PARKING and zone.capacity is not None:
+                self.counters.append(OccupancyCounter(
+                    camera.id, zone, classes=(park.classes if park and park.classes else DEFAULT_VEHICLES),
+                    min_confidence=park.min_confidence if park else 0.35, window=occupancy_window,
+                    detector=park.detector if park else "coco"))
+
+    @property
+    def text_detector(self) -> TextDetector:
+        """The OCR engine shared by this camera's poster rules (created on first use)."""
+        return self.context.text_detector()
 
     def _add(self, hazard: Hazard, zone: ZoneConfig | None) -> None:
         base = self.site.hazards.get(hazard)
@@ -103,7 +234,7 @@ class CameraAnalyzer:
         if not rule.enabled:
             return
         factory = RULE_FACTORIES.get(hazard)
-        built = factory(self.camera.id, zone, rule) if factory is not None else None
+        built = factory(self.camera.id, zone, rule, self.context) if factory is not None else None
         if built is None:
             if hazard not in self.skipped:
                 where = f"zone {zone.id!r}" if zone is not None else "whole frame"
@@ -113,26 +244,41 @@ class CameraAnalyzer:
             return
         self.rules.append(built)
 
+    def _needs(self) -> list[tuple[str, ZoneConfig | None]]:
+        """(detector, zone or None) pairs every rule and counter needs, in rule order."""
+        out: list[tuple[str, ZoneConfig | None]] = []
+        for r in self.rules:
+            zone = self._zones.get(r.zone_id) if r.zone_id is not None else None
+            if isinstance(r, ImageRule):
+                names = [n for n in r.detectors if n != OCR_DETECTOR
+                         and (n == r.rule.detector or n in self.site.detectors)]
+            else:
+                names = [r.rule.detector] if r.rule.detector != OCR_DETECTOR else []
+            out.extend((n, zone) for n in names)
+        out.extend((c.detector, c.zone) for c in self.counters)
+        return out
+
     @property
     def detectors(self) -> list[str]:
-        """Names of the detectors this camera's rules need, in rule order."""
-        return list(dict.fromkeys(r.rule.detector for r in self.rules))
+        """Names of the (YOLO) detectors this camera's rules need, in rule order; never ``ocr``."""
+        return list(dict.fromkeys(n for n, _ in self._needs()))
 
     def requests(self, width: int, height: int) -> list[DetectRequest]:
         """What to run on a ``width`` x ``height`` frame.
 
         Per detector: one full-frame request (region None) if any rule using it is whole-frame or sits
         in a zone without ``crop``; otherwise one request per crop region, where regions are the padded
-        zone boxes (at least ``crop_min_size`` px a side) with overlapping ones merged.
+        zone boxes (at least ``crop_min_size`` px a side) with overlapping ones merged. The poster rule's
+        OCR is not a request (the rule runs it itself).
         """
+        needs = self._needs()
         out: list[DetectRequest] = []
-        for name in self.detectors:
+        for name in dict.fromkeys(n for n, _ in needs):
             regions: list[BoxPx] = []
             full = False
-            for r in self.rules:
-                if r.rule.detector != name:
+            for n, zone in needs:
+                if n != name:
                     continue
-                zone = self._zones.get(r.zone_id) if r.zone_id is not None else None
                 if zone is None or not zone.crop:
                     full = True
                     break
@@ -141,21 +287,42 @@ class CameraAnalyzer:
             if full or not regions:
                 out.append(DetectRequest(name, None))
             else:
-                out.extend(DetectRequest(name, box) for box in merge_overlapping(regions))
+                out.extend(DetectRequest(name, box) for box in merge_overlapping(list(dict.fromkeys(regions))))
         return out
 
     def analyze(self, frame: Frame, detections: dict[str, Detections]) -> list[Incident]:
-        """Feed one analysed frame to every rule; returns the incident events, in rule order.
+        """Feed one analysed frame to every rule and counter; returns the incident events, in rule order.
 
         A rule whose detector is missing from ``detections`` sees an empty result (as if nothing was
-        found), so its incidents can still clear.
+        found), so its incidents can still clear. A rule that raises is logged (the first time, then
+        every 100th) and the others go on.
         """
         out: list[Incident] = []
-        for r in self.rules:
-            d = detections.get(r.rule.detector)
-            out.extend(r.update(frame.ts, d if d is not None else Detections.empty(), frame.width,
-                                frame.height))
+        w, h = frame.width, frame.height
+        for i, r in enumerate(self.rules):
+            try:
+                if isinstance(r, ImageRule):
+                    out.extend(r.update_image(frame.ts, frame.image, detections, w, h))
+                else:
+                    d = detections.get(r.rule.detector)
+                    out.extend(r.update(frame.ts, d if d is not None else Detections.empty(), w, h))
+            except Exception:  # noqa: BLE001 - one broken rule must not silence the others
+                n = self.errors[i] = self.errors.get(i, 0) + 1
+                if n == 1 or n % 100 == 0:
+                    log.exception("camera %s: rule %s/%s failed (%d times)", self.camera.id, r.hazard.value,
+                                  r.zone_id or "frame", n)
+        for c in self.counters:
+            try:
+                d = detections.get(c.detector)
+                c.update(frame.ts, d if d is not None else Detections.empty(), w, h)
+            except Exception:  # noqa: BLE001
+                log.exception("camera %s: occupancy of zone %s failed", self.camera.id, c.zone_id)
         return out
+
+    def occupancy(self) -> dict[str, dict[str, object]]:
+        """Parking occupancy: ``{zone_id: {"used", "free", "capacity", "ts"}}`` for every ``parking`` zone
+        with a ``capacity`` that has counted at least one analysed frame (``ts`` = that frame's time)."""
+        return {c.zone_id: c.state() for c in self.counters if c.ts is not None}
 
     def zone_polygons_px(self, width: int, height: int) -> dict[str, np.ndarray]:
         """Zone id -> int32 (N, 1, 2) pixel polygon, ready for ``cv2.polylines`` (evidence drawing)."""

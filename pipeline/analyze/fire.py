@@ -1,0 +1,290 @@
+"""Fire / smoke rule: a flame that flickers and persists, not one bright frame.
+
+:class:`FireRule` judges the boxes of a fire detector (classes ``fire`` and ``smoke`` by default) on the
+whole frame (camera ``hazards: [fire]``) or in one zone. A box counts in a frame only when it passes
+every *suppressor* (each is measurable, see :class:`FireBoxCheck` and docs/rules.md):
+
+1. **confidence**: ``>= rule.min_confidence``;
+2. **person overlap**: a box mostly covered (``person_cover``) by a ``person`` box of the COCO detector,
+   when its output is there, is ignored (orange clothing, a red helmet);
+3. **colour** (``fire`` only): the share of fire-coloured pixels in the box (HSV red..yellow, saturated
+   and bright, or near-white flame cores) must reach ``min_fire_colour`` (a blue or grey object that the
+   model calls fire is dropped);
+4. **flicker**: boxes are tracked over analysed frames (IoU); a track counts only when its recent samples
+   *vary*: the coefficient of variation of box area or mean brightness, or the mean change of the box
+   content resampled to a small patch in box coordinates (which a rigidly moving object - a car's
+   tail light, an orange jacket walking by - does not show) reaches ``min_flicker``. A red lamp or a
+   sunset is static and never counts. The first frame of a track has no flicker yet.
+
+Presence is confirmed over time: at least ``rule.confirm_k`` of the last ``rule.confirm_n`` analysed
+frames that lie within ``window_seconds`` (default 3 of 5 within 10 s). The incident opens at once after
+that (``rule.dwell_seconds`` is 0 by default), severity ``rule.severity`` (5 by default).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from pipeline.analyze.incident import Hazard, Incident
+from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, PresenceTimer, normalised_box
+from pipeline.analyze.tracking import IoUTracker
+from pipeline.analyze.zones import ZoneGeometry
+from pipeline.config import HazardRule, ZoneConfig
+from pipeline.detect.detections import Detections
+
+DEFAULT_CLASSES = ("fire", "smoke")
+PERSON_DETECTOR = "coco"
+PATCH = 16
+"""Side of the box-coordinate patch the flicker measure compares (pixels)."""
+
+
+def fire_colour_share(image_bgr: np.ndarray, box: np.ndarray | tuple[float, ...]) -> float:
+    """Share (0..1) of fire-coloured pixels in a pixel box of a BGR image.
+
+    Fire-coloured: hue red..yellow (OpenCV H <= 35 or >= 170), saturation >= 80 and value >= 130, or a
+    near-white flame core (value >= 230, saturation <= 60, red >= blue).
+
+    Example:
+        >>> img = np.zeros((20, 20, 3), np.uint8); img[:, :10] = (0, 128, 255)   # orange left half
+        >>> round(fire_colour_share(img, (0, 0, 20, 20)), 2)
+        0.5
+    """
+    h, w = image_bgr.shape[:2]
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if x2 <= x1 or y2 <= y1:
+        return 0.0
+    crop = image_bgr[y1:y2, x1:x2]
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    hue, sat, val = hsv[:, :, 0], hsv[:, :, 1], hsv[:, :, 2]
+    warm = ((hue <= 35) | (hue >= 170)) & (sat >= 80) & (val >= 130)
+    core = (val >= 230) & (sat <= 60) & (crop[:, :, 2] >= crop[:, :, 0])
+    return float(np.count_nonzero(warm | core)) / float(hue.size)
+
+
+def box_patch(image_bgr: np.ndarray, box: np.ndarray | tuple[float, ...]) -> np.ndarray | None:
+    """The box's grey content resampled to ``PATCH`` x ``PATCH`` float32 (None for an empty box)."""
+    h, w = image_bgr.shape[:2]
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return None
+    grey = cv2.cvtColor(image_bgr[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+    out: np.ndarray = cv2.resize(grey, (PATCH, PATCH), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return out
+
+
+@dataclass
+class _Sample:
+    area: float
+    brightness: float
+    patch: np.ndarray | None
+
+
+@dataclass
+class _History:
+    samples: deque[_Sample] = field(default_factory=lambda: deque(maxlen=6))
+
+
+def flicker_score(samples: list[_Sample]) -> float:
+    """How much a tracked box varies over its samples (0 = perfectly static).
+
+    The maximum of: coefficient of variation of the box area, that of the mean brightness, and the mean
+    absolute change between consecutive box patches relative to their mean brightness. Needs >= 2 samples
+    (returns 0 otherwise).
+    """
+    if len(samples) < 2:
+        return 0.0
+    areas = np.array([s.area for s in samples])
+    bright = np.array([s.brightness for s in samples])
+    area_cv = float(areas.std() / max(areas.mean(), 1e-6))
+    bright_cv = float(bright.std() / max(bright.mean(), 1e-6))
+    changes = []
+    for a, b in zip(samples, samples[1:], strict=False):
+        if a.patch is not None and b.patch is not None:
+            ref = max(1.0, float((a.patch.mean() + b.patch.mean()) / 2.0))
+            changes.append(float(np.abs(a.patch - b.patch).mean()) / ref)
+    patch_change = float(np.mean(changes)) if changes else 0.0
+    return max(area_cv, bright_cv, patch_change)
+
+
+@dataclass(frozen=True)
+class FireBoxCheck:
+    """Why one fire/smoke box did or did not count in a frame (for tests and tuning)."""
+
+    label: str
+    confidence: float
+    box: tuple[float, float, float, float]
+    person_cover: float
+    fire_colour: float
+    flicker: float
+    counted: bool
+
+
+class FireRule:
+    """Alerts on flickering, persistent fire or smoke, on the whole frame or in one zone.
+
+    Args:
+        camera_id: camera id.
+        zone: the zone, or None for the whole frame (a box counts in a zone when its centre is inside).
+        rule: the effective FIRE rule: ``classes`` (default fire, smoke), ``min_confidence``,
+            ``confirm_k/n`` (default 3 of 5), ``dwell_seconds`` (default 0), ``clear_seconds``,
+            ``update_interval_seconds``, ``cooldown_seconds``, ``match_iou``, ``severity`` (default 5).
+        window_seconds: the k-of-n frames must lie within this many seconds.
+        min_flicker: variation a track needs (see :func:`flicker_score`); 0 turns the check off.
+        min_fire_colour: fire-colour share a ``fire`` box needs (see :func:`fire_colour_share`); 0 = off.
+        person_cover: a box covered by a person box at least this much is ignored; > 1 turns it off.
+        person_detector: detector whose ``person`` boxes are used when present in the frame's detections.
+
+    Example:
+        >>> rule = FireRule("cam1", None, HazardRule(detector="fire", classes=["fire"], confirm_k=2,
+        ...                 confirm_n=3, dwell_seconds=0), min_fire_colour=0)
+        >>> img = np.zeros((100, 100, 3), np.uint8)
+        >>> events = []
+        >>> for t, x2 in enumerate([60, 70, 55, 75]):
+        ...     img[:] = 0; img[40:80, 40:x2] = (0, 140, 255)
+        ...     d = Detections.from_arrays([[40, 40, x2, 80]], [0.8], [0], {0: "fire"})
+        ...     events += rule.update_image(float(t), img, {"fire": d}, 100, 100)
+        >>> [(e.event.value, e.severity) for e in events]
+        [('opened', 3)]
+    """
+
+    hazard: Hazard = Hazard.FIRE
+
+    def __init__(self, camera_id: str, zone: ZoneConfig | None, rule: HazardRule, *,
+                 window_seconds: float = 10.0, min_flicker: float = 0.04, min_fire_colour: float = 0.1,
+                 person_cover: float = 0.5, person_detector: str = PERSON_DETECTOR) -> None:
+        self.camera_id = camera_id
+        self.zone = zone
+        self.zone_id: str | None = zone.id if zone is not None else None
+        self.rule = rule
+        self.classes = frozenset(rule.classes or DEFAULT_CLASSES)
+        self.window_seconds = float(window_seconds)
+        self.min_flicker = float(min_flicker)
+        self.min_fire_colour = float(min_fire_colour)
+        self.person_cover = float(person_cover)
+        self.person_detector = person_detector
+        self.detectors: tuple[str, ...] = (rule.detector,)
+        """Detectors the analyzer must run for this rule (persons are used only when present)."""
+        self.tracker = IoUTracker(match_iou=min(rule.match_iou, 0.2), max_missing_seconds=self.window_seconds,
+                                  stationary_tolerance=1e9)
+        self.history: dict[int, _History] = {}
+        self.hits: deque[tuple[float, bool]] = deque(maxlen=rule.confirm_n)
+        self.presence = PresenceTimer(grace_seconds=self.window_seconds)
+        # Confirmation (k of n within the window) is done here; the lifecycle takes the result as is.
+        self.lifecycle = IncidentLifecycle(camera_id, self.zone_id, Hazard.FIRE,
+                                           rule.model_copy(update={"confirm_k": 1, "confirm_n": 1}))
+        self.last_checks: list[FireBoxCheck] = []
+        """Per-box verdicts of the last frame."""
+        self._geometry: ZoneGeometry | None = None
+
+    def geometry(self, width: int, height: int) -> ZoneGeometry | None:
+        if self.zone is None:
+            return None
+        g = self._geometry
+        if g is None or (g.width, g.height) != (width, height):
+            g = self._geometry = ZoneGeometry(self.zone, width, height)
+        return g
+
+    def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
+        """Judge one frame without its image (colour and patch checks are skipped; area flicker only)."""
+        return self._judge(ts, None, {self.rule.detector: detections}, width, height)
+
+    def update_image(self, ts: float, frame_bgr: np.ndarray, detections: dict[str, Detections], width: int,
+                     height: int) -> list[Incident]:
+        """Judge one analysed frame (image + every detector's output); returns 0 or 1 events."""
+        return self._judge(ts, frame_bgr, detections, width, height)
+
+    def _judge(self, ts: float, image: np.ndarray | None, detections: dict[str, Detections], width: int,
+               height: int) -> list[Incident]:
+        found = detections.get(self.rule.detector, Detections.empty())
+        cand = found.with_classes(self.classes).with_min_confidence(self.rule.min_confidence)
+        g = self.geometry(width, height)
+        if g is not None and len(cand):
+            centres = np.stack([(cand.xyxy[:, 0] + cand.xyxy[:, 2]) / 2, (cand.xyxy[:, 1] + cand.xyxy[:, 3]) / 2], 1)
+            cand = cand[np.flatnonzero(g.contains_points(centres))]
+        persons = detections.get(self.person_detector, Detections.empty())
+        persons = persons.with_classes(frozenset({"person"})).with_min_confidence(0.35)
+        cover = _cover_by_any(cand.xyxy, persons.xyxy)
+        tracks = self.tracker.update(ts, cand.xyxy, cand.confidence, cand.labels)
+        live = {t.id for t in tracks}
+        self.history = {k: v for k, v in self.history.items() if k in live}
+        checks: list[FireBoxCheck] = []
+        counted: list[tuple[np.ndarray, str, float]] = []
+        for t in tracks:
+            if not t.seen_at(ts):
+                continue
+            i = _index_of(cand.xyxy, t.box)
+            box = tuple(float(v) for v in t.box)
+            area = max(0.0, (box[2] - box[0]) * (box[3] - box[1]))
+            patch = box_patch(image, t.box) if image is not None else None
+            bright = float(patch.mean()) if patch is not None else 0.0
+            hist = self.history.setdefault(t.id, _History())
+            hist.samples.append(_Sample(area, bright, patch))
+            label = cand.labels[i] if i is not None else t.label
+            colour = fire_colour_share(image, t.box) if image is not None else 1.0
+            flick = flicker_score(list(hist.samples)[-self.rule.confirm_n:])
+            pc = float(cover[i]) if i is not None and len(cover) else 0.0
+            ok = (pc < self.person_cover
+                  and (label != "fire" or image is None or colour >= self.min_fire_colour)
+                  and (self.min_flicker <= 0 or flick >= self.min_flicker))
+            checks.append(FireBoxCheck(label, t.confidence, (box[0], box[1], box[2], box[3]), round(pc, 3),
+                                       round(colour, 3), round(flick, 4), ok))
+            if ok:
+                counted.append((t.box, label, t.confidence))
+        self.last_checks = checks
+        obs = self._confirm(ts, counted, width, height)
+        event = self.lifecycle.step(ts, obs)
+        return [event] if event is not None else []
+
+    def _confirm(self, ts: float, counted: list[tuple[np.ndarray, str, float]], width: int,
+                 height: int) -> Observation | None:
+        self.hits.append((ts, bool(counted)))
+        recent = sum(1 for t, seen in self.hits if seen and ts - t <= self.window_seconds + TIME_EPS)
+        since = self.presence.update(ts, recent >= self.rule.confirm_k)
+        if since is None or recent < self.rule.confirm_k or not counted:
+            return None
+        if ts - since + TIME_EPS < self.rule.dwell_seconds:
+            return None
+        labels = sorted({lab for _, lab, _ in counted})
+        conf = max(c for _, _, c in counted)
+        boxes = tuple(normalised_box(b, width, height, lab, c) for b, lab, c in counted)
+        shown = [c for c in self.last_checks if c.counted]
+        details: dict[str, object] = {
+            "labels": labels,
+            "boxes": len(counted),
+            "confirmed_frames": recent,
+            "flicker": max(c.flicker for c in shown) if shown else 0.0,
+            "fire_colour": max(c.fire_colour for c in shown) if shown else 0.0,
+            "smoke_only": labels == ["smoke"],
+        }
+        return Observation(started_at=since, confidence=float(conf), boxes=boxes, details=details)
+
+
+def _index_of(boxes: np.ndarray, box: np.ndarray) -> int | None:
+    """Index of the row of ``boxes`` equal to ``box`` (the detection a track matched this frame)."""
+    if not len(boxes):
+        return None
+    d = np.abs(boxes - box.reshape(1, 4)).sum(axis=1)
+    i = int(np.argmin(d))
+    return i if d[i] < 1e-6 else None
+
+
+def _cover_by_any(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Per box of ``boxes``: the largest share of it covered by one box of ``others``."""
+    if not len(boxes) or not len(others):
+        return np.zeros(len(boxes))
+    a = boxes.reshape(-1, 1, 4)
+    b = others.reshape(1, -1, 4)
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    area = np.maximum((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]), 1e-9)
+    out: np.ndarray = (iw * ih / area).max(axis=1)
+    return out
+
+
+__all__ = ["FireBoxCheck", "FireRule", "box_patch", "fire_colour_share", "flicker_score"]
