@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.analyze.analyzer import CameraAnalyzer, DetectRequest, merge_overlapping
+from pipeline.analyze.analyzer import RULE_FACTORIES, CameraAnalyzer, DetectRequest, PosterAdapter, merge_overlapping
+from pipeline.analyze.clutter import ClutterRule
+from pipeline.analyze.fire import FireRule
 from pipeline.analyze.incident import Hazard, IncidentEvent
 from pipeline.analyze.parking import NoParkingRule
 from pipeline.config import SiteConfig
@@ -46,15 +48,20 @@ def test_builds_parking_rules_with_merged_overrides() -> None:
                 {"id": "b", "kind": "fire_lane", "polygon": RIGHT},
                 {"id": "c", "kind": "parking", "polygon": LEFT}])   # a parking area: no hazards
     a = analyzer(cfg)
-    assert [(r.zone_id, r.hazard) for r in a.rules] == [("a", Hazard.PARKING), ("b", Hazard.PARKING)]
-    ra, rb = a.rules
-    assert isinstance(ra, NoParkingRule) and isinstance(rb, NoParkingRule)
+    assert [(r.zone_id, r.hazard) for r in a.rules] == [("a", Hazard.PARKING), ("b", Hazard.PARKING),
+                                                        ("b", Hazard.CLUTTER)]
+    ra, rb, rc = a.rules
+    assert isinstance(ra, NoParkingRule) and isinstance(rb, NoParkingRule) and isinstance(rc, ClutterRule)
     assert ra.rule.dwell_seconds == 15 and ra.classes == {"truck"}
     assert rb.rule.dwell_seconds == 120 and "car" in rb.classes  # site default
-    assert a.skipped == {Hazard.CLUTTER}  # fire_lane also wants clutter: no rule yet, skipped
+    assert a.skipped == set()
+    assert a.counters == []  # a parking zone without capacity: no occupancy
 
 
-def test_unimplemented_hazards_logged_once_not_crash(caplog: pytest.LogCaptureFixture) -> None:
+def test_unimplemented_hazards_logged_once_not_crash(caplog: pytest.LogCaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(RULE_FACTORIES, Hazard.CLUTTER)
+    monkeypatch.delitem(RULE_FACTORIES, Hazard.FIRE)
     zones = [{"id": f"z{i}", "kind": "corridor", "polygon": LEFT} for i in range(3)]
     with caplog.at_level(logging.WARNING, logger="pipeline.analyze.analyzer"):
         a = analyzer(site(zones, cam_hazards=["fire"]))
@@ -116,3 +123,85 @@ def test_zone_polygons_px() -> None:
     assert list(polys) == ["a"]
     assert polys["a"].dtype == np.int32 and polys["a"].reshape(-1, 2).tolist() == [
         [0, 250], [200, 250], [200, 450], [0, 450]]
+
+
+FIRE_DETECTORS = {"coco": {"model": "m.onnx"}, "fire": {"model": "f.onnx"}}
+
+
+def test_builds_fire_clutter_poster_rules() -> None:
+    cfg = SiteConfig.model_validate({"grid": GRID, "detectors": FIRE_DETECTORS, "cameras": [{
+        "id": "cam1", "url": "x.mp4", "grid": "G", "hazards": ["fire"], "zones": [
+            {"id": "hall", "kind": "corridor", "polygon": LEFT, "crop": True},
+            {"id": "wall", "kind": "wall", "polygon": RIGHT},
+            {"id": "store", "kind": "area", "polygon": RIGHT, "hazards": ["fire"]}]}]})
+    a = analyzer(cfg)
+    kinds = [(type(r).__name__, r.hazard, r.zone_id) for r in a.rules]
+    assert kinds == [("ClutterRule", Hazard.CLUTTER, "hall"), ("PosterAdapter", Hazard.POSTER, "wall"),
+                     ("FireRule", Hazard.FIRE, "store"), ("FireRule", Hazard.FIRE, None)]
+    fire = a.rules[3]
+    assert isinstance(fire, FireRule) and fire.rule.severity == 5 and fire.rule.confirm_k == 3
+    poster = a.rules[1]
+    assert isinstance(poster, PosterAdapter) and poster.poster.detector is a.text_detector
+    assert not a.text_detector.loaded  # lazy: nothing loaded until a poster frame is judged
+    reqs = a.requests(1000, 500)
+    assert "ocr" not in {r.detector for r in reqs} and "ocr" not in a.detectors
+    # clutter reads coco (objects, persons); fire needs the whole frame
+    assert reqs == [DetectRequest("coco", (0, 180, 320, 500)), DetectRequest("fire", None)]
+
+
+def test_poster_shares_one_text_detector() -> None:
+    cfg = site([{"id": "w1", "kind": "wall", "polygon": LEFT}, {"id": "w2", "kind": "wall", "polygon": RIGHT}])
+    a = analyzer(cfg)
+    p1, p2 = a.rules
+    assert isinstance(p1, PosterAdapter) and isinstance(p2, PosterAdapter)
+    assert p1.poster.detector is p2.poster.detector is a.text_detector
+    assert a.requests(640, 480) == []
+
+
+class _Boom:
+    hazard = Hazard.FIRE
+    camera_id = "cam1"
+    zone_id = None
+    detectors = ("coco",)
+
+    def __init__(self) -> None:
+        from pipeline.config import HazardRule
+        self.rule = HazardRule()
+        self.calls = 0
+
+    def update_image(self, *args: object) -> list[object]:
+        self.calls += 1
+        raise RuntimeError("boom")
+
+
+def test_one_failing_rule_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = site([{"id": "b", "kind": "no_parking", "polygon": RIGHT, "overrides": {"parking": {"dwell_seconds": 2}}}])
+    a = analyzer(cfg)
+    boom = _Boom()
+    a.rules.insert(0, boom)  # type: ignore[arg-type]
+    car = Detections.from_arrays([[850, 300, 950, 400]], [0.9], [2], {2: "car"})
+    with caplog.at_level(logging.ERROR, logger="pipeline.analyze.analyzer"):
+        events = [e for t in range(5) for e in a.analyze(frame(float(t)), {"coco": car})]
+    assert [(e.event, e.hazard) for e in events] == [(IncidentEvent.OPENED, Hazard.PARKING)]
+    assert boom.calls == 5 and a.errors == {0: 5}
+    assert sum("boom" in (r.exc_text or "") or "failed" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize(("counts", "expected_used"), [
+    ([2, 2, 0, 2, 2], 2),     # one missed frame does not change the count
+    ([1, 3, 3, 3, 1], 3),
+    ([0, 0, 0, 5, 5], 0),     # median of the last 5
+])
+def test_occupancy(counts: list[int], expected_used: int) -> None:
+    bays = [[0.0, 0.0], [1.0, 0.0], [1.0, 0.5], [0.0, 0.5]]
+    cfg = site([{"id": "bays", "kind": "parking", "capacity": 4, "polygon": bays}])
+    a = analyzer(cfg)
+    assert a.rules == [] and a.occupancy() == {}
+    assert a.requests(1000, 500) == [DetectRequest("coco", None)]
+    for t, n in enumerate(counts):
+        boxes = [[100 * i, 100, 100 * i + 80, 200] for i in range(n)]      # anchors at y=200, inside
+        boxes += [[500, 300, 600, 400]]                                    # anchor outside the zone
+        d = Detections.from_arrays(boxes, [0.9] * (n + 1), [2] * (n + 1), {2: "car"})
+        assert a.analyze(frame(float(t)), {"coco": d}) == []
+    assert a.occupancy() == {"bays": {"used": expected_used, "free": max(0, 4 - expected_used), "capacity": 4,
+                                      "ts": float(len(counts) - 1)}}
