@@ -1,0 +1,207 @@
+"""ClutterRule on the real corridor clip: people walking (no incident), a real object cut out of a dataset
+image and composited onto the floor (one incident), the e-bike callout; plus synthetic detector-path cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.analyze.clutter import UNKNOWN, ClutterRule, StationaryChange
+from pipeline.analyze.incident import Hazard, Incident, IncidentEvent
+from pipeline.config import HazardRule, ZoneConfig
+from pipeline.detect.detections import Detections
+
+FLOOR = [[0.0, 0.6], [1.0, 0.6], [1.0, 1.0], [0.0, 1.0]]
+"""The wooden floor of the corridor clip (768x432)."""
+DWELL = 20.0
+PLACED_AT = 40
+"""Frame index (1 fps) from which the object stands in the corridor."""
+RULE = HazardRule(classes=["bicycle", "motorcycle", "suitcase", "chair", "couch", "bench"], dwell_seconds=DWELL,
+                  clear_seconds=60, update_interval_seconds=1e9, severity=3)
+MOTORCYCLE = "yuskun__1d3c0507e127f1ea"
+"""A vehicles/val image whose motorcycle, cut out and pasted on the floor, COCO detects (0.76)."""
+COCO = {0: "person", 1: "bicycle", 3: "motorcycle", 28: "suitcase", 56: "chair"}
+
+
+def zone(kind: str = "corridor") -> ZoneConfig:
+    return ZoneConfig(id="hall", kind=kind, polygon=FLOOR)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def clip(shared_dir: Path) -> list[np.ndarray]:
+    """The corridor clip at 1 fps (140 frames)."""
+    import av
+
+    path = shared_dir / "clips" / "one-by-one-person-detection.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for i, f in enumerate(c.decode(video=0)) if i % 10 == 0]
+
+
+@pytest.fixture(scope="module")
+def coco(shared_dir: Path) -> object:
+    model = shared_dir / "models" / "yolo11n-coco.onnx"
+    if not model.is_file():
+        pytest.skip(f"{model} missing")
+    from pipeline.detect.yolo import YoloDetector
+
+    return YoloDetector(str(model), threads=1)
+
+
+def detect_all(det: object, frames: list[np.ndarray]) -> list[Detections]:
+    return [det.detect(f) for f in frames]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def clean_dets(coco: object, clip: list[np.ndarray]) -> list[Detections]:
+    return detect_all(coco, clip)
+
+
+def cutout(shared: Path, dataset: str, classes: tuple[int, ...], stem: str = "*") -> np.ndarray:
+    """BGRA cut-out of the largest labelled object of ``classes`` (in an image with <= 2 labels, named
+    ``stem``), with a feathered elliptical alpha mask."""
+    best: tuple[float, Path, list[float]] | None = None
+    for lab in sorted((shared / "datasets" / dataset / "labels" / "val").glob(f"{stem}.txt")):
+        rows = [list(map(float, line.split()[:5])) for line in lab.read_text().splitlines() if line.strip()]
+        for r in rows:
+            if int(r[0]) in classes and len(rows) <= 2 and (best is None or r[3] * r[4] > best[0]):
+                img = lab.parents[2] / "images" / "val" / (lab.stem + ".jpg")
+                if img.is_file():
+                    best = (r[3] * r[4], img, r)
+    if best is None:
+        pytest.skip(f"no {dataset} object of classes {classes}")
+    img = cv2.imread(str(best[1]))
+    h, w = img.shape[:2]
+    _, cx, cy, bw, bh = best[2]
+    x1, y1 = int((cx - bw / 2) * w), int((cy - bh / 2) * h)
+    x2, y2 = int((cx + bw / 2) * w), int((cy + bh / 2) * h)
+    crop = img[max(0, y1):y2, max(0, x1):x2]
+    ch, cw = crop.shape[:2]
+    alpha = np.zeros((ch, cw), np.uint8)
+    cv2.ellipse(alpha, (cw // 2, ch // 2), (int(cw * 0.46), int(ch * 0.46)), 0, 0, 360, 255, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(2.0, 0.04 * min(cw, ch)))
+    return np.dstack([crop, alpha])
+
+
+def paste(frame: np.ndarray, obj: np.ndarray, bottom_centre: tuple[int, int], height: int) -> np.ndarray:
+    """Composite BGRA ``obj`` scaled to ``height`` px with its bottom centre at ``bottom_centre``."""
+    s = height / obj.shape[0]
+    o = cv2.resize(obj, (max(1, int(obj.shape[1] * s)), height), interpolation=cv2.INTER_AREA)
+    oh, ow = o.shape[:2]
+    x1, y1 = bottom_centre[0] - ow // 2, bottom_centre[1] - oh
+    out = frame.copy()
+    region = out[y1:y1 + oh, x1:x1 + ow].astype(np.float32)
+    a = o[:, :, 3:4].astype(np.float32) / 255.0
+    out[y1:y1 + oh, x1:x1 + ow] = np.clip(region * (1 - a) + o[:, :, :3] * a + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def run(rule: ClutterRule, frames: list[np.ndarray], dets: list[Detections], t0: float = 1000.0) -> list[Incident]:
+    out: list[Incident] = []
+    for i, (f, d) in enumerate(zip(frames, dets, strict=True)):
+        out += rule.update_image(t0 + i, f, {"coco": d}, f.shape[1], f.shape[0])
+    return out
+
+
+def test_people_walking_no_incident(clip: list[np.ndarray], clean_dets: list[Detections]) -> None:
+    rule = ClutterRule("cam1", zone(), RULE)
+    assert run(rule, clip, clean_dets) == []
+
+
+def test_without_person_masking_a_still_person_alerts(clip: list[np.ndarray], clean_dets: list[Detections]) -> None:
+    """Control: the person standing still for > DWELL s is what the person mask keeps out."""
+    rule = ClutterRule("cam1", zone(), RULE, person_detector="none")
+    events = run(rule, clip, clean_dets)
+    assert IncidentEvent.OPENED in [e.event for e in events]
+
+
+@pytest.mark.parametrize(("dataset", "classes", "where"), [
+    ("clutter", (0, 1), (170, 415)),       # a garbage pile left of the table
+    ("clutter", (0, 1), (640, 420)),       # ... right of it
+])
+def test_composited_object_opens_one_incident(shared_dir: Path, clip: list[np.ndarray], coco: object,
+                                              clean_dets: list[Detections], dataset: str,
+                                              classes: tuple[int, ...], where: tuple[int, int]) -> None:
+    obj = cutout(shared_dir, dataset, classes)
+    frames = [paste(f, obj, where, 120) if i >= PLACED_AT else f for i, f in enumerate(clip)]
+    dets = clean_dets[:PLACED_AT] + detect_all(coco, frames[PLACED_AT:])
+    events = run(ClutterRule("cam1", zone(), RULE), frames, dets)
+    assert [e.event for e in events] == [IncidentEvent.OPENED]
+    e = events[0]
+    assert e.hazard is Hazard.CLUTTER and e.zone_id == "hall"
+    assert e.ts >= 1000.0 + PLACED_AT + DWELL
+    assert 0.0 < float(e.details["blocked_share"]) < 0.5  # type: ignore[arg-type]
+    assert e.details["objects"] and e.details["ebike"] is False
+    # the reported box lies on the pasted object
+    cx, cy = where[0] / 768, (where[1] - 60) / 432
+    assert any(b.x1 <= cx <= b.x2 and b.y1 <= cy <= b.y2 for b in e.boxes), e.boxes
+
+
+@pytest.mark.parametrize(("kind", "ebike", "severity"), [
+    ("corridor", True, 4), ("stairwell", True, 4), ("fire_lane", False, 3),
+])
+def test_motorcycle_callout(shared_dir: Path, clip: list[np.ndarray], coco: object, clean_dets: list[Detections],
+                            kind: str, ebike: bool, severity: int) -> None:
+    obj = cutout(shared_dir, "vehicles", (3,), MOTORCYCLE)
+    frames = [paste(f, obj, (180, 425), 150) if i >= PLACED_AT else f for i, f in enumerate(clip)]
+    dets = clean_dets[:PLACED_AT] + detect_all(coco, frames[PLACED_AT:])
+    events = run(ClutterRule("cam1", zone(kind), RULE), frames, dets)
+    assert [e.event for e in events] == [IncidentEvent.OPENED]
+    e = events[0]
+    labels = set(e.details["labels"])  # type: ignore[arg-type]
+    assert labels & {"motorcycle", "bicycle"}, e.details
+    assert e.details["ebike"] is ebike and e.severity == severity
+
+
+# -- detector path and the change detector, synthetic -------------------------------------------------
+
+def test_detector_path_without_image_dwell_and_labels() -> None:
+    rule = ClutterRule("cam1", zone(), RULE.model_copy(update={"dwell_seconds": 10}))
+    bike = Detections.from_arrays([[100, 300, 200, 400]], [0.8], [1], COCO)
+    events = [e for t in range(15) for e in rule.update(float(t), bike, 768, 432)]
+    assert [(e.event, e.ts, e.severity) for e in events] == [(IncidentEvent.OPENED, 10.0, 4)]
+    assert events[0].details["labels"] == ["bicycle"] and events[0].details["ebike"] is True
+    assert 0 < float(events[0].details["blocked_share"]) < 0.2  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("label", "detector", "counts"), [
+    ("bicycle", "coco", True),
+    ("person", "coco", False),
+    ("garbage", "clutter", True),
+    ("overflowing_bin", "clutter", True),
+    ("bin", "clutter", False),
+])
+def test_which_classes_count(label: str, detector: str, counts: bool) -> None:
+    rule = ClutterRule("cam1", zone(), RULE.model_copy(update={"dwell_seconds": 2}), model_free=False)
+    d = Detections.from_arrays([[100, 300, 200, 400]], [0.8], [0], {0: label})
+    img = np.zeros((432, 768, 3), np.uint8)
+    events = [e for t in range(5) for e in rule.update_image(float(t), img, {detector: d}, 768, 432)]
+    assert bool(events) is counts
+
+
+def test_moving_object_never_counts() -> None:
+    rule = ClutterRule("cam1", zone(), RULE.model_copy(update={"dwell_seconds": 5}), model_free=False)
+    events = []
+    for t in range(30):
+        x = 20 * t
+        d = Detections.from_arrays([[x, 300, x + 100, 400]], [0.8], [1], COCO)   # a bicycle ridden through
+        events += rule.update(float(t), d, 768, 432)
+    assert events == []
+
+
+def test_change_detector_ignores_global_lighting() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 200, (90, 160, 3)).astype(np.uint8)
+    base = cv2.GaussianBlur(base, (0, 0), 3)
+    sc = StationaryChange(size=160, learn_frames=3)
+    no = np.zeros((90, 160), bool)
+    ages = [sc.update(float(t), np.clip(base * (1 + 0.01 * t), 0, 255).astype(np.uint8), no) for t in range(40)]
+    assert ages[-1] is not None and np.isnan(ages[-1]).all()
+
+
+def test_unknown_label_constant() -> None:
+    assert UNKNOWN == "unknown object"
