@@ -3,7 +3,7 @@
 Public API (imported lazily: ``pipeline.config`` imports ``pipeline.analyze.incident``, so this package
 must not import the config-dependent modules eagerly)::
 
-    from pipeline.analyze import CameraAnalyzer, DetectRequest, NoParkingRule, ZoneGeometry
+    from pipeline.analyze import CameraAnalyzer, ClutterRule, FireRule, NoParkingRule, OccupancyCounter
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.analyze.analyzer import CameraAnalyzer, DetectRequest, register_rule
+    from pipeline.analyze.analyzer import CameraAnalyzer, DetectRequest, ImageRule, PosterAdapter, register_rule
+    from pipeline.analyze.clutter import ClutterRule, StationaryChange
+    from pipeline.analyze.fire import FireRule
     from pipeline.analyze.incident import Hazard, Incident, IncidentBox, IncidentEvent
+    from pipeline.analyze.occupancy import OccupancyCounter
     from pipeline.analyze.parking import NoParkingRule
     from pipeline.analyze.rules import IncidentLifecycle, KofN, Observation, PresenceTimer, ZoneRule
     from pipeline.analyze.tracking import IoUTracker, Track, iou_matrix
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "CameraAnalyzer": "analyzer", "DetectRequest": "analyzer", "register_rule": "analyzer",
+    "ImageRule": "analyzer", "PosterAdapter": "analyzer",
+    "ClutterRule": "clutter", "StationaryChange": "clutter", "FireRule": "fire", "OccupancyCounter": "occupancy",
     "Hazard": "incident", "Incident": "incident", "IncidentBox": "incident", "IncidentEvent": "incident",
     "NoParkingRule": "parking",
     "IncidentLifecycle": "rules", "KofN": "rules", "Observation": "rules", "PresenceTimer": "rules",
@@ -30,7 +35,8 @@ _WHERE = {
 }
 
 __all__ = [
-    "CameraAnalyzer", "DetectRequest", "Hazard", "Incident", "IncidentBox", "IncidentEvent",
+    "CameraAnalyzer", "ClutterRule", "DetectRequest", "FireRule", "ImageRule", "OccupancyCounter",
+    "PosterAdapter", "StationaryChange", "Hazard", "Incident", "IncidentBox", "IncidentEvent",
     "IncidentLifecycle", "IoUTracker", "KofN", "NoParkingRule", "Observation", "PresenceTimer",
     "Track", "ZoneGeometry", "ZoneRule", "iou_matrix", "register_rule",
 ]

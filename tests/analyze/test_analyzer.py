@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -205,3 +206,45 @@ def test_occupancy(counts: list[int], expected_used: int) -> None:
         assert a.analyze(frame(float(t)), {"coco": d}) == []
     assert a.occupancy() == {"bays": {"used": expected_used, "free": max(0, 4 - expected_used), "capacity": 4,
                                       "ts": float(len(counts) - 1)}}
+
+
+def test_poster_through_analyze(shared_dir: Path) -> None:
+    """A wall zone on real corridor frames, a synthetic flyer from frame 12 on: one poster incident via
+    ``analyze()``, and OCR only every ``min_interval_seconds`` (frames come 2.5 s apart, the rule judges
+    every other one)."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from tests.detect.test_ocr import load_make_flyers
+
+    mf = load_make_flyers()
+    if mf.find_cjk_font() is None:
+        pytest.skip("no CJK font")
+    clip = shared_dir / "clips" / "one-by-one-person-detection.mp4"
+    if not clip.is_file():
+        pytest.skip(f"{clip} missing")
+    x1, y1, x2, y2 = mf.CORRIDOR_WALL
+    wall = [[x1 / 768, y1 / 432], [x2 / 768, y1 / 432], [x2 / 768, y2 / 432], [x1 / 768, y2 / 432]]
+    a = analyzer(site([{"id": "wall1", "kind": "wall", "polygon": wall}],
+                      hazards={"poster": {"clear_seconds": 600, "update_interval_seconds": 1e9}}))
+    rng = np.random.default_rng(11)
+    flyer, _ = mf.make_flyer(rng, width=300, category="locksmith", qr=False)
+    quad = mf.random_quad(rng, mf.CORRIDOR_WALL, flyer.shape[1] / flyer.shape[0], 125)
+    calls = 0
+    ocr = a.text_detector
+    real = ocr.detect_boxes_only
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(*args, **kw)
+
+    ocr.detect_boxes_only = counting  # type: ignore[method-assign]
+    events = []
+    for i in range(24):
+        img = mf.read_frame(clip, 2.0 * i)
+        if i >= 12:
+            img = mf.composite(img, flyer, quad, seed=i)
+        f = Frame("cam1", img, ts=1000.0 + 2.5 * i, pts=2.5 * i, seq=i, keyframe=True)
+        events += a.analyze(f, {})
+    assert [(e.event, e.hazard, e.zone_id) for e in events] == [(IncidentEvent.OPENED, Hazard.POSTER, "wall1")]
+    assert events[0].ts >= 1000.0 + 2.5 * 12
+    assert calls == 12 - 5  # 12 judged frames, the first 5 learn the wall (no DB pass)

@@ -94,7 +94,7 @@ def test_rigidly_moving_orange_object_never_alerts() -> None:
 @pytest.mark.parametrize("cover", [1.0, 0.7])
 def test_fire_box_on_a_person_ignored(cover: float) -> None:
     frames = flickering(10)
-    for img, dets in frames:
+    for _, dets in frames:
         x1, y1, x2, y2 = dets["fire"].xyxy[0]
         h = (y2 - y1) / cover
         dets["coco"] = Detections.from_arrays([[x1 - 5, y2 - h, x2 + 5, y2 + 5]], [0.9], [0], {0: "person"})
