@@ -156,7 +156,7 @@ class FireRule:
     hazard: Hazard = Hazard.FIRE
 
     def __init__(self, camera_id: str, zone: ZoneConfig | None, rule: HazardRule, *,
-                 window_seconds: float = 10.0, min_flicker: float = 0.04, min_fire_colour: float = 0.1,
+                 window_seconds: float = 10.0, min_flicker: float = 0.04, min_fire_colour: float = 0.05,
                  person_cover: float = 0.5, person_detector: str = PERSON_DETECTOR) -> None:
         self.camera_id = camera_id
         self.zone = zone
