@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,20 @@ def _get(url: str) -> Any:
     return httpx.get(url, timeout=10)
 
 
-def test_parking_clip_to_one_ticket_with_evidence(tmp_path: Path, shared_dir: Path, parked_clip: Path,
-                                                  rtsp_server: Any, mosquitto: Any,
-                                                  api_server: Callable[[SiteConfig], str]) -> None:
+@dataclass
+class Stack:
+    """A running deployment: Mosquitto, the RTSP camera, the ticket API, a patrol client and a worker."""
+
+    broker: Any
+    site: SiteConfig
+    base: str
+    listener: AlertListener
+    worker: Worker
+
+
+@pytest.fixture
+def stack(tmp_path: Path, shared_dir: Path, parked_clip: Path, rtsp_server: Any, mosquitto: Any,
+          api_server: Callable[[SiteConfig], str]) -> Iterator[Stack]:
     broker = mosquitto()
     server = rtsp_server({"lot": parked_clip})
     site = make_site(tmp_path, server.url("lot"), broker.url, shared_dir)
@@ -140,64 +152,55 @@ def test_parking_clip_to_one_ticket_with_evidence(tmp_path: Path, shared_dir: Pa
     listener = AlertListener(broker.host, broker.port, "gw/alerts/T01/D01/C01/G001/#")
     worker = Worker(site, worker_id="w-e2e")
     worker.start()
-    try:
-        tickets = wait_for(lambda: _get(f"{base}/tickets").json()["items"], 90, "a ticket")
-        assert len(tickets) == 1
-        ticket = tickets[0]
-        assert ticket["hazard"] == "parking" and ticket["camera_id"] == "lot-1"
-        opened = wait_for(lambda: listener.events("opened"), 10, "the MQTT alert")
-        topic = next(t for t, p in listener.messages if p.get("event") == "opened")
-        assert topic == "gw/alerts/T01/D01/C01/G001/lot-1/parking"
-        assert opened[0]["incident_id"] == ticket["incident_id"]
-
-        snap = wait_for(lambda: (r := _get(f"{base}/tickets/{ticket['id']}/evidence/snapshot")).status_code
-                        == 200 and r, 10, "snapshot")
-        img = cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR)
-        assert img is not None and img.shape[0] > 100
-        clip = wait_for(lambda: (r := _get(f"{base}/tickets/{ticket['id']}/evidence/clip")).status_code
-                        == 200 and r, 30, "clip")
-        with av.open(io.BytesIO(clip.content)) as container:
-            frames = sum(1 for _ in container.decode(video=0))
-            duration = float(container.duration or 0) / 1e6
-        assert frames >= 10, frames
-        assert 2.0 <= duration <= 30.0, duration
-
-        # The clip loops (50 s): the car is gone for 30 s (< clear_seconds) and parks again while the
-        # incident is still open - that must not open a second incident or ticket.
-        time.sleep(45)
-        assert _get(f"{base}/tickets").json()["total"] == 1
-        assert len(listener.events("opened")) == 1
-        cams = _get(f"{base}/cameras").json()
-        assert any(c["id"] == "lot-1" and (c.get("health") or {}).get("state") == "streaming" for c in cams), cams
-    finally:
-        worker.stop()
-        listener.close()
+    yield Stack(broker, site, base, listener, worker)
+    worker.stop()
+    listener.close()
 
 
-def test_broker_down_while_alert_fires_delivers_once_after_restart(
-        tmp_path: Path, shared_dir: Path, parked_clip: Path, rtsp_server: Any, mosquitto: Any,
-        api_server: Callable[[SiteConfig], str]) -> None:
-    broker = mosquitto()
-    server = rtsp_server({"lot": parked_clip})
-    site = make_site(tmp_path, server.url("lot"), broker.url, shared_dir)
-    base = api_server(site)
-    listener = AlertListener(broker.host, broker.port, "gw/alerts/#")
-    worker = Worker(site, worker_id="w-outage")
-    worker.start()
-    try:
-        wait_for(lambda: worker.publisher.connected, 15, "worker connected")
-        broker.stop()  # the car comes to rest ~28 s into the stream; the alert fires with no broker
-        wait_for(lambda: worker.incidents_emitted >= 1, 90, "the parking incident")
-        time.sleep(2)
-        assert worker.publisher.stats()["pending"] >= 1, "the alert should wait in the outbox"
-        assert _get(f"{base}/tickets").json()["total"] == 0
-        broker.start()
-        tickets = wait_for(lambda: _get(f"{base}/tickets").json()["items"], 60, "the ticket after restart")
-        wait_for(lambda: listener.events("opened"), 30, "the alert at the patrol client")
-        time.sleep(3)  # give any duplicate delivery time to show up
-        assert len(tickets) == 1 and _get(f"{base}/tickets").json()["total"] == 1
-        assert len({p["incident_id"] for p in listener.events("opened")}) == 1
-        assert worker.publisher.stats()["pending"] == 0
-    finally:
-        worker.stop()
-        listener.close()
+def test_parking_clip_to_one_ticket_with_evidence(stack: Stack) -> None:
+    base, listener = stack.base, stack.listener
+    tickets = wait_for(lambda: _get(f"{base}/tickets").json()["items"], 90, "a ticket")
+    assert len(tickets) == 1
+    ticket = tickets[0]
+    assert ticket["hazard"] == "parking" and ticket["camera_id"] == "lot-1"
+    opened = wait_for(lambda: listener.events("opened"), 10, "the MQTT alert")
+    topic = next(t for t, p in listener.messages if p.get("event") == "opened")
+    assert topic == "gw/alerts/T01/D01/C01/G001/lot-1/parking"
+    assert opened[0]["incident_id"] == ticket["incident_id"]
+
+    snap = wait_for(lambda: (r := _get(f"{base}/tickets/{ticket['id']}/evidence/snapshot")).status_code
+                    == 200 and r, 10, "snapshot")
+    img = cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape[0] > 100
+    clip = wait_for(lambda: (r := _get(f"{base}/tickets/{ticket['id']}/evidence/clip")).status_code
+                    == 200 and r, 30, "clip")
+    with av.open(io.BytesIO(clip.content)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+        duration = float(container.duration or 0) / 1e6
+    assert frames >= 10, frames
+    assert 2.0 <= duration <= 30.0, duration
+
+    # The clip loops (50 s): the car is gone for 30 s (< clear_seconds) and parks again while the
+    # incident is still open - that must not open a second incident or ticket.
+    time.sleep(45)
+    assert _get(f"{base}/tickets").json()["total"] == 1
+    assert len(listener.events("opened")) == 1
+    cams = _get(f"{base}/cameras").json()
+    assert any(c["id"] == "lot-1" and (c.get("health") or {}).get("state") == "streaming" for c in cams), cams
+
+
+def test_broker_down_while_alert_fires_delivers_once_after_restart(stack: Stack) -> None:
+    base, listener, worker = stack.base, stack.listener, stack.worker
+    wait_for(lambda: worker.publisher.connected, 15, "worker connected")
+    stack.broker.stop()  # the car comes to rest ~28 s into the stream; the alert fires with no broker
+    wait_for(lambda: worker.incidents_emitted >= 1, 90, "the parking incident")
+    time.sleep(2)
+    assert worker.publisher.stats()["pending"] >= 1, "the alert should wait in the outbox"
+    assert _get(f"{base}/tickets").json()["total"] == 0
+    stack.broker.start()
+    tickets = wait_for(lambda: _get(f"{base}/tickets").json()["items"], 60, "the ticket after restart")
+    wait_for(lambda: listener.events("opened"), 30, "the alert at the patrol client")
+    time.sleep(3)  # give any duplicate delivery time to show up
+    assert len(tickets) == 1 and _get(f"{base}/tickets").json()["total"] == 1
+    assert len({p["incident_id"] for p in listener.events("opened")}) == 1
+    assert worker.publisher.stats()["pending"] == 0

@@ -148,36 +148,21 @@ def record(clip: Path, model: str, every: float, hold_at: float | None = None,
             "width": width, "height": height, "class_names": names, "frames": frames}
 
 
-def write_held_clip(clip: Path, out: Path, hold_at: float, hold_seconds: float, gop: int = 12,
-                    noise: float = 2.0) -> Path:
-    """Re-encode ``clip`` (H.264) with the frame at ``hold_at`` repeated for ``hold_seconds`` (light noise).
+def write_held_clip(clip: Path, out: Path, hold_at: float, hold_seconds: float, gop: int = 12) -> Path:
+    """Re-encode ``clip`` with the frame at ``hold_at`` held for ``hold_seconds`` (a car at rest).
 
-    For end-to-end tests that need a vehicle at rest: car-detection.mp4 has none (hold 27.6 s).
-    ``gop`` frames between key frames keeps ``decode: keyframes`` mode useful.
+    Delegates to ``scripts/make_demo_media.py``, which makes the demo's clip the same way.
     """
-    rng = np.random.default_rng(0)
-    with av.open(str(clip)) as src, av.open(str(out), "w") as dst:
-        ins = src.streams.video[0]
-        rate = ins.average_rate or 25
-        outs = dst.add_stream("libx264", rate=rate)
-        outs.width, outs.height, outs.pix_fmt = ins.width, ins.height, "yuv420p"
-        outs.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
-        held = False
-        for frame in src.decode(ins):
-            img = frame.to_ndarray(format="bgr24")
-            copies = [img]
-            t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
-            if not held and t + 1e-6 >= hold_at:
-                held = True
-                n = int(round(hold_seconds * float(rate)))
-                copies += [np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
-                           for _ in range(n)]
-            for im in copies:
-                for pkt in outs.encode(av.VideoFrame.from_ndarray(im, format="bgr24")):
-                    dst.mux(pkt)
-        for pkt in outs.encode():
-            dst.mux(pkt)
-    return out
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_demo_media.py"
+    spec = importlib.util.spec_from_file_location("make_demo_media", script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with av.open(str(clip)) as src:
+        fps = float(src.streams.video[0].average_rate or 25)
+    return Path(mod.write_held_clip(clip, out, hold_at, hold_seconds, gop_seconds=gop / fps))
 
 
 def main() -> None:
