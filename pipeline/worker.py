@@ -281,13 +281,24 @@ class Worker:
         return out
 
     def _health_loop(self) -> None:
-        while not self._stop.wait(self.site.worker.health_interval_seconds):
+        # First report soon after start, so the command centre shows cameras without waiting.
+        interval = self.site.worker.health_interval_seconds
+        wait = min(2.0, interval)
+        while not self._stop.wait(wait):
             self.publish_health()
+            wait = interval
 
-    def publish_health(self, prefix: str | None = None) -> None:
-        """Publish each camera's health as retained JSON (a gauge: sent only while connected)."""
+    def publish_health(self) -> None:
+        """Publish each camera's health, and parking occupancy per zone, as retained JSON gauges."""
+        now = time.time()
         for h in self.camera_health():
-            self.publisher.publish_health(str(h["camera_id"]), {**h, "ts": time.time()})
+            self.publisher.publish_health(str(h["camera_id"]), {**h, "ts": now})
+        prefix = self.site.mqtt.topic_prefix
+        for slot in self.slots.values():
+            for zone_id, state in slot.analyzer.occupancy().items():
+                self.publisher.publish_gauge(f"{prefix}/occupancy/{slot.camera.id}/{zone_id}",
+                                             {**state, "camera_id": slot.camera.id, "zone_id": zone_id,
+                                              "grid_path": slot.grid_path})
 
 
 def _redact(url: str) -> str:

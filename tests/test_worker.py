@@ -17,12 +17,14 @@ from tests.fixtures.media import corrupt_copy
 pytestmark = pytest.mark.integration
 
 
-def _site(tmp_path: Path, mqtt_url: str, cameras: dict[str, str], model: str) -> SiteConfig:
+def _site(tmp_path: Path, mqtt_url: str, cameras: dict[str, str], model: str,
+          zone: dict[str, Any] | None = None) -> SiteConfig:
+    zone = zone or {"id": "z", "kind": "no_parking"}
     return SiteConfig.model_validate({
         "grid": [{"code": "T1", "name": "t", "children": [{"code": "D1", "name": "d", "children": [
             {"code": "C1", "name": "c", "children": [{"code": "G1", "name": "g"}]}]}]}],
         "cameras": [{"id": cid, "url": url, "grid": "G1", "decode": "keyframes",
-                     "zones": [{"id": "z", "kind": "no_parking", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]]}]}
+                     "zones": [{**zone, "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]]}]}
                     for cid, url in cameras.items()],
         "detectors": {"coco": {"model": model, "input_size": 320, "threads": 1}},
         "mqtt": {"url": mqtt_url},
@@ -77,3 +79,56 @@ def test_missing_model_is_reported_not_fatal(tmp_path: Path, h264_clips: dict[st
         assert h["state"] == "streaming"
     finally:
         worker.stop()
+
+
+def _still_clip(image: Path, out: Path, seconds: float = 4.0, fps: int = 5) -> Path:
+    """A short H.264 clip of one still image (key frame every second)."""
+    import av
+    import cv2
+
+    img = cv2.imread(str(image))
+    img = img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2]
+    with av.open(str(out), "w") as dst:
+        st = dst.add_stream("libx264", rate=fps)
+        st.width, st.height, st.pix_fmt = img.shape[1], img.shape[0], "yuv420p"
+        st.options = {"g": str(fps), "bf": "0"}
+        for _ in range(int(seconds * fps)):
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                dst.mux(pkt)
+        for pkt in st.encode():
+            dst.mux(pkt)
+    return out
+
+
+def test_parking_occupancy_is_published_retained(tmp_path: Path, shared_dir: Path, mosquitto: Any) -> None:
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    broker = mosquitto()
+    clip = _still_clip(shared_dir / "datasets" / "vehicles" / "images" / "val" / "yuskun__102564.jpg",
+                       tmp_path / "lot.mp4")
+    site = _site(tmp_path, broker.url, {"lot": str(clip)}, str(shared_dir / "models" / "yolo11n-coco.onnx"),
+                 zone={"id": "bays", "kind": "parking", "capacity": 40})
+    worker = Worker(site, worker_id="w-occ")
+    worker.start()
+    try:
+        assert _wait(lambda: _health(worker)["lot"]["frames_analysed"] >= 3, 30)
+        time.sleep(2.5)  # the next health/occupancy report
+    finally:
+        worker.stop()
+    # A client connecting afterwards still gets the retained state.
+    got: list[dict[str, Any]] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
+    client.connect(broker.host, broker.port)
+    client.subscribe("gridwatch/occupancy/lot/bays", qos=1)
+    client.loop_start()
+    try:
+        state = _wait(lambda: got and got[-1], 10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert state, "no retained occupancy message"
+    assert state["capacity"] == 40 and state["used"] >= 5, state  # the image shows ~29 cars
+    assert state["free"] == 40 - state["used"] and state["grid_path"] == ["T1", "D1", "C1", "G1"]

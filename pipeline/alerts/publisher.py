@@ -216,10 +216,19 @@ class MqttPublisher:
 
         Not durable (only the latest state matters): returns False when not connected.
         """
+        return self.publish_gauge(health_topic(self.prefix, camera_id), health)
+
+    def publish_gauge(self, topic: str, value: dict[str, Any]) -> bool:
+        """Publish a retained JSON state (health, occupancy) without the outbox.
+
+        A gauge is superseded by the next one, so queueing stale states through an outage would only
+        delay the fresh one: it is sent while connected and dropped (returns False) otherwise.
+        """
         if not self._connected.is_set():
             return False
-        payload = json.dumps(health, default=str).encode()
-        info = self._client.publish(health_topic(self.prefix, camera_id), payload, qos=1, retain=True)
+        validate_publish_topic(topic)
+        payload = json.dumps(value, default=str).encode()
+        info = self._client.publish(topic, payload, qos=1, retain=True)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     @property
