@@ -192,9 +192,12 @@ def _default_hazards() -> dict[Hazard, HazardRule]:
         Hazard.FIRE: HazardRule(detector="fire", classes=["fire", "smoke"], dwell_seconds=0, confirm_k=3,
                                 confirm_n=5, min_confidence=0.4, clear_seconds=30, severity=5,
                                 update_interval_seconds=15),
-        Hazard.CLUTTER: HazardRule(classes=["bicycle", "motorcycle", "suitcase", "chair", "couch", "bench"],
+        # garbage/overflowing_bin come from the `clutter` model when the site defines it; plain `bin` is normal.
+        Hazard.CLUTTER: HazardRule(classes=["bicycle", "motorcycle", "suitcase", "chair", "couch", "bench",
+                                            "garbage", "overflowing_bin"],
                                    dwell_seconds=300, clear_seconds=60, severity=3),
-        Hazard.POSTER: HazardRule(detector="ocr", dwell_seconds=0, clear_seconds=3600, severity=1),
+        Hazard.POSTER: HazardRule(detector="ocr", dwell_seconds=0, confirm_k=2, confirm_n=3, clear_seconds=3600,
+                                  severity=1),
     }
 
 
