@@ -280,7 +280,7 @@ class SiteConfig(_Model):
     hazards: dict[Hazard, HazardRule] = Field(default_factory=_default_hazards,
                                               description="Site-wide hazard rules.")
     detectors: dict[str, DetectorConfig] = Field(
-        default_factory=lambda: {"coco": DetectorConfig(model="../shared/models/yolo11n-coco.onnx")},
+        default_factory=lambda: {"coco": DetectorConfig(model="coco")},
         description="ONNX detectors by name.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT.")
     api: ApiConfig = Field(default_factory=ApiConfig, description="Ticket API.")

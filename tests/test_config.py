@@ -103,3 +103,10 @@ def test_every_option_is_described_in_the_schema() -> None:
                d.get("properties", {}).items() if "description" not in p]
     missing += [f for f, p in schema["properties"].items() if "description" not in p]
     assert not missing, missing
+
+
+def test_config_reference_doc_is_current() -> None:
+    from pipeline.config_docs import render
+
+    committed = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    assert committed.strip() == render().strip(), "run: python -m pipeline.config_docs > docs/config.md"
