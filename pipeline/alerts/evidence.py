@@ -66,6 +66,7 @@ class EvidencePaths:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.snapshot = folder / "snapshot.jpg"
+        self.frame = folder / "frame.jpg"  # unannotated: training data once a person verifies the ticket
         self.clip = folder / "clip.mp4"
 
 
@@ -102,7 +103,7 @@ class EvidenceWriter:
 
     def snapshot(self, frame: Frame, incident: Incident,
                  zone_polygons_px: Mapping[str, np.ndarray] | None = None) -> Path:
-        """Draw zones, boxes and a header on a copy of the frame and save it as JPEG.
+        """Save the frame as JPEG twice: annotated (zones, boxes, header) and as captured (``frame.jpg``).
 
         Args:
             frame: the frame the event is based on.
@@ -114,11 +115,12 @@ class EvidenceWriter:
             ``<evidence_dir>/<incident_id>/snapshot.jpg``.
         """
         paths = self.paths(incident.id)
-        img = annotate(frame.image, incident, zone_polygons_px or {})
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        _atomic_write(paths.snapshot, buf.tobytes())
+        for path, img in ((paths.frame, frame.image),
+                          (paths.snapshot, annotate(frame.image, incident, zone_polygons_px or {}))):
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            if not ok:
+                raise RuntimeError("JPEG encoding failed")
+            _atomic_write(path, buf.tobytes())
         return paths.snapshot
 
     # -- clip ------------------------------------------------------------------------------------

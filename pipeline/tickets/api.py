@@ -52,7 +52,7 @@ from pipeline.web.router import install_web
 log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
-EVIDENCE_FILES = {"snapshot": "snapshot.jpg", "clip": "clip.mp4"}
+EVIDENCE_FILES = {"snapshot": "snapshot.jpg", "clip": "clip.mp4", "frame": "frame.jpg"}
 INACTIVE = (TicketStatus.CLOSED.value, TicketStatus.FALSE_ALARM.value)
 
 
@@ -237,8 +237,9 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             return _detail(session, ticket_id)
 
     @app.get("/tickets/{ticket_id}/evidence/{kind}", tags=["evidence"], response_class=FileResponse)
-    def ticket_evidence(request: Request, ticket_id: int, kind: Literal["snapshot", "clip"]) -> FileResponse:
-        """The ticket's snapshot (JPEG) or clip (MP4); 404 until the worker has written it."""
+    def ticket_evidence(request: Request, ticket_id: int,
+                        kind: Literal["snapshot", "clip", "frame"]) -> FileResponse:
+        """The ticket's annotated snapshot or raw frame (JPEG) or clip (MP4); 404 until written."""
         s = _state(request)
         with s.sessions() as session:
             incident_id = session.scalar(select(Ticket.incident_id).where(Ticket.id == ticket_id))

@@ -71,7 +71,9 @@ def test_snapshot_is_atomic_overwrite(tmp_path: Path) -> None:
     p1 = w.snapshot(gray_frame(), inc, {"lane": LANE})
     p2 = w.snapshot(gray_frame(), inc, {})
     assert p1 == p2
-    assert sorted(x.name for x in p1.parent.iterdir()) == ["snapshot.jpg"], "no temp files left"
+    assert sorted(x.name for x in p1.parent.iterdir()) == ["frame.jpg", "snapshot.jpg"], "no temp files left"
+    raw = cv2.imread(str(p1.parent / "frame.jpg"))
+    assert raw is not None and float(raw.std()) < 2.0, "frame.jpg is the unannotated frame"
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".", "..", ".hidden", "a\x00b", "x" * 300])
