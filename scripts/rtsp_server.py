@@ -9,7 +9,11 @@ Run with the system Python, which has GStreamer's introspection bindings::
 Each ``--stream name=path`` is served at ``rtsp://127.0.0.1:<port>/<name>``. Prints ``READY`` (and
 flushes) once listening, so a test can wait for that line.
 
-How the loop works: one shared pipeline per mount (``filesrc ! qtdemux ! h264parse ! rtph264pay``)
+Each client gets its own pipeline (like a camera that starts streaming when asked): a shared pipeline would
+be seeked back by every new client's PLAY range and broke for everyone once it had looped. A client's
+stream therefore starts at the beginning of the file, which also makes test timing deterministic.
+
+How the loop works: one pipeline per client (``filesrc ! qtdemux ! h264parse ! rtph264pay``)
 is started with a *segment* seek; at the end of the file qtdemux posts SEGMENT_DONE instead of EOS,
 and a non-flushing segment seek back to 0 continues the same running time, so RTP timestamps keep
 increasing and clients never notice the wrap. Clients that PLAY with a range make the media do a
@@ -65,7 +69,7 @@ class LoopingMedia(GstRtspServer.RTSPMedia):
 
 
 def make_factory(path: Path) -> GstRtspServer.RTSPMediaFactory:
-    """A shared factory serving ``path`` (H.264 in MP4/MOV) looped, without re-encoding."""
+    """A factory serving ``path`` (H.264 in MP4/MOV) looped, without re-encoding, one pipeline per client."""
     loc = str(path.resolve()).replace("\\", "\\\\").replace('"', '\\"')
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(
@@ -73,7 +77,7 @@ def make_factory(path: Path) -> GstRtspServer.RTSPMediaFactory:
         "h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
     )
     # One pipeline for all clients: a real camera has one live feed, and new clients join it.
-    factory.set_shared(True)
+    factory.set_shared(False)
     factory.set_media_gtype(LoopingMedia)
     # Keep the loop running while no client is connected, so a reconnecting client resumes "live".
     factory.set_suspend_mode(GstRtspServer.RTSPSuspendMode.NONE)

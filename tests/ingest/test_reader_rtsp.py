@@ -176,8 +176,6 @@ def test_server_loops_short_file(cams: Callable[..., Cam], rtsp_server: Callable
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(reason="known bug: a client joining a shared media after it wrapped gets no frames "
-                   "and the stream ends for everyone (scripts/rtsp_server.py loop/seek interplay)", strict=False)
 def test_server_late_client_after_wrap(cams: Callable[..., Cam], rtsp_server: Callable[..., RtspServer],
                                        h264_clips: dict[str, Path], tmp_path: Path) -> None:
     short = tmp_path / "short.mp4"
