@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.media", "tests.fixtures.rtsp", "tests.fixtures.mqtt"]
+pytest_plugins = ["tests.fixtures.media", "tests.fixtures.rtsp", "tests.fixtures.mqtt", "tests.fixtures.hazard_media"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GRIDWATCH_SHARED", REPO.parent / "shared"))
