@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""Evaluate a gridwatch ONNX detector on a YOLO val split through ``pipeline.detect.YoloDetector``.
+
+No torch or Ultralytics: the numbers are what gridwatch itself produces at run time.
+
+    nice -n 19 python3 scripts/evaluate.py --model models/fire.onnx --int8 models/fire-int8.onnx \
+        --data ../shared/datasets/fire/data.yaml --name fire --imgsz 416 --conf 0.25 \
+        --extra-negatives ../shared/datasets/clutter/images/val ../shared/datasets/vehicles/images/val \
+        --run runs/train/fire --update
+
+Measures, per model file:
+- AP50 and AP50-95 per class: COCO-style (greedy matching by descending score to the highest-IoU unmatched
+  ground truth of the same class, precision envelope, 101-point recall interpolation, IoU 0.50:0.05:0.95),
+  own numpy code, detections at ``--eval-conf`` (0.001) so the whole PR curve is seen.
+- precision / recall per class at the deployed threshold ``--conf`` (IoU 0.5).
+- false-alarm rate: fraction of negative images (empty label file in the split, plus every image of
+  ``--extra-negatives`` folders) with any detection >= ``--conf``; also the lowest threshold that keeps it
+  at or under 1 %.
+- speed: median ms per frame of ``detect()`` on ``--time-n`` val images with ``threads=1`` (wall clock and
+  process CPU time; CPU time is what one free core would take, wall clock includes contention).
+
+Model classes are matched to the data set's classes by name; ``--map model=data`` renames (several model
+classes may map to one data class) and model classes without a match are ignored (e.g. the COCO model on
+the vehicles set). ``--tiles N`` adds N x N overlapping crops (``detect_regions``) to the full frame.
+
+With ``--update`` it writes the entry ``--name`` (and ``<name>-int8``) into ``models/manifest.yaml``
+(file, sha256, classes, input_size, version, training data with attributions from SOURCES.csv, metrics)
+and regenerates the metrics block of ``models/<name>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import fnmatch
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+MANIFEST = REPO / "models" / "manifest.yaml"
+IMG_EXT = {".jpg", ".jpeg", ".png", ".bmp"}
+IOUS = np.round(np.arange(0.5, 0.96, 0.05), 2)
+CARD_BEGIN, CARD_END = "<!-- metrics:begin (scripts/evaluate.py) -->", "<!-- metrics:end -->"
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def load_split(data_yaml: Path, split: str = "val") -> tuple[list[str], list[tuple[Path, np.ndarray]]]:
+    """Class names and (image, gt) pairs; gt is (N, 5) class, x1, y1, x2, y2 in pixels."""
+    data_yaml = data_yaml.resolve()
+    doc = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
+    root = Path(doc.get("path") or data_yaml.parent)
+    root = root if root.is_absolute() else data_yaml.parent / root
+    names = doc["names"]
+    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    img_dir = root / doc[split]
+    out = []
+    for p in sorted(q for q in img_dir.iterdir() if q.suffix.lower() in IMG_EXT):
+        lab = Path(str(p.parent).replace("/images", "/labels")) / (p.stem + ".txt")
+        rows = np.loadtxt(lab, ndmin=2) if lab.is_file() and lab.stat().st_size else np.zeros((0, 5))
+        out.append((p, rows.reshape(-1, 5)))
+    return names, out
+
+
+def to_pixels(rows: np.ndarray, w: int, h: int) -> np.ndarray:
+    g = np.zeros((len(rows), 5))
+    if len(rows):
+        g[:, 0] = rows[:, 0]
+        g[:, 1] = (rows[:, 1] - rows[:, 3] / 2) * w
+        g[:, 2] = (rows[:, 2] - rows[:, 4] / 2) * h
+        g[:, 3] = (rows[:, 1] + rows[:, 3] / 2) * w
+        g[:, 4] = (rows[:, 2] + rows[:, 4] / 2) * h
+    return g
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    aa = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
+    ab = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
+    return inter / np.maximum(aa[:, None] + ab[None, :] - inter, 1e-12)
+
+
+def match(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[np.ndarray], thr: float
+          ) -> tuple[np.ndarray, np.ndarray, int]:
+    """One class. dets[i] = (boxes, scores) of image i, gts[i] = boxes. Returns scores, tp flags, n_gt."""
+    scores, tps = [], []
+    for (boxes, sc), gt in zip(dets, gts, strict=True):
+        order = np.argsort(-sc, kind="stable")
+        ious = iou_matrix(boxes[order], gt)
+        used = np.zeros(len(gt), bool)
+        for k, i in enumerate(order):
+            tp = False
+            if len(gt):
+                cand = np.where(used, -1.0, ious[k])
+                j = int(cand.argmax())
+                if cand[j] >= thr:
+                    used[j] = tp = True
+            scores.append(sc[i])
+            tps.append(tp)
+    return np.asarray(scores, float), np.asarray(tps, bool), int(sum(len(g) for g in gts))
+
+
+def average_precision(scores: np.ndarray, tps: np.ndarray, n_gt: int) -> float:
+    """COCO 101-point interpolated AP."""
+    if n_gt == 0:
+        return float("nan")
+    if len(scores) == 0:
+        return 0.0
+    o = np.argsort(-scores, kind="mergesort")
+    tp = np.cumsum(tps[o])
+    fp = np.cumsum(~tps[o])
+    rec = tp / n_gt
+    prec = tp / np.maximum(tp + fp, 1e-12)
+    prec = np.maximum.accumulate(prec[::-1])[::-1]  # envelope
+    rs = np.linspace(0, 1, 101)
+    idx = np.searchsorted(rec, rs, side="left")
+    q = np.where(idx < len(prec), prec[np.minimum(idx, len(prec) - 1)], 0.0)
+    return float(q.mean())
+
+
+def class_metrics(dets, gts, conf: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    aps = []
+    for thr in IOUS:
+        s, t, n = match(dets, gts, float(thr))
+        aps.append(average_precision(s, t, n))
+    s, t, n = match(dets, gts, 0.5)
+    keep = s >= conf
+    tp = int(t[keep].sum())
+    npred = int(keep.sum())
+    return {"ap50": aps[0], "ap50_95": float(np.mean(aps)) if n else float("nan"),
+            "precision": tp / npred if npred else float("nan"), "recall": tp / n if n else float("nan"),
+            "gt": n, "tp": tp, "pred": npred}
+
+
+# --------------------------------------------------------------------------------------------- run
+
+def tile_regions(w: int, h: int, n: int, overlap: float = 0.2) -> list[tuple[int, int, int, int]]:
+    regs = [(0, 0, w, h)]
+    if n > 1:
+        tw, th = w / (n - (n - 1) * overlap), h / (n - (n - 1) * overlap)
+        for iy in range(n):
+            for ix in range(n):
+                x1, y1 = ix * tw * (1 - overlap), iy * th * (1 - overlap)
+                regs.append((int(x1), int(y1), int(min(w, x1 + tw)), int(min(h, y1 + th))))
+    return regs
+
+
+def evaluate_model(model: Path, names: list[str], items, negatives: list[Path], args) -> dict:  # type: ignore[no-untyped-def]
+    from pipeline.detect import YoloDetector
+
+    det = YoloDetector(model, input_size=args.imgsz, threads=args.threads, nms_iou=args.nms_iou,
+                       min_confidence=args.eval_conf)
+    mapping = dict(kv.split("=", 1) for kv in args.map)
+    to_data = {}
+    for mid, mname in det.class_names.items():
+        target = mapping.get(mname, mname)
+        if target in names:
+            to_data[mid] = names.index(target)
+    if not to_data:
+        raise SystemExit(f"no model class of {model} maps to the data classes {names}")
+
+    def run(img: np.ndarray):  # type: ignore[no-untyped-def]
+        h, w = img.shape[:2]
+        d = det.detect(img) if args.tiles <= 1 else det.detect_regions(img, tile_regions(w, h, args.tiles))
+        cls = np.array([to_data.get(int(c), -1) for c in d.class_id], int)
+        ok = cls >= 0
+        return d.xyxy[ok].astype(float), d.confidence[ok].astype(float), cls[ok]
+
+    per_img = []  # (boxes, scores, cls, gt)
+    n_neg_in_split = 0
+    fa_scores = []  # max score per negative image
+    for p, rows in items:
+        img = cv2.imread(str(p))
+        h, w = img.shape[:2]
+        b, s, c = run(img)
+        per_img.append((b, s, c, to_pixels(rows, w, h)))
+        if len(rows) == 0:
+            n_neg_in_split += 1
+            fa_scores.append(float(s.max()) if len(s) else 0.0)
+    for p in negatives:
+        img = cv2.imread(str(p))
+        if img is None:
+            continue
+        _, s, _ = run(img)
+        fa_scores.append(float(s.max()) if len(s) else 0.0)
+
+    res: dict = {"file": str(model), "classes": {}}
+    for k, cname in enumerate(names):
+        dets = [(b[c == k], s[c == k]) for b, s, c, _ in per_img]
+        gts = [g[g[:, 0] == k, 1:] for *_, g in per_img]
+        m = class_metrics(dets, gts, args.conf)
+        has = [len(g) > 0 for g in gts]
+        hit = [bool((sc >= args.conf).any()) for (_, sc), h in zip(dets, has, strict=True) if h]
+        m["images"] = int(sum(has))
+        m["frame_recall"] = float(np.mean(hit)) if hit else float("nan")  # images of the class alarmed on
+        if m["gt"]:
+            res["classes"][cname] = m
+    valid = [m for m in res["classes"].values()]
+    res["map50"] = float(np.mean([m["ap50"] for m in valid]))
+    res["map50_95"] = float(np.mean([m["ap50_95"] for m in valid]))
+    fa = np.asarray(fa_scores)
+    res["negatives"] = {"images": int(len(fa)), "in_split": n_neg_in_split,
+                        "extra": int(len(fa)) - n_neg_in_split,
+                        "false_alarm_rate": float((fa >= args.conf).mean()) if len(fa) else float("nan"),
+                        "false_alarm_rate_in_split": float((fa[:n_neg_in_split] >= args.conf).mean())
+                        if n_neg_in_split else float("nan")}
+    if len(fa):
+        srt = np.sort(fa)[::-1]
+        allowed = int(np.floor(0.01 * len(fa)))  # images allowed to alarm for <= 1 %
+        res["negatives"]["threshold_for_1pct"] = float(np.nextafter(srt[allowed], 1)) if allowed < len(srt) else 0.0
+    # speed on one thread
+    tdet = YoloDetector(model, input_size=args.imgsz, threads=1, nms_iou=args.nms_iou,
+                        min_confidence=args.conf)
+    imgs = [cv2.imread(str(p)) for p, _ in items[: args.time_n]]
+    for im in imgs[:3]:
+        tdet.detect(im)
+    wall, cpu = [], []
+    for im in imgs:
+        t0, c0 = time.perf_counter(), time.process_time()
+        h, w = im.shape[:2]
+        if args.tiles <= 1:
+            tdet.detect(im)
+        else:
+            tdet.detect_regions(im, tile_regions(w, h, args.tiles))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    res["ms_per_frame_1thread"] = {"wall_median": 1000 * float(np.median(wall)),
+                                   "cpu_median": 1000 * float(np.median(cpu)), "frames": len(imgs)}
+    return res
+
+
+# ------------------------------------------------------------------------------------ manifest/card
+
+def sha256(path: Path) -> str:
+    from pipeline.detect.registry import sha256_file
+
+    return sha256_file(path)
+
+
+def attributions(sources_csv: Path) -> list[dict]:
+    if not sources_csv.is_file():
+        return []
+    cnt: Counter = Counter()
+    with sources_csv.open(encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            split = "train" if r["file"].startswith("images/train") else "val"
+            cnt[(r["source_repo"], r["license"], split)] += 1
+    agg: dict = {}
+    for (repo, lic, split), n in cnt.items():
+        a = agg.setdefault((repo, lic), {"repository": f"https://github.com/{repo}", "license": lic})
+        a[f"{split}_images"] = n
+    return sorted(agg.values(), key=lambda a: -a.get("train_images", 0))
+
+
+def rel_to_manifest(p: Path) -> str:
+    import os
+
+    return os.path.relpath(p.resolve(), MANIFEST.parent.resolve())
+
+
+def training_info(run_dir: Path | None, data_yaml: Path) -> dict:
+    info: dict = {}
+    if run_dir and (run_dir / "args.yaml").is_file():
+        a = yaml.safe_load((run_dir / "args.yaml").read_text())
+        info = {k: a.get(k) for k in ("epochs", "imgsz", "batch", "lr0", "optimizer", "seed")}
+        info["base"] = "../shared/models/yolo11n-coco.pt (Ultralytics YOLO11n COCO, AGPL-3.0)"
+        rc = run_dir / "results.csv"
+        if rc.is_file():
+            rows = list(csv.DictReader(rc.open()))
+            info["epochs_completed"] = len(rows)
+            if rows:
+                r = {k.strip(): v for k, v in rows[-1].items()}
+                info["ultralytics_val_last_epoch"] = {
+                    "mAP50": round(float(r["metrics/mAP50(B)"]), 4),
+                    "mAP50-95": round(float(r["metrics/mAP50-95(B)"]), 4)}
+    info["data"] = str(Path(data_yaml).resolve().parent).replace(str(REPO.parent.resolve()) + "/", "")
+    return info
+
+
+def rounded(x):  # type: ignore[no-untyped-def]
+    if isinstance(x, float):
+        return round(x, 4)
+    if isinstance(x, dict):
+        return {k: rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [rounded(v) for v in x]
+    return x
+
+
+def update_manifest(entries: list[dict]) -> None:
+    doc = yaml.safe_load(MANIFEST.read_text()) if MANIFEST.is_file() else None
+    doc = doc or {"models": []}
+    models = doc.setdefault("models", [])
+    for e in entries:
+        old = next((m for m in models if m.get("name") == e["name"]), None)
+        if old is None:
+            models.append(e)
+        else:
+            runs = [r for r in old.get("metrics", []) if r.get("eval") != e["metrics"][0]["eval"]]
+            old.update({k: v for k, v in e.items() if k != "metrics"})
+            old["metrics"] = runs + e["metrics"]
+    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# gridwatch detector manifest, read by pipeline.detect.registry (name, file, sha256, classes,\n"
+              "# input_size); the other keys document the model. Metrics are written by scripts/evaluate.py.\n")
+    MANIFEST.write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110))
+
+
+def metrics_table(name: str, runs: list[tuple[str, dict]]) -> str:
+    lines = []
+    for label, r in runs:
+        m = r
+        lines.append(f"**{label}** — `{r['eval']}` (threshold {m['conf']}, input {m['imgsz']}):\n")
+        lines.append("| class | val boxes | AP50 | AP50-95 | P@thr | R@thr | images with the class alarmed |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for c, v in m["classes"].items():
+            fr = f"{v['frame_recall']:.3f} of {v['images']}" if "frame_recall" in v else "-"
+            lines.append(f"| {c} | {v['gt']} | {v['ap50']:.3f} | {v['ap50_95']:.3f} | "
+                         f"{v['precision']:.3f} | {v['recall']:.3f} | {fr} |")
+        lines.append(f"| **mean** | | **{m['map50']:.3f}** | **{m['map50_95']:.3f}** | | | |\n")
+        n = m["negatives"]
+        if n["images"]:
+            lines.append(f"- false alarms: {n['false_alarm_rate']:.1%} of {n['images']} negative images "
+                         f"({n['in_split']} in the split: {n['false_alarm_rate_in_split']:.1%}; {n['extra']} extra); "
+                         f"threshold keeping it ≤ 1 %: {n.get('threshold_for_1pct', float('nan')):.3f}")
+        t = m["ms_per_frame_1thread"]
+        lines.append(f"- speed, 1 thread: {t['cpu_median']:.1f} ms CPU / {t['wall_median']:.1f} ms wall per frame "
+                     f"(median of {t['frames']})\n")
+    return "\n".join(lines)
+
+
+def write_card(name: str) -> None:
+    doc = yaml.safe_load(MANIFEST.read_text())
+    ents = [m for m in doc["models"] if m["name"] in (name, name + "-int8")]
+    runs = [(f"{m['name']} ({Path(m['file']).name})", r) for m in ents for r in m.get("metrics", [])]
+    block = f"{CARD_BEGIN}\n## Measured metrics\n\n{metrics_table(name, runs)}\n{CARD_END}"
+    card = REPO / "models" / f"{name}.md"
+    if card.is_file() and CARD_BEGIN in card.read_text():
+        t = card.read_text()
+        t = t[: t.index(CARD_BEGIN)] + block + t[t.index(CARD_END) + len(CARD_END):]
+    else:
+        e = ents[0]
+        att = "\n".join(f"- {a['repository']} — {a['license']} ({a.get('train_images', 0)} train / "
+                        f"{a.get('val_images', 0)} val images)" for a in e.get("training", {}).get("attributions", []))
+        t = (f"# Model card: {name}\n\nFile `{e['file']}` (relative to models/), classes {e.get('class_names')}, "
+             f"input {e.get('input_size')}.\n\n## Training data and attribution\n\n{att or '-'}\n\n{block}\n")
+    card.write_text(t)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--int8", type=Path, help="INT8 twin of --model, evaluated the same way")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--name", required=True, help="manifest entry / model card name")
+    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--conf", type=float, default=0.25, help="deployed threshold")
+    ap.add_argument("--eval-conf", type=float, default=0.001)
+    ap.add_argument("--nms-iou", type=float, default=0.45)
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the accuracy pass")
+    ap.add_argument("--tiles", type=int, default=0, help="N: full frame + N x N overlapping crops")
+    ap.add_argument("--map", nargs="*", default=[], help="model_class=data_class renames")
+    ap.add_argument("--extra-negatives", type=Path, nargs="*", default=[], help="folders of images without "
+                    "the data set's classes (files also present in the training split are skipped)")
+    ap.add_argument("--time-n", type=int, default=30)
+    ap.add_argument("--run", type=Path, help="Ultralytics run dir (args.yaml, results.csv) for the card")
+    ap.add_argument("--version", default="1")
+    ap.add_argument("--train-note", help="free text stored under training.note in the manifest")
+    ap.add_argument("--eval-label", help="id of this evaluation in the manifest (default from the options)")
+    ap.add_argument("--update", action="store_true", help="write models/manifest.yaml and models/<name>.md")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", help="evaluate only val images whose file name matches this glob (a subset)")
+    ap.add_argument("--metrics-only", action="store_true", help="with --update: only add this evaluation to "
+                    "an existing entry (an alternative input size/tiling), keep its deployed settings")
+    ap.add_argument("--card-only", action="store_true", help="only regenerate models/<name>.md")
+    args = ap.parse_args(argv)
+
+    if args.card_only:
+        write_card(args.name)
+        return 0
+    names, items = load_split(args.data, args.split)
+    if args.only:
+        items = [(p, r) for p, r in items if fnmatch.fnmatch(p.name, args.only)]
+    train_names: set[str] = set()
+    try:
+        _, tr = load_split(args.data, "train")
+        train_names = {p.name for p, _ in tr}
+    except (KeyError, FileNotFoundError):
+        pass
+    negatives = [p for d in args.extra_negatives for p in sorted(d.iterdir())
+                 if p.suffix.lower() in IMG_EXT and p.name not in train_names
+                 and p.name not in {q.name for q, _ in items}]
+    label = args.eval_label or (f"{Path(args.data).resolve().parent.name}/{args.split}@{args.imgsz}"
+                                + (f"+tiles{args.tiles}" if args.tiles > 1 else "")
+                                + (f" only {args.only}" if args.only else ""))
+    out = {}
+    for key, path in (("fp32", args.model), ("int8", args.int8)):
+        if path is None:
+            continue
+        t0 = time.time()
+        r = evaluate_model(path, names, items, negatives, args)
+        r.update(conf=args.conf, imgsz=args.imgsz, nms_iou=args.nms_iou, tiles=args.tiles,
+                 images=len(items), date=_dt.date.today().isoformat())
+        out[key] = r
+        print(f"== {key} {path} ({time.time() - t0:.0f} s) [{label}]")
+        for c, m in r["classes"].items():
+            print(f"  {c:16s} gt={m['gt']:4d} AP50={m['ap50']:.3f} AP50-95={m['ap50_95']:.3f} "
+                  f"P={m['precision']:.3f} R={m['recall']:.3f} @conf {args.conf}; "
+                  f"frame recall {m['frame_recall']:.3f} of {m['images']} images")
+        n = r["negatives"]
+        print(f"  mAP50={r['map50']:.3f} mAP50-95={r['map50_95']:.3f}; false alarms "
+              f"{n['false_alarm_rate']:.2%} of {n['images']} negatives ({n['in_split']} in split: "
+              f"{n['false_alarm_rate_in_split']:.2%}); thr for <=1%: {n.get('threshold_for_1pct', float('nan')):.3f}; "
+              f"{r['ms_per_frame_1thread']['cpu_median']:.1f} ms CPU / "
+              f"{r['ms_per_frame_1thread']['wall_median']:.1f} ms wall per frame, 1 thread", flush=True)
+    if "int8" in out:
+        d = out["int8"]["map50"] - out["fp32"]["map50"]
+        d2 = out["int8"]["map50_95"] - out["fp32"]["map50_95"]
+        print(f"== INT8 - fp32: mAP50 {d:+.3f}, mAP50-95 {d2:+.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(rounded(out), indent=1))
+    if args.update:
+        cmd = "python3 scripts/evaluate.py " + " ".join(sys.argv[1:])
+        src = Path(args.data).resolve().parent / "SOURCES.csv"
+        entries = []
+        for key, path in (("fp32", args.model), ("int8", args.int8)):
+            if key not in out:
+                continue
+            from pipeline.detect import YoloDetector
+
+            d = YoloDetector(path, input_size=args.imgsz, threads=1)
+            r = out[key]
+            metrics = {"eval": label, "command": cmd, "conf": args.conf, "imgsz": args.imgsz, "tiles": args.tiles,
+                       "images": r["images"], "date": r["date"], "map50": r["map50"],
+                       "map50_95": r["map50_95"], "classes": r["classes"], "negatives": r["negatives"],
+                       "ms_per_frame_1thread": r["ms_per_frame_1thread"]}
+            if key == "int8":
+                metrics["vs_fp32"] = {"map50": out["int8"]["map50"] - out["fp32"]["map50"],
+                                      "map50_95": out["int8"]["map50_95"] - out["fp32"]["map50_95"]}
+            e = {"name": args.name + ("-int8" if key == "int8" else ""), "file": rel_to_manifest(path),
+                 "sha256": sha256(path), "classes": len(d.class_names), "input_size": args.imgsz,
+                 "version": args.version, "threshold": args.conf,
+                 "size_mb": round(path.stat().st_size / 1e6, 2)}
+            if len(d.class_names) <= 20:
+                e["class_names"] = [d.class_names[i] for i in sorted(d.class_names)]
+            if args.metrics_only:
+                e = {"name": e["name"]}
+            if args.run:
+                e["training"] = training_info(args.run, args.data)
+                e["training"]["attributions"] = attributions(src)
+                if args.train_note:
+                    e["training"]["note"] = args.train_note
+                if key == "int8":
+                    e["quantization"] = ("static INT8 QDQ (onnxruntime quantize_static, per-channel, MinMax), "
+                                         "calibrated on training images; Detect-head post-processing fp32")
+            e["metrics"] = [rounded(metrics)]
+            entries.append(e)
+        update_manifest(entries)
+        write_card(args.name)
+        print(f"updated {MANIFEST} and models/{args.name}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

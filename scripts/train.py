@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Fine-tune YOLO (Ultralytics) on a YOLO-format data yaml, fully offline.
+
+Run with the Ultralytics venv (docs/detect.md), under ``nice`` on a shared machine::
+
+    nice -n 19 /tmp/ultra-venv/bin/python scripts/train.py --data ../shared/datasets/fire/data.yaml \
+        --name fire --imgsz 416 --epochs 20
+    nice -n 19 /tmp/ultra-venv/bin/python scripts/train.py --name fire --resume   # after an interruption
+
+Starts from ``../shared/models/yolo11n-coco.pt`` (a local file: a bare model name would be downloaded).
+Uses CUDA device 0 when torch sees one, else the CPU. ``amp=False`` and ``plots=False`` keep it offline.
+Runs go to ``runs/train/<name>`` (ignored by git); the best weights are ``runs/train/<name>/weights/best.pt``.
+Progress (epoch, losses, mAP) is printed per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _ultralytics_offline as uo  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="YOLO data yaml (relative paths fine)")
+    ap.add_argument("--name", required=True, help="run name, e.g. fire")
+    ap.add_argument("--model", default=str(uo.BASE_PT), help="starting .pt (local file)")
+    ap.add_argument("--imgsz", type=int, default=416)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--patience", type=int, default=50)
+    ap.add_argument("--fraction", type=float, default=1.0, help="fraction of the train set (timing runs)")
+    ap.add_argument("--project", default=str(uo.REPO / "runs" / "train"))
+    ap.add_argument("--resume", action="store_true", help="continue runs/train/<name>/weights/last.pt")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    uo.setup()
+    from ultralytics import YOLO
+
+    dev = uo.device()
+    t0 = time.time()
+
+    def on_epoch_end(trainer) -> None:  # type: ignore[no-untyped-def]
+        m = trainer.metrics or {}
+        el = time.time() - t0
+        ep = trainer.epoch + 1
+        if ep > trainer.epochs:  # the final validation of best.pt
+            print(f"[train.py] final validation of best.pt: mAP50={m.get('metrics/mAP50(B)', float('nan')):.3f} "
+                  f"mAP50-95={m.get('metrics/mAP50-95(B)', float('nan')):.3f}", flush=True)
+            return
+        print(f"[train.py] epoch {ep}/{trainer.epochs} {el / 60:.1f} min "
+              f"(~{el / ep * (trainer.epochs - ep) / 60:.1f} min left) "
+              f"mAP50={m.get('metrics/mAP50(B)', float('nan')):.3f} "
+              f"mAP50-95={m.get('metrics/mAP50-95(B)', float('nan')):.3f}", flush=True)
+
+    if args.resume:
+        last = Path(args.project) / args.name / "weights" / "last.pt"
+        if not last.is_file():
+            ap.error(f"nothing to resume: {last} missing")
+        model = YOLO(str(last), task="detect")
+        model.add_callback("on_fit_epoch_end", on_epoch_end)
+        model.train(resume=True, device=dev, workers=args.workers)
+    else:
+        if not args.data:
+            ap.error("--data is required unless --resume")
+        model_path = Path(args.model).resolve()
+        if not model_path.is_file():
+            ap.error(f"model {model_path} is not a local file (bare names would be downloaded)")
+        data = uo.absolute_data_yaml(args.data)
+        model = YOLO(str(model_path), task="detect")
+        model.add_callback("on_fit_epoch_end", on_epoch_end)
+        model.train(data=str(data), imgsz=args.imgsz, epochs=args.epochs, batch=args.batch,
+                    workers=args.workers, device=dev, amp=False, plots=False, project=args.project,
+                    name=args.name, exist_ok=True, patience=args.patience, seed=args.seed,
+                    fraction=args.fraction, verbose=True, val=True)
+    best = Path(args.project) / args.name / "weights" / "best.pt"
+    print(f"[train.py] done in {(time.time() - t0) / 60:.1f} min on {dev}; best weights: {best}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
