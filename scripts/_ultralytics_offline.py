@@ -54,15 +54,19 @@ def setup() -> None:
             setattr(sys.modules[parent], leaf, m)
 
 
-def absolute_data_yaml(data: str | Path) -> Path:
-    """Copy a YOLO data yaml with relative paths to a temp file carrying an absolute ``path:``."""
+def absolute_data_yaml(data: str | Path, out: Path | None = None) -> Path:
+    """Copy a YOLO data yaml with relative paths to ``out`` (default: a temp file) with an absolute ``path:``.
+
+    train.py keeps it next to the run (``runs/train/<name>.data.yaml``) so that ``--resume`` still finds it.
+    """
     data = Path(data).resolve()
     doc = yaml.safe_load(data.read_text(encoding="utf-8"))
     root = Path(doc.get("path") or data.parent)
     if not root.is_absolute():
         root = (data.parent / root).resolve()
     doc["path"] = str(root)
-    out = Path(tempfile.mkdtemp(prefix="gw-data-")) / data.name
+    out = out or Path(tempfile.mkdtemp(prefix="gw-data-")) / data.name
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return out
 

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         model_path = Path(args.model).resolve()
         if not model_path.is_file():
             ap.error(f"model {model_path} is not a local file (bare names would be downloaded)")
-        data = uo.absolute_data_yaml(args.data)
+        data = uo.absolute_data_yaml(args.data, Path(args.project) / f"{args.name}.data.yaml")
         model = YOLO(str(model_path), task="detect")
         model.add_callback("on_fit_epoch_end", on_epoch_end)
         model.train(data=str(data), imgsz=args.imgsz, epochs=args.epochs, batch=args.batch,
