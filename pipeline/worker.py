@@ -30,6 +30,7 @@ from pipeline.ingest.mailbox import LatestFrameMailbox
 from pipeline.ingest.reader import CameraReader
 from pipeline.ingest.ring import PacketRing
 from pipeline.sources import resolve_source
+from pipeline.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Worker:
         self.slots: dict[str, _CameraSlot] = {}
         self.incidents_emitted = 0
         self.broken_detectors: dict[str, str] = {}
+        self.metrics = WorkerMetrics(self.worker_id)
         for cam in site.cameras:
             if not cam.enabled or (camera_ids is not None and cam.id not in camera_ids):
                 continue
@@ -114,6 +116,8 @@ class Worker:
     def start(self) -> None:
         """Start the publisher, load detectors, then start readers and analysis threads."""
         self.publisher.start()
+        if self.site.worker.metrics_port is not None:
+            self.metrics.serve(self.site.worker.metrics_port)
         for name in sorted({r.detector for s in self.slots.values() for r in s.analyzer.requests(640, 360)}):
             try:
                 self.registry.get(name)  # load models before cameras start, not on the first frame
@@ -291,7 +295,9 @@ class Worker:
     def publish_health(self) -> None:
         """Publish each camera's health, and parking occupancy per zone, as retained JSON gauges."""
         now = time.time()
-        for h in self.camera_health():
+        health = self.camera_health()
+        self.metrics.update(health, self.publisher.stats())
+        for h in health:
             self.publisher.publish_health(str(h["camera_id"]), {**h, "ts": now})
         prefix = self.site.mqtt.topic_prefix
         for slot in self.slots.values():

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def _site(tmp_path: Path, mqtt_url: str, cameras: dict[str, str], model: str,
-          zone: dict[str, Any] | None = None) -> SiteConfig:
+          zone: dict[str, Any] | None = None, metrics_port: int | None = None) -> SiteConfig:
     zone = zone or {"id": "z", "kind": "no_parking"}
     return SiteConfig.model_validate({
         "grid": [{"code": "T1", "name": "t", "children": [{"code": "D1", "name": "d", "children": [
@@ -30,8 +30,16 @@ def _site(tmp_path: Path, mqtt_url: str, cameras: dict[str, str], model: str,
         "mqtt": {"url": mqtt_url},
         "api": {"evidence_dir": str(tmp_path / "ev")},
         "worker": {"outbox_path": str(tmp_path / "outbox.db"), "reconnect_min_seconds": 0.2,
-                   "reconnect_max_seconds": 1, "health_interval_seconds": 1},
+                   "reconnect_max_seconds": 1, "health_interval_seconds": 1, "metrics_port": metrics_port},
     })
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _wait(pred: Callable[[], Any], timeout: float) -> Any:
@@ -51,8 +59,10 @@ def test_bad_cameras_do_not_stop_good_ones(tmp_path: Path, shared_dir: Path, h26
                                            mosquitto: Any) -> None:
     broker = mosquitto()
     bad = corrupt_copy(h264_clips["person"], tmp_path / "bad.mp4", mode="garbage")
+    port = _free_port()
     site = _site(tmp_path, broker.url, {"good": str(h264_clips["person"]), "missing": str(tmp_path / "no.mp4"),
-                                        "corrupt": str(bad)}, str(shared_dir / "models" / "yolo11n-coco.onnx"))
+                                        "corrupt": str(bad)}, str(shared_dir / "models" / "yolo11n-coco.onnx"),
+                 metrics_port=port)
     worker = Worker(site, worker_id="w-test")
     worker.start()
     try:
@@ -63,6 +73,13 @@ def test_bad_cameras_do_not_stop_good_ones(tmp_path: Path, shared_dir: Path, h26
         assert "no.mp4" in str(h["missing"]["last_error"])
         assert h["corrupt"]["last_error"]
         assert h["good"]["state"] == "streaming" and h["good"]["analysis_error"] is None
+        time.sleep(1.5)  # the next health report refreshes the metrics
+        import httpx
+
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'gridwatch_camera_streaming{camera="good",worker="w-test"} 1.0' in text, text
+        assert 'gridwatch_camera_streaming{camera="missing",worker="w-test"} 0.0' in text
+        assert 'gridwatch_mqtt_connected{worker="w-test"} 1.0' in text
     finally:
         worker.stop()
 

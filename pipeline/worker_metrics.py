@@ -1,0 +1,48 @@
+"""Prometheus metrics of a detection worker, refreshed from camera health and publisher stats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+_CAMERA_COUNTERS = ("frames_decoded", "frames_analysed", "frames_dropped", "frames_skipped", "reconnects")
+
+
+class WorkerMetrics:
+    """Gauges on a private registry (several workers or tests in one process never collide).
+
+    Example:
+        >>> m = WorkerMetrics("w1")
+        >>> m.update([{"camera_id": "c1", "state": "streaming", "frames_decoded": 5}], {"pending": 2})
+        >>> m.registry.get_sample_value("gridwatch_outbox_pending", {"worker": "w1"})
+        2.0
+    """
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.registry = CollectorRegistry()
+        self._camera = {name: Gauge(f"gridwatch_camera_{name}", f"Camera {name.replace('_', ' ')} (running total)",
+                                    ["worker", "camera"], registry=self.registry) for name in _CAMERA_COUNTERS}
+        self._up = Gauge("gridwatch_camera_streaming", "1 while the camera is streaming", ["worker", "camera"],
+                         registry=self.registry)
+        self._pending = Gauge("gridwatch_outbox_pending", "Alerts waiting in the durable outbox", ["worker"],
+                              registry=self.registry)
+        self._published = Gauge("gridwatch_alerts_published", "Alerts acknowledged by the broker", ["worker"],
+                                 registry=self.registry)
+        self._connected = Gauge("gridwatch_mqtt_connected", "1 while connected to the broker", ["worker"],
+                                registry=self.registry)
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """Serve ``/metrics`` over HTTP in a background thread."""
+        start_http_server(port, addr=host, registry=self.registry)
+
+    def update(self, cameras: list[dict[str, Any]], publisher: dict[str, Any]) -> None:
+        for h in cameras:
+            cam = str(h["camera_id"])
+            for name, gauge in self._camera.items():
+                gauge.labels(self.worker_id, cam).set(float(h.get(name) or 0))
+            self._up.labels(self.worker_id, cam).set(1.0 if h.get("state") == "streaming" else 0.0)
+        self._pending.labels(self.worker_id).set(float(publisher.get("pending") or 0))
+        self._published.labels(self.worker_id).set(float(publisher.get("published") or 0))
+        self._connected.labels(self.worker_id).set(1.0 if publisher.get("connected") else 0.0)
