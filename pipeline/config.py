@@ -267,6 +267,9 @@ class WorkerConfig(_Model):
     analysis_threads: int = Field(default=2, ge=1, le=64,
                                   description="Threads running detectors and rules (onnxruntime releases the "
                                   "GIL, so about one per core).")
+    start_spread_seconds: float = Field(default=2.0, ge=0, le=60,
+                                        description="Spread camera connections over this many seconds at start "
+                                        "(no thundering herd on the NVR/switch; de-phases key frames).")
     metrics_port: int | None = Field(default=None, ge=0, le=65535,
                                      description="Serve the worker's Prometheus metrics on this port "
                                      "(per-camera frames, drops, reconnects, outbox backlog); unset = off.")

@@ -102,6 +102,7 @@ class Worker:
         self.incidents_emitted = 0
         self.broken_detectors: dict[str, str] = {}
         self.metrics = WorkerMetrics(self.worker_id)
+        self._max_batch = max((d.batch_size for d in site.detectors.values()), default=8)
         for cam in site.cameras:
             if not cam.enabled or (camera_ids is not None and cam.id not in camera_ids):
                 continue
@@ -125,19 +126,28 @@ class Worker:
                 self.broken_detectors[name] = (f"detector {name!r} unavailable: {exc}. Set detectors.{name}.model "
                                                "to an ONNX file (see models/manifest.yaml)")
                 log.error("%s", self.broken_detectors[name])
-        for slot in self.slots.values():
-            slot.reader.start()
         for i in range(self.site.worker.analysis_threads):
             self._spawn(self._analysis_loop, f"analysis-{i}")
         self._spawn(self._health_loop, "health")
+        self._spawn(self._start_readers, "starter")
+
+    def _start_readers(self) -> None:
+        # Spread connections over start_spread_seconds: a thousand cameras connecting in the same instant
+        # hammer the NVR and the network, and cameras opened together deliver key frames in bursts.
+        spread = self.site.worker.start_spread_seconds
+        slots = list(self.slots.values())
+        for i, slot in enumerate(slots):
+            if i and spread and self._stop.wait(spread / len(slots)):
+                return
+            slot.reader.start()
 
     def stop(self) -> None:
         """Stop readers and threads; flush pending clips; the outbox keeps undelivered alerts."""
         self._stop.set()
+        for t in self._threads:  # the starter first, so no reader starts after this
+            t.join(timeout=5)
         for slot in self.slots.values():
             slot.reader.stop()
-        for t in self._threads:
-            t.join(timeout=5)
         for timer in self._timers:
             if timer.is_alive():
                 timer.cancel()
@@ -158,7 +168,8 @@ class Worker:
             return []
         ids = [first]
         deadline = time.monotonic() + self.site.worker.batch_wait_ms / 1000
-        while len(ids) < 64:
+        # One detector batch per take: a larger take would be worked off by one thread while the others idle.
+        while len(ids) < self._max_batch:
             remaining = deadline - time.monotonic()
             try:
                 ids.append(self._ready.get(timeout=remaining) if remaining > 0 else self._ready.get_nowait())
