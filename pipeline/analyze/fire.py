@@ -32,7 +32,7 @@ import numpy as np
 from pipeline.analyze.incident import Hazard, Incident
 from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, PresenceTimer, normalised_box
 from pipeline.analyze.tracking import IoUTracker
-from pipeline.analyze.zones import ZoneGeometry
+from pipeline.analyze.zones import ZoneGeometry, ZoneGeometryCache
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
 
@@ -180,15 +180,10 @@ class FireRule:
                                            rule.model_copy(update={"confirm_k": 1, "confirm_n": 1}))
         self.last_checks: list[FireBoxCheck] = []
         """Per-box verdicts of the last frame."""
-        self._geometry: ZoneGeometry | None = None
+        self._geometry = ZoneGeometryCache(zone) if zone is not None else None
 
     def geometry(self, width: int, height: int) -> ZoneGeometry | None:
-        if self.zone is None:
-            return None
-        g = self._geometry
-        if g is None or (g.width, g.height) != (width, height):
-            g = self._geometry = ZoneGeometry(self.zone, width, height)
-        return g
+        return None if self._geometry is None else self._geometry.get(width, height)
 
     def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
         """Judge one frame without its image (colour and patch checks are skipped; area flicker only)."""

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from pipeline.analyze.zones import ZoneGeometry
+from pipeline.analyze.zones import ZoneGeometry, ZoneGeometryCache
 from pipeline.config import ZoneConfig
 from pipeline.detect.detections import Detections
 
@@ -58,13 +58,10 @@ class OccupancyCounter:
         self.detector = detector
         self.counts: deque[int] = deque(maxlen=window)
         self.ts: float | None = None
-        self._geometry: ZoneGeometry | None = None
+        self._geometry = ZoneGeometryCache(zone)
 
     def geometry(self, width: int, height: int) -> ZoneGeometry:
-        g = self._geometry
-        if g is None or (g.width, g.height) != (width, height):
-            g = self._geometry = ZoneGeometry(self.zone, width, height)
-        return g
+        return self._geometry.get(width, height)
 
     def count(self, detections: Detections, width: int, height: int) -> int:
         """Vehicles anchored in the zone in one frame (unsmoothed)."""

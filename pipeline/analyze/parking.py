@@ -25,7 +25,7 @@ import numpy as np
 from pipeline.analyze.incident import Hazard, Incident
 from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, normalised_box
 from pipeline.analyze.tracking import IoUTracker, Track
-from pipeline.analyze.zones import ZoneGeometry
+from pipeline.analyze.zones import ZoneGeometry, ZoneGeometryCache
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
 
@@ -67,14 +67,11 @@ class NoParkingRule:
         self.tracker = IoUTracker(match_iou=rule.match_iou, max_missing_seconds=rule.clear_seconds,
                                   stationary_tolerance=stationary_tolerance)
         self.lifecycle = IncidentLifecycle(camera_id, zone.id, Hazard.PARKING, rule)
-        self._geometry: ZoneGeometry | None = None
+        self._geometry = ZoneGeometryCache(zone)
 
     def geometry(self, width: int, height: int) -> ZoneGeometry:
         """The zone in pixels of a ``width`` x ``height`` frame (cached per size)."""
-        g = self._geometry
-        if g is None or (g.width, g.height) != (width, height):
-            g = self._geometry = ZoneGeometry(self.zone, width, height)
-        return g
+        return self._geometry.get(width, height)
 
     def vehicles(self, detections: Detections) -> Detections:
         """The detections that count: vehicle classes at or above ``min_confidence``."""

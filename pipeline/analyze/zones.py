@@ -148,6 +148,20 @@ def _span(lo: float, hi: float, min_size: int, limit: int) -> tuple[int, int]:
     return ia, ib
 
 
+class ZoneGeometryCache:
+    """One zone's :class:`ZoneGeometry` for the current frame size, rebuilt only when the size changes."""
+
+    def __init__(self, zone: ZoneConfig) -> None:
+        self.zone = zone
+        self._geometry: ZoneGeometry | None = None
+
+    def get(self, width: int, height: int) -> ZoneGeometry:
+        g = self._geometry
+        if g is None or (g.width, g.height) != (width, height):
+            g = self._geometry = ZoneGeometry(self.zone, width, height)
+        return g
+
+
 def union_box(boxes: Sequence[BoxPx]) -> BoxPx:
     """Smallest box holding all ``boxes`` (x1, y1, x2, y2)."""
     if not boxes:
