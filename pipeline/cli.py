@@ -165,15 +165,21 @@ def run(config: ConfigOpt = DEFAULT_CONFIG,
             broker.stop()
 
 
+def _load_with_broker(config: Path, verbose: bool, command: str) -> SiteConfig:
+    """Set up logging and load a config that must name a broker (no embedded one outside `run`)."""
+    _setup_logging(verbose)
+    site = _load(config)
+    if not site.mqtt.url:
+        console.print(f"[red]mqtt.url is not set; `gridwatch {command}` needs a broker (or use `gridwatch run`)[/]")
+        raise typer.Exit(2)
+    return site
+
+
 @app.command()
 def api(config: ConfigOpt = DEFAULT_CONFIG,
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """The ticket API (and its MQTT consumer) only."""
-    _setup_logging(verbose)
-    site = _load(config)
-    if not site.mqtt.url:
-        console.print("[red]mqtt.url is not set; `gridwatch api` needs a broker (or use `gridwatch run`)[/]")
-        raise typer.Exit(2)
+    site = _load_with_broker(config, verbose, "api")
     _start_api(site)
     console.print(f"ticket API at http://{site.api.host}:{site.api.port}/")
     _wait_for_signal()
@@ -186,11 +192,7 @@ def worker(config: ConfigOpt = DEFAULT_CONFIG,
            status_every: Annotated[float, typer.Option(help="Print camera status every N s.")] = 30,
            verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """The detection worker only (cameras -> alerts), for scale-out next to a shared broker."""
-    _setup_logging(verbose)
-    site = _load(config)
-    if not site.mqtt.url:
-        console.print("[red]mqtt.url is not set; `gridwatch worker` needs a broker (or use `gridwatch run`)[/]")
-        raise typer.Exit(2)
+    site = _load_with_broker(config, verbose, "worker")
     _report_sources(site)
     from pipeline.worker import Worker
 
