@@ -37,14 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def parked_clip(shared_dir: Path) -> Path:
     """car-detection.mp4 with a car at rest from 27.6 s to 47.6 s (50 s long, key frame every 1 s)."""
-    import importlib.util
-
     from tests.fixtures.media import CACHE
+    from tests.scripts_loader import load_script
 
-    spec = importlib.util.spec_from_file_location("make_demo_media", REPO / "scripts" / "make_demo_media.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("make_demo_media")
     out = CACHE / "car-parks-27.6-20-gop1.mp4"
     if not out.is_file():
         mod.write_held_clip(shared_dir / "clips" / "car-detection.mp4", out, 27.6, 20.0, 1.0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -15,17 +14,12 @@ from pipeline.tickets.api import create_app
 from pipeline.tickets.db import init_db, session_factory
 from pipeline.tickets.payload import parse_alert
 from pipeline.tickets.service import apply_alert
+from tests.scripts_loader import load_script
 from tests.tickets.conftest import make_alert, make_site
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _script():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("export_dataset", REPO / "scripts" / "export_dataset.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("export_dataset")
 
 
 def test_export_verified_and_false_alarm_tickets(tmp_path: Path) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +13,7 @@ import pytest
 
 from pipeline.analyze.text_extract import find_phone_numbers
 from pipeline.detect.ocr import TextBox, TextDetector, clip_region
+from tests.scripts_loader import load_script
 
 pytest.importorskip("rapidocr_onnxruntime")
 
@@ -23,15 +22,8 @@ WALLS = REPO / "tests" / "data" / "walls"
 
 
 def load_make_flyers() -> ModuleType:
-    """scripts/make_flyers.py as a module (scripts/ is not a package)."""
-    if "make_flyers" in sys.modules:
-        return sys.modules["make_flyers"]
-    spec = importlib.util.spec_from_file_location("make_flyers", REPO / "scripts" / "make_flyers.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["make_flyers"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """scripts/make_flyers.py as a module."""
+    return load_script("make_flyers")
 
 
 @pytest.fixture(scope="module")

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "evaluate.py"
+from tests.scripts_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def ev():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("gw_evaluate", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("evaluate")
 
 
 GT = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)]
