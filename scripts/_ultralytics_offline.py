@@ -11,7 +11,6 @@ modules so ``import`` succeeds. A real torchvision, when it imports, is used unc
 from __future__ import annotations
 
 import sys
-import tempfile
 import types
 from pathlib import Path
 
@@ -54,24 +53,94 @@ def setup() -> None:
             setattr(sys.modules[parent], leaf, m)
 
 
-def absolute_data_yaml(data: str | Path, out: Path | None = None) -> Path:
-    """Copy a YOLO data yaml with relative paths to ``out`` (default: a temp file) with an absolute ``path:``.
-
-    train.py keeps it next to the run (``runs/train/<name>.data.yaml``) so that ``--resume`` still finds it.
-    """
-    data = Path(data).resolve()
-    doc = yaml.safe_load(data.read_text(encoding="utf-8"))
-    root = Path(doc.get("path") or data.parent)
-    if not root.is_absolute():
-        root = (data.parent / root).resolve()
-    doc["path"] = str(root)
-    out = out or Path(tempfile.mkdtemp(prefix="gw-data-")) / data.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return out
-
-
 def device() -> str | int:
     import torch
 
     return 0 if torch.cuda.is_available() else "cpu"
+
+
+def coco_names() -> dict[int, str]:
+    """The 80 COCO class names of the base model, read from ``yolo11n-coco.onnx``'s metadata."""
+    import ast
+
+    import onnxruntime as ort
+
+    meta = ort.InferenceSession(str(SHARED / "models" / "yolo11n-coco.onnx"),
+                                providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    names = ast.literal_eval(meta["names"])
+    return {int(k): str(v) for k, v in names.items()}
+
+
+def linked_data_yaml(data: str | Path, out_dir: Path, coco_head: bool = False) -> Path:
+    """A linked copy of a data set under ``out_dir`` (images symlinked, labels copied), optionally remapped.
+
+    Training always goes through such a copy so that Ultralytics writes its ``labels/*.cache`` files next to
+    the copy, never into the shared data set.
+
+    With ``coco_head`` the labels are remapped to the base model's 80 COCO class ids (every class of the set
+    must be a COCO class, e.g. vehicles: car/truck/bus/motorcycle/bicycle), so the model keeps its full
+    pretrained head and training starts exactly from the COCO model (vehicles val mAP50 0.53) instead of a
+    fresh few-class head (a 4-epoch 5-class vehicles run scored 0.13). The exported model then has 80
+    classes; gridwatch maps them by name.
+
+    Images are linked, not copied: ``out_dir/images/<split>`` hold one symlink per image of the set and
+    ``out_dir/labels/<split>`` the (remapped) label files; Ultralytics finds a label by replacing
+    ``/images/`` with ``/labels/`` in the image path as listed.
+
+    Raises:
+        ValueError: a class of the set has no COCO class of the same name.
+    """
+    src_yaml = Path(data).resolve()
+    doc = yaml.safe_load(src_yaml.read_text(encoding="utf-8"))
+    root = Path(doc.get("path") or src_yaml.parent)
+    if not root.is_absolute():
+        root = (src_yaml.parent / root).resolve()
+    names = doc["names"]
+    own = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+    if coco_head:
+        coco = coco_names()
+        by_name = {v: k for k, v in coco.items()}
+        missing = sorted(n for n in own.values() if n not in by_name)
+        if missing:
+            raise ValueError(f"classes {missing} are not COCO classes; --coco-head needs every class in COCO")
+        remap = {i: by_name[n] for i, n in own.items()}
+        out_names = coco
+    else:
+        remap = {i: i for i in own}
+        out_names = own
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split in ("train", "val", "test"):
+        rel = doc.get(split)
+        if not rel:
+            continue
+        img_dir = (root / rel).resolve()
+        lab_dir = Path(str(img_dir).replace("/images/", "/labels/").replace("/images", "/labels"))
+        # One symlink per image in a real folder: Ultralytics resolve()s the split folder, so a symlinked
+        # folder would lead it back to the original labels (and it would write its cache into the set).
+        link = out_dir / "images" / split
+        if link.is_symlink():
+            link.unlink()
+        link.mkdir(parents=True, exist_ok=True)
+        for old in link.iterdir():
+            old.unlink()
+        for img in sorted(img_dir.iterdir()):
+            (link / img.name).symlink_to(img)
+        out_lab = out_dir / "labels" / split
+        out_lab.mkdir(parents=True, exist_ok=True)
+        for old in out_lab.glob("*.txt"):
+            old.unlink()
+        for f in lab_dir.glob("*.txt"):
+            rows = []
+            for line in f.read_text(encoding="utf-8").splitlines():
+                parts = line.split()
+                if parts:
+                    rows.append(" ".join([str(remap[int(parts[0])]), *parts[1:]]))
+            (out_lab / f.name).write_text("\n".join(rows) + ("\n" if rows else ""), encoding="utf-8")
+        splits[split] = f"images/{split}"
+    for cache in out_dir.glob("labels/*.cache"):
+        cache.unlink()
+    out = out_dir / "data.yaml"
+    out.write_text(yaml.safe_dump({"path": str(out_dir), **splits, "nc": len(out_names), "names": out_names},
+                                  sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return out

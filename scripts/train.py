@@ -11,6 +11,12 @@ Starts from ``../shared/models/yolo11n-coco.pt`` (a local file: a bare model nam
 Uses CUDA device 0 when torch sees one, else the CPU. ``amp=False`` and ``plots=False`` keep it offline.
 Runs go to ``runs/train/<name>`` (ignored by git); the best weights are ``runs/train/<name>/weights/best.pt``.
 Progress (epoch, losses, mAP) is printed per epoch.
+
+``--coco-head`` (for sets whose classes are all COCO classes, e.g. vehicles) remaps the labels to COCO ids
+so the pretrained 80-class head is fine-tuned instead of replaced::
+
+    nice -n 19 /tmp/ultra-venv/bin/python scripts/train.py --data ../shared/datasets/vehicles/data.yaml \
+        --name vehicles --coco-head --imgsz 640 --epochs 20
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project", default=str(uo.REPO / "runs" / "train"))
     ap.add_argument("--resume", action="store_true", help="continue runs/train/<name>/weights/last.pt")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--coco-head", action="store_true",
+                    help="remap labels to the base model's COCO ids and keep its 80-class head "
+                         "(every class of the set must be a COCO class, e.g. vehicles)")
+    ap.add_argument("--lr0", type=float, default=None, help="initial learning rate (Ultralytics default 0.01)")
+    ap.add_argument("--freeze", type=int, default=None, help="freeze the first N layers (10 = the backbone)")
+    ap.add_argument("--optimizer", default="auto", help="Ultralytics optimizer (auto, SGD, AdamW, ...)")
     args = ap.parse_args(argv)
 
     uo.setup()
@@ -72,13 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         model_path = Path(args.model).resolve()
         if not model_path.is_file():
             ap.error(f"model {model_path} is not a local file (bare names would be downloaded)")
-        data = uo.absolute_data_yaml(args.data, Path(args.project) / f"{args.name}.data.yaml")
+        data = uo.linked_data_yaml(args.data, Path(args.project) / f"{args.name}.data", coco_head=args.coco_head)
+        extra: dict[str, object] = {"lr0": args.lr0} if args.lr0 is not None else {}
+        if args.freeze is not None:
+            extra["freeze"] = args.freeze
         model = YOLO(str(model_path), task="detect")
         model.add_callback("on_fit_epoch_end", on_epoch_end)
         model.train(data=str(data), imgsz=args.imgsz, epochs=args.epochs, batch=args.batch,
                     workers=args.workers, device=dev, amp=False, plots=False, project=args.project,
                     name=args.name, exist_ok=True, patience=args.patience, seed=args.seed,
-                    fraction=args.fraction, verbose=True, val=True)
+                    fraction=args.fraction, verbose=True, val=True, optimizer=args.optimizer, **extra)
     best = Path(args.project) / args.name / "weights" / "best.pt"
     print(f"[train.py] done in {(time.time() - t0) / 60:.1f} min on {dev}; best weights: {best}")
     return 0

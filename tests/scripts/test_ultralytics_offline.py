@@ -1,0 +1,65 @@
+"""The linked training copy of a data set: labels remapped to COCO ids, nothing written into the source set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.scripts_loader import load_script
+
+uo = load_script("_ultralytics_offline")
+
+
+def _make_set(root: Path, names: list[str]) -> Path:
+    for split, rows in (("train", {"a": "0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.05 0.05\n", "b": ""}),
+                        ("val", {"c": "1 0.3 0.3 0.1 0.1\n"})):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for stem, text in rows.items():
+            (root / "images" / split / f"{stem}.jpg").write_bytes(b"\xff\xd8fake")
+            (root / "labels" / split / f"{stem}.txt").write_text(text)
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"train": "images/train", "val": "images/val", "nc": len(names),
+                                    "names": names}))
+    return data
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(("coco_head", "names", "want_train_a", "want_nc"), [
+    (True, ["car", "bicycle"], ["2 0.5 0.5 0.2 0.2", "1 0.1 0.1 0.05 0.05"], 80),
+    (False, ["fire", "smoke"], ["0 0.5 0.5 0.2 0.2", "1 0.1 0.1 0.05 0.05"], 2),
+])
+def test_linked_copy_remaps_labels_and_links_images(tmp_path: Path, coco_head: bool, names: list[str],
+                                                    want_train_a: list[str], want_nc: int) -> None:
+    src = tmp_path / "set"
+    data = _make_set(src, names)
+    before = _snapshot(src)
+    out = uo.linked_data_yaml(data, tmp_path / "copy", coco_head=coco_head)
+    doc = yaml.safe_load(out.read_text())
+    assert doc["nc"] == want_nc and doc["path"] == str(tmp_path / "copy")
+    if coco_head:
+        assert doc["names"][2] == "car" and doc["names"][1] == "bicycle" and doc["names"][0] == "person"
+    else:
+        assert doc["names"] == {0: "fire", 1: "smoke"}
+    lab = tmp_path / "copy" / "labels"
+    assert (lab / "train" / "a.txt").read_text().splitlines() == want_train_a
+    assert (lab / "train" / "b.txt").read_text() == ""  # a negative stays a negative
+    img = tmp_path / "copy" / "images" / "train" / "a.jpg"
+    # a file symlink inside a real folder: Ultralytics resolve()s split folders, never the files in them
+    assert img.is_symlink() and not img.parent.is_symlink()
+    assert img.resolve() == (src / "images" / "train" / "a.jpg").resolve()
+    # a second call (a re-run) gives the same copy, and the source set is untouched
+    uo.linked_data_yaml(data, tmp_path / "copy", coco_head=coco_head)
+    assert sorted(p.name for p in (lab / "train").iterdir()) == ["a.txt", "b.txt"]
+    assert _snapshot(src) == before
+
+
+def test_coco_head_refuses_a_class_that_is_not_in_coco(tmp_path: Path) -> None:
+    data = _make_set(tmp_path / "set", ["car", "fire"])
+    with pytest.raises(ValueError, match="fire"):
+        uo.linked_data_yaml(data, tmp_path / "copy", coco_head=True)
