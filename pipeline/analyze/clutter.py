@@ -6,7 +6,10 @@ a. **Detected objects** of ``rule.classes`` (COCO bicycle, motorcycle, suitcase,
    and, from a dedicated ``clutter`` detector when configured, ``garbage`` / ``overflowing_bin`` (never
    plain ``bin``: a bin in its place is not clutter). They are tracked by IoU like parked cars
    (:class:`~pipeline.analyze.tracking.IoUTracker`) and count once their box has stood still for
-   ``rule.dwell_seconds`` with the bottom-centre (or centre) inside the zone.
+   ``rule.dwell_seconds`` with the bottom-centre (or centre) inside the zone. A box mostly covered
+   (``person_cover``) by a ``person`` box is ignored: someone standing still in a dark coat reads as an
+   ``overflowing_bin`` to the clutter model (46 of 139 frames of the shared corridor clip), and a bag
+   someone carries is not clutter.
 b. **Model-free stationary change** (:class:`StationaryChange`): a long-term background of the empty zone
    (median of the first frames, then a slow exponential average updated only where nothing differs,
    nothing moves and no person is) is compared with the current frame; pixels that differ from it but
@@ -32,7 +35,7 @@ import numpy as np
 
 from pipeline.analyze.incident import Hazard, Incident
 from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, normalised_box
-from pipeline.analyze.tracking import IoUTracker, Track
+from pipeline.analyze.tracking import IoUTracker, Track, max_cover
 from pipeline.analyze.zones import ZoneGeometry
 from pipeline.config import HazardRule, ZoneConfig, ZoneKind
 from pipeline.detect.detections import Detections
@@ -168,7 +171,10 @@ class ClutterRule:
         rule: the effective CLUTTER rule: ``classes``, ``min_confidence``, ``dwell_seconds``, ``match_iou``,
             ``clear_seconds``, ``update_interval_seconds``, ``cooldown_seconds``, ``confirm_k/n``, ``severity``.
         clutter_detector: name of a dedicated clutter detector whose garbage / overflowing_bin count too.
-        person_detector: detector whose ``person`` boxes are masked out of the change path.
+        person_detector: detector whose ``person`` boxes are masked out of the change path and hide the
+            detected objects they cover.
+        person_cover: a detected object covered by one person box at least this much is ignored; > 1 turns
+            it off.
         model_free: run the stationary-change path (b).
         min_blob_share: smallest unknown blob, as a share of the zone area.
         stationary_tolerance: as in :class:`~pipeline.analyze.tracking.IoUTracker`.
@@ -178,7 +184,7 @@ class ClutterRule:
     hazard: Hazard = Hazard.CLUTTER
 
     def __init__(self, camera_id: str, zone: ZoneConfig, rule: HazardRule, *, clutter_detector: str = "clutter",
-                 person_detector: str = "coco", model_free: bool = True, min_blob_share: float = 0.01,
+                 person_detector: str = "coco", person_cover: float = 0.6, model_free: bool = True, min_blob_share: float = 0.01,
                  stationary_tolerance: float = 0.15, change: StationaryChange | None = None) -> None:
         self.camera_id = camera_id
         self.zone = zone
@@ -187,6 +193,7 @@ class ClutterRule:
         self.classes = frozenset(rule.classes or DEFAULT_CLASSES) - NEVER
         self.clutter_detector = clutter_detector
         self.person_detector = person_detector
+        self.person_cover = float(person_cover)
         self.detectors: tuple[str, ...] = tuple(dict.fromkeys((rule.detector, clutter_detector, person_detector)))
         """Detectors whose output this rule reads (the analyzer runs those the site defines)."""
         self.model_free = model_free
@@ -222,7 +229,13 @@ class ClutterRule:
         parts = [p.with_min_confidence(self.rule.min_confidence) for p in parts]
         xyxy = np.concatenate([p.xyxy for p in parts]).reshape(-1, 4)
         conf = np.concatenate([p.confidence for p in parts]).reshape(-1)
-        return xyxy, conf, [lab for p in parts for lab in p.labels]
+        labels = [lab for p in parts for lab in p.labels]
+        keep = max_cover(xyxy, self._persons(detections).xyxy) < self.person_cover
+        return xyxy[keep], conf[keep], [lab for lab, k in zip(labels, keep, strict=True) if k]
+
+    def _persons(self, detections: dict[str, Detections]) -> Detections:
+        persons = detections.get(self.person_detector, Detections.empty())
+        return persons.with_classes(frozenset({"person"})).with_min_confidence(0.3)
 
     def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
         """Detector path only (no image): see :meth:`update_image`."""
@@ -275,9 +288,7 @@ class ClutterRule:
         crop = image[y1:y2, x1:x2]
         ch, cw = crop.shape[:2]
         hidden = np.zeros((ch, cw), bool)
-        persons = detections.get(self.person_detector, Detections.empty())
-        persons = persons.with_classes(frozenset({"person"})).with_min_confidence(0.3)
-        for b in persons.xyxy:
+        for b in self._persons(detections).xyxy:
             px1, py1, px2, py2 = (float(v) for v in b)
             pad_x, pad_y = 0.1 * (px2 - px1), 0.05 * (py2 - py1)
             hidden[max(0, int(py1 - pad_y) - y1):max(0, int(py2 + pad_y) - y1),
@@ -303,7 +314,7 @@ class ClutterRule:
             if area < min_area:
                 continue
             box = (x1 + bx * sx, y1 + by * sy, x1 + (bx + bw) * sx, y1 + (by + bh) * sy)
-            if len(known) and _max_cover(box, known) >= 0.5:
+            if max_cover(np.array(box), known)[0] >= 0.5:
                 continue  # a detected thing (clutter -> path a; a bin, a person -> not clutter)
             out.append(box)
             keep |= labels == i
@@ -333,9 +344,3 @@ class ClutterRule:
         return Observation(started_at=started, confidence=float(conf), boxes=tuple(boxes), details=details)
 
 
-def _max_cover(box: tuple[float, float, float, float], others: np.ndarray) -> float:
-    """Largest share of ``box`` covered by one of ``others`` (N, 4)."""
-    iw = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    area = max(1e-9, (box[2] - box[0]) * (box[3] - box[1]))
-    return float((iw * ih).max() / area)

@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline.analyze.incident import Hazard, Incident
 from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, PresenceTimer, normalised_box
-from pipeline.analyze.tracking import IoUTracker
+from pipeline.analyze.tracking import IoUTracker, max_cover
 from pipeline.analyze.zones import ZoneGeometry, ZoneGeometryCache
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
@@ -204,7 +204,7 @@ class FireRule:
             cand = cand[np.flatnonzero(g.contains_points(centres))]
         persons = detections.get(self.person_detector, Detections.empty())
         persons = persons.with_classes(frozenset({"person"})).with_min_confidence(0.35)
-        cover = _cover_by_any(cand.xyxy, persons.xyxy)
+        cover = max_cover(cand.xyxy, persons.xyxy)
         tracks = self.tracker.update(ts, cand.xyxy, cand.confidence, cand.labels)
         live = {t.id for t in tracks}
         self.history = {k: v for k, v in self.history.items() if k in live}
@@ -267,19 +267,6 @@ def _index_of(boxes: np.ndarray, box: np.ndarray) -> int | None:
     d = np.abs(boxes - box.reshape(1, 4)).sum(axis=1)
     i = int(np.argmin(d))
     return i if d[i] < 1e-6 else None
-
-
-def _cover_by_any(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Per box of ``boxes``: the largest share of it covered by one box of ``others``."""
-    if not len(boxes) or not len(others):
-        return np.zeros(len(boxes))
-    a = boxes.reshape(-1, 1, 4)
-    b = others.reshape(1, -1, 4)
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    area = np.maximum((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]), 1e-9)
-    out: np.ndarray = (iw * ih / area).max(axis=1)
-    return out
 
 
 __all__ = ["FireBoxCheck", "FireRule", "box_patch", "fire_colour_share", "flicker_score"]

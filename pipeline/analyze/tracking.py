@@ -37,6 +37,25 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def max_cover(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Per box of ``boxes`` (N, 4): the largest share of its area covered by one box of ``others`` (M, 4).
+
+    Used to ignore a detection that a person box hides (a dark coat read as a bin, a red shirt read as fire).
+
+    Example:
+        >>> max_cover(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 5, 10], [0, 0, 10, 2]]))
+        array([0.5])
+    """
+    a = np.asarray(boxes, dtype=np.float64).reshape(-1, 1, 4)
+    b = np.asarray(others, dtype=np.float64).reshape(1, -1, 4)
+    if not a.shape[0] or not b.shape[1]:
+        return np.zeros(a.shape[0])
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    area = np.maximum((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]), 1e-9)
+    return np.asarray((iw * ih / area).max(axis=1), dtype=np.float64)
+
+
 @dataclass
 class Track:
     """One object followed across analysed frames.

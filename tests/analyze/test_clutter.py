@@ -119,6 +119,33 @@ def test_without_person_masking_a_still_person_alerts(clip: list[np.ndarray], cl
     assert IncidentEvent.OPENED in [e.event for e in events]
 
 
+@pytest.fixture(scope="module")
+def clutter_dets(clip: list[np.ndarray]) -> list[Detections]:
+    """The trained clutter model (models/clutter.onnx) on the clean corridor clip."""
+    from pipeline.detect.yolo import YoloDetector
+
+    model = Path(__file__).resolve().parents[2] / "models" / "clutter.onnx"
+    det = YoloDetector(str(model), input_size=416, threads=1)
+    return detect_all(det, clip)
+
+
+@pytest.mark.parametrize(("person_cover", "alerts"), [(0.6, False), (1.1, True)])
+def test_clutter_model_reads_a_still_person_as_a_bin_unless_persons_hide_it(
+        clip: list[np.ndarray], clean_dets: list[Detections], clutter_dets: list[Detections],
+        person_cover: float, alerts: bool) -> None:
+    """A man standing ~20 s in a dark coat is an ``overflowing_bin`` to the clutter model (0.5-0.8); the
+    person box from COCO hides it (``person_cover`` 0.6). Off (> 1), the clean clip opens an incident."""
+    assert sum(any(lab == "overflowing_bin" for lab in d.labels) for d in clutter_dets) >= 10
+    rule = ClutterRule("cam1", zone(), RULE.model_copy(update={"dwell_seconds": 8.0}), model_free=False,
+                       person_cover=person_cover)
+    events = [e for i, (f, d, c) in enumerate(zip(clip, clean_dets, clutter_dets, strict=True))
+              for e in rule.update_image(1000.0 + i, f, {"coco": d, "clutter": c}, f.shape[1], f.shape[0])]
+    opened = [e for e in events if e.event is IncidentEvent.OPENED]
+    assert bool(opened) is alerts, [(e.ts, e.details.get("labels")) for e in opened]
+    if alerts:
+        assert "overflowing_bin" in opened[0].details["labels"]  # type: ignore[operator]
+
+
 @pytest.mark.parametrize(("dataset", "classes", "where"), [
     ("clutter", (0, 1), (170, 415)),       # a garbage pile left of the table
     ("clutter", (0, 1), (640, 420)),       # ... right of it
