@@ -184,7 +184,8 @@ class ClutterRule:
     hazard: Hazard = Hazard.CLUTTER
 
     def __init__(self, camera_id: str, zone: ZoneConfig, rule: HazardRule, *, clutter_detector: str = "clutter",
-                 person_detector: str = "coco", person_cover: float = 0.6, model_free: bool = True, min_blob_share: float = 0.01,
+                 person_detector: str = "coco", person_cover: float = 0.6, model_free: bool = True,
+                 min_blob_share: float = 0.01,
                  stationary_tolerance: float = 0.15, change: StationaryChange | None = None) -> None:
         self.camera_id = camera_id
         self.zone = zone
