@@ -171,6 +171,11 @@ class HazardRule(_Model):
     match_iou: float = Field(default=0.3, gt=0, le=1,
                              description="IoU above which a detection continues an existing track.")
     severity: int = Field(default=3, ge=1, le=5, description="1 (low) .. 5 (critical).")
+    analysis_interval_seconds: float = Field(
+        default=0.0, ge=0,
+        description="Judge this hazard at most once per this many seconds of video (0: every analysed frame). "
+        "A detector runs on a frame only when a rule that is due needs it, so slow hazards (flyers, clutter) "
+        "cost little while fire is checked on every analysed frame.")
 
     @model_validator(mode="after")
     def _k_le_n(self) -> HazardRule:
@@ -197,7 +202,7 @@ def _default_hazards() -> dict[Hazard, HazardRule]:
                                             "garbage", "overflowing_bin"],
                                    dwell_seconds=300, clear_seconds=60, severity=3),
         Hazard.POSTER: HazardRule(detector="ocr", dwell_seconds=0, confirm_k=2, confirm_n=3, clear_seconds=3600,
-                                  severity=1),
+                                  severity=1, analysis_interval_seconds=5.0),
     }
 
 

@@ -208,7 +208,7 @@ class Worker:
         for i, (slot, frame) in enumerate(work):
             regions: dict[str, list[tuple[int, int, int, int]]] = {}
             whole: set[str] = set()
-            for req in slot.analyzer.requests(frame.width, frame.height):
+            for req in slot.analyzer.requests(frame.width, frame.height, frame.ts):
                 if req.detector in self.broken_detectors:
                     slot.analysis_error = self.broken_detectors[req.detector]
                     continue

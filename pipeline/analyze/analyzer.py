@@ -109,7 +109,7 @@ def register_rule(hazard: Hazard, factory: RuleFactory) -> None:
 class PosterAdapter:
     """:class:`~pipeline.analyze.poster.PosterRule` as an :class:`ImageRule` (it requests no detector).
 
-    The poster rule skips frames closer than its ``min_interval_seconds`` to the last one it judged, so
+    The poster rule judges a frame at most every ``rule.analysis_interval_seconds`` (5 s by default), so
     OCR does not run on every analysed frame.
     """
 
@@ -142,7 +142,10 @@ def _clutter(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: Rul
 def _poster(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
     if zone is None:
         return None
-    return PosterAdapter(PosterRule(camera_id, zone, rule, ctx.text_detector()))
+    # The analyzer already spaces the rule's frames by rule.analysis_interval_seconds; the rule's own
+    # spacing (for use without an analyzer) is set to match.
+    return PosterAdapter(PosterRule(camera_id, zone, rule, ctx.text_detector(),
+                                    min_interval_seconds=rule.analysis_interval_seconds))
 
 
 register_rule(Hazard.PARKING, _parking)
@@ -206,6 +209,8 @@ class CameraAnalyzer:
         """Hazards configured on this camera that have no rule implementation (logged once each)."""
         self.errors: dict[int, int] = {}
         """Exceptions raised so far, by index into :attr:`rules`."""
+        self.last_judged: dict[int, float] = {}
+        """Frame time each rule (index into :attr:`rules`) last judged, for ``analysis_interval_seconds``."""
         self._zones = {z.id: z for z in camera.zones}
         for zone in camera.zones:
             for hazard in zone.effective_hazards():
@@ -244,10 +249,17 @@ class CameraAnalyzer:
             return
         self.rules.append(built)
 
-    def _needs(self) -> list[tuple[str, ZoneConfig | None]]:
-        """(detector, zone or None) pairs every rule and counter needs, in rule order."""
+    def due(self, i: int, ts: float | None) -> bool:
+        """Whether rule ``i`` judges a frame at ``ts`` (None: any frame) under its analysis interval."""
+        last = self.last_judged.get(i)
+        return ts is None or last is None or ts - last + 1e-6 >= self.rules[i].rule.analysis_interval_seconds
+
+    def _needs(self, ts: float | None = None) -> list[tuple[str, ZoneConfig | None]]:
+        """(detector, zone or None) pairs the rules due at ``ts`` (None: all) and the counters need."""
         out: list[tuple[str, ZoneConfig | None]] = []
-        for r in self.rules:
+        for i, r in enumerate(self.rules):
+            if not self.due(i, ts):
+                continue
             zone = self._zones.get(r.zone_id) if r.zone_id is not None else None
             if isinstance(r, ImageRule):
                 names = [n for n in r.detectors if n != OCR_DETECTOR
@@ -263,15 +275,15 @@ class CameraAnalyzer:
         """Names of the (YOLO) detectors this camera's rules need, in rule order; never ``ocr``."""
         return list(dict.fromkeys(n for n, _ in self._needs()))
 
-    def requests(self, width: int, height: int) -> list[DetectRequest]:
-        """What to run on a ``width`` x ``height`` frame.
+    def requests(self, width: int, height: int, ts: float | None = None) -> list[DetectRequest]:
+        """What to run on a ``width`` x ``height`` frame (at time ``ts``: only for the rules due then).
 
         Per detector: one full-frame request (region None) if any rule using it is whole-frame or sits
         in a zone without ``crop``; otherwise one request per crop region, where regions are the padded
         zone boxes (at least ``crop_min_size`` px a side) with overlapping ones merged. The poster rule's
         OCR is not a request (the rule runs it itself).
         """
-        needs = self._needs()
+        needs = self._needs(ts)
         out: list[DetectRequest] = []
         for name in dict.fromkeys(n for n, _ in needs):
             regions: list[BoxPx] = []
@@ -295,11 +307,15 @@ class CameraAnalyzer:
 
         A rule whose detector is missing from ``detections`` sees an empty result (as if nothing was
         found), so its incidents can still clear. A rule that raises is logged (the first time, then
-        every 100th) and the others go on.
+        every 100th) and the others go on. A rule judged less than its ``analysis_interval_seconds`` ago
+        skips the frame.
         """
         out: list[Incident] = []
         w, h = frame.width, frame.height
         for i, r in enumerate(self.rules):
+            if not self.due(i, frame.ts):
+                continue
+            self.last_judged[i] = frame.ts
             try:
                 if isinstance(r, ImageRule):
                     out.extend(r.update_image(frame.ts, frame.image, detections, w, h))

@@ -248,3 +248,44 @@ def test_poster_through_analyze(shared_dir: Path) -> None:
     assert [(e.event, e.hazard, e.zone_id) for e in events] == [(IncidentEvent.OPENED, Hazard.POSTER, "wall1")]
     assert events[0].ts >= 1000.0 + 2.5 * 12
     assert calls == 12 - 5  # 12 judged frames, the first 5 learn the wall (no DB pass)
+
+
+def test_each_hazard_is_judged_at_its_own_interval() -> None:
+    """Fire (interval 0) sees every analysed frame; parking (3 s) every third, and its detector is only
+    requested on the frames where it is due."""
+    cfg = site([{"id": "a", "kind": "no_parking", "polygon": LEFT}],
+               hazards={"parking": {"analysis_interval_seconds": 3.0, "dwell_seconds": 0},
+                        "fire": {"detector": "fire"}},
+               cam_hazards=["fire"])
+    a = analyzer(cfg)
+    seen: dict[Hazard, list[float]] = {Hazard.PARKING: [], Hazard.FIRE: []}
+    for r in a.rules:
+        judge = r.update_image if isinstance(r, FireRule) else r.update  # type: ignore[union-attr]
+
+        def spy(ts: float, *args: Any, _judge: Any = judge, _h: Hazard = r.hazard, **kw: Any) -> Any:
+            seen[_h].append(ts)
+            return _judge(ts, *args, **kw)
+
+        if isinstance(r, FireRule):
+            r.update_image = spy  # type: ignore[method-assign]
+        else:
+            r.update = spy  # type: ignore[method-assign,union-attr]
+    requested = []
+    for t in range(8):
+        requested.append(sorted({q.detector for q in a.requests(1000, 500, float(t))}))
+        a.analyze(frame(float(t)), {})
+    assert seen[Hazard.FIRE] == [float(t) for t in range(8)]
+    assert seen[Hazard.PARKING] == [0.0, 3.0, 6.0]
+    assert requested == [["coco", "fire"], ["fire"], ["fire"], ["coco", "fire"], ["fire"], ["fire"],
+                         ["coco", "fire"], ["fire"]]
+    # without a time every rule's detectors are listed (start-up model loading)
+    assert sorted(a.detectors) == ["coco", "fire"]
+
+
+def test_poster_interval_comes_from_the_site_rule() -> None:
+    pytest.importorskip("rapidocr_onnxruntime")
+    cfg = site([{"id": "w", "kind": "wall", "polygon": LEFT}], hazards={"poster": {"analysis_interval_seconds": 30}})
+    (r,) = analyzer(cfg).rules
+    assert r.poster.min_interval_seconds == 30.0  # type: ignore[union-attr]
+    assert SiteConfig.model_validate({"grid": GRID, "cameras": []}).hazards[Hazard.POSTER] \
+        .analysis_interval_seconds == 5.0
