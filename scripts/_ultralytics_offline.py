@@ -167,10 +167,11 @@ def unfold_batchnorm(model, images: list[Path], imgsz: int, batch: int = 8) -> i
     """Give placeholder BatchNorm layers real statistics without changing what the model computes.
 
     Runs ``images`` (letterboxed to ``imgsz``, RGB 0..1) through the model in eval mode, records the mean
-    and variance of every BatchNorm input per channel, and sets ``running_mean = mu``, ``running_var = var``,
-    ``weight = sqrt(var + eps)``, ``bias = bias + mu``. In eval mode BN(x) stays ``x + bias`` exactly; in
-    train mode the batch statistics now match the running ones, so fine-tuning starts from the pretrained
-    function. Returns the number of BatchNorm layers changed.
+    and variance of every BatchNorm input per channel, sets ``running_mean = mu``, ``running_var = var`` and
+    rescales ``weight`` / shifts ``bias`` so that the eval-mode output is unchanged (for the shared model's
+    placeholders: ``weight = sqrt(var + eps)``, ``bias = bias + mu``); in train mode the batch statistics
+    now match the running ones, so fine-tuning starts from the pretrained function. Returns the number of
+    BatchNorm layers changed.
     """
     import cv2
     import numpy as np
@@ -215,10 +216,12 @@ def unfold_batchnorm(model, images: list[Path], imgsz: int, batch: int = 8) -> i
             total, sq, n = stats[i]
             mu = total / max(n, 1)
             var = (sq / max(n, 1) - mu * mu).clamp_min(1e-6)
+            # keep y = (x - m0) / s0 * w0 + b0 while moving the statistics to (mu, var)
+            gain = m.weight.double() / (m.running_var.double() + m.eps).sqrt()
+            m.bias.add_(((mu - m.running_mean.double()) * gain).float())
+            m.weight.copy_((gain * (var + m.eps).sqrt()).float())
             m.running_mean.copy_(mu.float())
             m.running_var.copy_(var.float())
-            m.bias.add_(mu.float())
-            m.weight.copy_((var + m.eps).sqrt().float())
     return len(bns)
 
 

@@ -63,3 +63,41 @@ def test_coco_head_refuses_a_class_that_is_not_in_coco(tmp_path: Path) -> None:
     data = _make_set(tmp_path / "set", ["car", "fire"])
     with pytest.raises(ValueError, match="fire"):
         uo.linked_data_yaml(data, tmp_path / "copy", coco_head=True)
+
+
+def test_unfolding_batchnorm_keeps_eval_output_and_makes_train_mode_agree(tmp_path: Path) -> None:
+    """A conv + placeholder BN (folded: mean 0, var 1, weight 1, bias = folded bias) is exact in eval mode
+    but not in train mode; after :func:`unfold_batchnorm` both modes agree and eval is unchanged."""
+    torch = pytest.importorskip("torch")
+    import cv2
+    import numpy as np
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8, eps=1e-3),
+                              torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 3, padding=1, bias=False),
+                              torch.nn.BatchNorm2d(4, eps=1e-3))
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.normal_(0, 2)  # the folded bias; stats stay at their defaults (0 / 1 / 1)
+    assert uo.bn_is_folded(net)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"{i}.jpg"
+        cv2.imwrite(str(p), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        paths.append(p)
+    x = torch.rand(4, 3, 32, 32)
+    net.eval()
+    before = net(x).detach()
+    import copy
+
+    probe = copy.deepcopy(net).train()  # a train-mode pass updates the running stats: use a copy
+    folded_train = probe(x).detach()
+    assert (folded_train - before).abs().max() > 0.5  # train mode is a different network
+    assert uo.unfold_batchnorm(net, paths, imgsz=32, batch=4) == 2
+    assert not uo.bn_is_folded(net)
+    net.eval()
+    assert torch.allclose(net(x), before, atol=1e-4)
+    unfolded_train = copy.deepcopy(net).train()(x).detach()
+    assert (unfolded_train - before).abs().mean() < (folded_train - before).abs().mean() / 3
