@@ -355,7 +355,8 @@ def write_card(name: str) -> None:
         e = ents[0]
         att = "\n".join(f"- {a['repository']} — {a['license']} ({a.get('train_images', 0)} train / "
                         f"{a.get('val_images', 0)} val images)" for a in e.get("training", {}).get("attributions", []))
-        t = (f"# Model card: {name}\n\nFile `{e['file']}` (relative to models/), classes {e.get('class_names') or e.get('classes')}, "
+        classes = e.get("class_names") or e.get("classes")
+        t = (f"# Model card: {name}\n\nFile `{e['file']}` (relative to models/), classes {classes}, "
              f"input {e.get('input_size')}.\n\n## Training data and attribution\n\n{att or '-'}\n\n{block}\n")
     card.write_text(t)
 
