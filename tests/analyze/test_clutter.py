@@ -13,6 +13,7 @@ from pipeline.analyze.clutter import UNKNOWN, ClutterRule, StationaryChange
 from pipeline.analyze.incident import Hazard, Incident, IncidentEvent
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
+from tests.fixtures.media import shared_clip_at_1fps
 
 FLOOR = [[0.0, 0.6], [1.0, 0.6], [1.0, 1.0], [0.0, 1.0]]
 """The wooden floor of the corridor clip (768x432)."""
@@ -33,13 +34,7 @@ def zone(kind: str = "corridor") -> ZoneConfig:
 @pytest.fixture(scope="module")
 def clip(shared_dir: Path) -> list[np.ndarray]:
     """The corridor clip at 1 fps (140 frames)."""
-    import av
-
-    path = shared_dir / "clips" / "one-by-one-person-detection.mp4"
-    if not path.is_file():
-        pytest.skip(f"{path} missing")
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="bgr24") for i, f in enumerate(c.decode(video=0)) if i % 10 == 0]
+    return shared_clip_at_1fps(shared_dir, "one-by-one-person-detection.mp4")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-import av
 import numpy as np
 import pytest
 
@@ -20,6 +19,7 @@ from pipeline.config import HazardRule
 from pipeline.detect.ocr import TextDetector
 from tests.analyze.test_poster import wall_zone
 from tests.detect.test_ocr import load_make_flyers
+from tests.fixtures.media import shared_clip_at_1fps
 
 pytest.importorskip("rapidocr_onnxruntime")
 
@@ -37,11 +37,7 @@ def mf() -> ModuleType:
 @pytest.fixture(scope="module")
 def clip_frames(shared_dir: Path) -> list[np.ndarray]:
     """The whole corridor clip, one frame a second (139 frames)."""
-    clip = shared_dir / "clips" / "one-by-one-person-detection.mp4"
-    if not clip.is_file():
-        pytest.skip(f"{clip} missing")
-    with av.open(str(clip)) as c:
-        return [fr.to_ndarray(format="bgr24") for i, fr in enumerate(c.decode(video=0)) if i % 10 == 0]
+    return shared_clip_at_1fps(shared_dir, "one-by-one-person-detection.mp4")
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import yaml
 from pipeline.detect.nms import box_iou
 from pipeline.detect.registry import load_manifest, sha256_file
 from pipeline.detect.yolo import YoloDetector
+from tests.fixtures.media import shared_clip_at_1fps
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "models" / "manifest.yaml"
@@ -135,14 +136,7 @@ def test_int8_agrees_with_fp32(shared_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def parking_frames(shared_dir: Path) -> list[np.ndarray]:
     """The shared parking-lot clip (cars seen from straight above) at 1 frame/s."""
-    import av
-
-    clip = shared_dir / "clips" / "car-detection.mp4"
-    if not clip.is_file():
-        pytest.skip(f"{clip} missing")
-    with av.open(str(clip)) as c:
-        rate = round(float(c.streams.video[0].average_rate or 12.5))
-        return [f.to_ndarray(format="bgr24") for i, f in enumerate(c.decode(video=0)) if i % rate == 0]
+    return shared_clip_at_1fps(shared_dir, "car-detection.mp4")
 
 
 @pytest.mark.parametrize(("model", "min_cars", "max_phone_share"), [
