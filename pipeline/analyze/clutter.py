@@ -7,8 +7,8 @@ a. **Detected objects** of ``rule.classes`` (COCO bicycle, motorcycle, suitcase,
    plain ``bin``: a bin in its place is not clutter). They are tracked by IoU like parked cars
    (:class:`~pipeline.analyze.tracking.IoUTracker`) and count once their box has stood still for
    ``rule.dwell_seconds`` with the bottom-centre (or centre) inside the zone. A box mostly covered
-   (``person_cover``) by a ``person`` box is ignored: someone standing still in a dark coat reads as an
-   ``overflowing_bin`` to the clutter model (46 of 139 frames of the shared corridor clip), and a bag
+   (``person_cover``) by a ``person`` box is ignored: someone standing still in a dark coat read as an
+   ``overflowing_bin`` to clutter model v1 (46 of 139 frames of the shared corridor clip), and a bag
    someone carries is not clutter.
 b. **Model-free stationary change** (:class:`StationaryChange`): a long-term background of the empty zone
    (median of the first frames, then a slow exponential average updated only where nothing differs,
