@@ -114,7 +114,7 @@ class StationaryChange:
         """Feed one crop; ``hidden`` (bool, crop size) marks person pixels.
 
         Returns:
-            float32 (working size) seconds each pixel has been static foreground (NaN where it is not),
+            float64 (working size) seconds each pixel has been static foreground (NaN where it is not),
             or None while learning.
         """
         cur = self.prepare(crop_bgr)
@@ -133,8 +133,9 @@ class StationaryChange:
                 np.nan_to_num(stack, nan=float(np.nanmedian(stack))), axis=0)
             self.long_bg = np.nan_to_num(bg, nan=float(np.nanmedian(bg))).astype(np.float32)
             self.short_bg = cur.copy()
-            self.since = np.full(cur.shape[:2], np.nan, np.float32)
-            self.last_static = np.full(cur.shape[:2], -np.inf, np.float32)
+            # float64: Unix timestamps (~1.8e9) in float32 are multiples of 128 s
+            self.since = np.full(cur.shape[:2], np.nan, np.float64)
+            self.last_static = np.full(cur.shape[:2], -np.inf, np.float64)
             self._samples = []
             return None
         assert self.short_bg is not None and self.since is not None and self.last_static is not None
@@ -158,7 +159,7 @@ class StationaryChange:
         quiet = ~changed & ~moving & ~hid
         self.long_bg[quiet] += self.alpha_long * (comp[quiet] - self.long_bg[quiet])
         self.short_bg += self.alpha_short * (cur - self.short_bg)
-        age: np.ndarray = np.where(np.isnan(self.since), np.nan, ts - self.since).astype(np.float32)
+        age: np.ndarray = np.where(np.isnan(self.since), np.nan, float(ts) - self.since)
         return age
 
 
