@@ -25,6 +25,7 @@ from pipeline.analyze.incident import Incident, IncidentEvent
 from pipeline.config import CameraConfig, SiteConfig
 from pipeline.detect.detections import Detections
 from pipeline.detect.registry import DetectorRegistry
+from pipeline.detect_requests import split_requests
 from pipeline.ingest.frame import Frame
 from pipeline.ingest.mailbox import LatestFrameMailbox
 from pipeline.ingest.reader import CameraReader
@@ -206,21 +207,13 @@ class Worker:
         results: list[dict[str, Detections]] = [{} for _ in work]
         full: dict[str, list[int]] = {}
         for i, (slot, frame) in enumerate(work):
-            regions: dict[str, list[tuple[int, int, int, int]]] = {}
-            whole: set[str] = set()
-            for req in slot.analyzer.requests(frame.width, frame.height, frame.ts):
-                if req.detector in self.broken_detectors:
-                    slot.analysis_error = self.broken_detectors[req.detector]
-                    continue
-                if req.region is None:
-                    whole.add(req.detector)
-                else:
-                    regions.setdefault(req.detector, []).append(req.region)
-            for name in whole:
+            plan = split_requests(slot.analyzer.requests(frame.width, frame.height, frame.ts),
+                                  self.broken_detectors)
+            for name in plan.blocked:
+                slot.analysis_error = self.broken_detectors[name]
+            for name in plan.whole:
                 full.setdefault(name, []).append(i)
-            for name, regs in regions.items():
-                if name in whole:
-                    continue
+            for name, regs in plan.regions.items():
                 try:
                     results[i][name] = self.registry.get(name).detect_regions(frame.image, regs)
                 except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
