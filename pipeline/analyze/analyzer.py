@@ -126,6 +126,9 @@ class PosterAdapter:
                      height: int) -> list[Incident]:
         return self.poster.update(ts, frame_bgr, width, height)
 
+    def state(self) -> dict[str, object]:
+        return self.poster.state()
+
 
 def _parking(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
     return None if zone is None else NoParkingRule(camera_id, zone, rule)
@@ -333,6 +336,19 @@ class CameraAnalyzer:
                 c.update(frame.ts, d if d is not None else Detections.empty(), w, h)
             except Exception:  # noqa: BLE001
                 log.exception("camera %s: occupancy of zone %s failed", self.camera.id, c.zone_id)
+        return out
+
+    def rule_states(self) -> list[dict[str, object]]:
+        """Per rule, in rule order: ``{hazard, zone, rule, state}`` - hazard value, zone id (None for
+        whole-frame rules), the rule's class name and its JSON-able internals (``state()``: k-of-n counts,
+        dwell timers, blocked share, why candidates were rejected, the incident lifecycle), plus
+        ``last_judged`` (frame time it last judged) and ``errors`` (exceptions so far)."""
+        out: list[dict[str, object]] = []
+        for i, r in enumerate(self.rules):
+            state_of = getattr(r, "state", None)
+            out.append({"hazard": r.hazard.value, "zone": r.zone_id, "rule": type(r).__name__,
+                        "state": state_of() if callable(state_of) else {},
+                        "last_judged": self.last_judged.get(i), "errors": self.errors.get(i, 0)})
         return out
 
     def occupancy(self) -> dict[str, dict[str, object]]:

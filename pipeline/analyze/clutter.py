@@ -219,6 +219,17 @@ class ClutterRule:
         """Re-learn the empty zone (after the scene changed for good)."""
         self.change.reset()
 
+    def state(self) -> dict[str, object]:
+        """Rule internals now (JSON-able): tracked objects, the last observation's details (blocked share,
+        unknown objects, dwell) and the lifecycle."""
+        obs = self.lifecycle.last_observation
+        return {
+            "dwell_seconds": self.rule.dwell_seconds,
+            "tracks": [t.state() for t in self.tracker.tracks],
+            "last_observation": dict(obs.details) if obs is not None else None,
+            "lifecycle": self.lifecycle.state(),
+        }
+
     def objects(self, detections: dict[str, Detections]) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """The detections that count as clutter, from every detector read: (xyxy, confidence, labels).
 

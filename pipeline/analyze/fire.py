@@ -23,6 +23,7 @@ that (``rule.dwell_seconds`` is 0 by default), severity ``rule.severity`` (5 by 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -123,6 +124,8 @@ class FireBoxCheck:
     fire_colour: float
     flicker: float
     counted: bool
+    reason: str = "counted"
+    """``counted`` or the first suppressor that dropped the box: ``person``, ``colour``, ``flicker``."""
 
 
 class FireRule:
@@ -181,9 +184,26 @@ class FireRule:
         self.last_checks: list[FireBoxCheck] = []
         """Per-box verdicts of the last frame."""
         self._geometry = ZoneGeometryCache(zone) if zone is not None else None
+        self.last_ts: float | None = None
 
     def geometry(self, width: int, height: int) -> ZoneGeometry | None:
         return None if self._geometry is None else self._geometry.get(width, height)
+
+    def state(self) -> dict[str, object]:
+        """Rule internals now (JSON-able): k-of-n within the window, presence, per-box verdicts of the last
+        frame (with the suppressor that dropped a box) and the lifecycle."""
+        ts = self.last_ts
+        recent = 0 if ts is None else sum(1 for t, seen in self.hits
+                                          if seen and ts - t <= self.window_seconds + TIME_EPS)
+        return {
+            "ts": ts,
+            "confirm": {"k": self.rule.confirm_k, "n": self.rule.confirm_n, "hits": recent,
+                        "window_seconds": self.window_seconds},
+            "presence": self.presence.state(),
+            "boxes": [dataclasses.asdict(c) | {"box": [round(v, 1) for v in c.box]} for c in self.last_checks],
+            "tracks": len(self.tracker.tracks),
+            "lifecycle": self.lifecycle.state(),
+        }
 
     def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
         """Judge one frame without its image (colour and patch checks are skipped; area flicker only)."""
@@ -196,6 +216,7 @@ class FireRule:
 
     def _judge(self, ts: float, image: np.ndarray | None, detections: dict[str, Detections], width: int,
                height: int) -> list[Incident]:
+        self.last_ts = ts
         found = detections.get(self.rule.detector, Detections.empty())
         cand = found.with_classes(self.classes).with_min_confidence(self.rule.min_confidence)
         g = self.geometry(width, height)
@@ -224,11 +245,17 @@ class FireRule:
             colour = fire_colour_share(image, t.box) if image is not None else 1.0
             flick = flicker_score(list(hist.samples)[-self.rule.confirm_n:])
             pc = float(cover[i]) if i is not None and len(cover) else 0.0
-            ok = (pc < self.person_cover
-                  and (label != "fire" or image is None or colour >= self.min_fire_colour)
-                  and (self.min_flicker <= 0 or flick >= self.min_flicker))
+            if pc >= self.person_cover:
+                reason = "person"
+            elif label == "fire" and image is not None and colour < self.min_fire_colour:
+                reason = "colour"
+            elif self.min_flicker > 0 and flick < self.min_flicker:
+                reason = "flicker"
+            else:
+                reason = "counted"
+            ok = reason == "counted"
             checks.append(FireBoxCheck(label, t.confidence, (box[0], box[1], box[2], box[3]), round(pc, 3),
-                                       round(colour, 3), round(flick, 4), ok))
+                                       round(colour, 3), round(flick, 4), ok, reason))
             if ok:
                 counted.append((t.box, label, t.confidence))
         self.last_checks = checks

@@ -68,6 +68,9 @@ class NoParkingRule:
                                   stationary_tolerance=stationary_tolerance)
         self.lifecycle = IncidentLifecycle(camera_id, zone.id, Hazard.PARKING, rule)
         self._geometry = ZoneGeometryCache(zone)
+        self.last_ts: float | None = None
+        self.last_verdicts: dict[int, str] = {}
+        """Per track seen in the last frame: ``parked`` or why it does not count (outside zone, dwell)."""
 
     def geometry(self, width: int, height: int) -> ZoneGeometry:
         """The zone in pixels of a ``width`` x ``height`` frame (cached per size)."""
@@ -80,14 +83,25 @@ class NoParkingRule:
     def offenders(self, ts: float, width: int, height: int) -> list[Track]:
         """Tracks seen in the frame at ``ts``, anchored inside the zone, still for >= dwell_seconds."""
         live = [t for t in self.tracker.tracks if t.seen_at(ts)]
+        self.last_verdicts = {}
         if not live:
             return []
         inside = self.geometry(width, height).contains_points(np.array([t.bottom_centre for t in live]))
-        return [t for t, ok in zip(live, inside, strict=True)
-                if ok and t.stationary_seconds(ts) + TIME_EPS >= self.rule.dwell_seconds]
+        out = []
+        for t, ok in zip(live, inside, strict=True):
+            dwell = t.stationary_seconds(ts)
+            if not ok:
+                self.last_verdicts[t.id] = "outside zone"
+            elif dwell + TIME_EPS < self.rule.dwell_seconds:
+                self.last_verdicts[t.id] = f"dwell {dwell:.1f} s < {self.rule.dwell_seconds:g} s"
+            else:
+                self.last_verdicts[t.id] = "parked"
+                out.append(t)
+        return out
 
     def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
         """Judge one analysed frame; returns the incident events it causes (0 or 1)."""
+        self.last_ts = ts
         v = self.vehicles(detections)
         self.tracker.update(ts, v.xyxy, v.confidence, v.labels)
         parked = sorted(self.offenders(ts, width, height), key=lambda t: t.stationary_since)
@@ -108,3 +122,11 @@ class NoParkingRule:
             )
         event = self.lifecycle.step(ts, obs)
         return [event] if event is not None else []
+
+    def state(self) -> dict[str, object]:
+        """Rule internals now (JSON-able): tracked vehicles with their dwell and verdict, and the lifecycle."""
+        ts = self.last_ts
+        tracks = [{**t.state(), "dwell_seconds": None if ts is None else round(t.stationary_seconds(ts), 3),
+                   "verdict": self.last_verdicts.get(t.id, "not seen this frame")} for t in self.tracker.tracks]
+        return {"ts": ts, "dwell_seconds": self.rule.dwell_seconds, "tracks": tracks,
+                "lifecycle": self.lifecycle.state()}

@@ -211,6 +211,8 @@ class PosterRule:
                                            rule.model_copy(update={"confirm_k": 1, "confirm_n": 1}))
         self.flyers: list[_Flyer] = []
         self.last_ts: float | None = None
+        self.last_rejects: dict[str, int] = {}
+        """Text boxes of the last judged frame that were not candidates, by reason."""
         self._geometry: ZoneGeometry | None = None
 
     def geometry(self, width: int, height: int) -> ZoneGeometry:
@@ -219,6 +221,22 @@ class PosterRule:
             g = self._geometry = ZoneGeometry(self.zone, width, height)
             self.reset()
         return g
+
+    def state(self) -> dict[str, object]:
+        """Rule internals now (JSON-able): wall learning, tracked flyers with their k-of-n hits, why text
+        boxes of the last judged frame were rejected, and the lifecycle."""
+        return {
+            "ts": self.last_ts,
+            "reference": {"ready": self.reference.ready, "learned_frames": len(self.reference._samples),
+                          "learn_frames": self.reference.learn_frames,
+                          "reference_texts": len(self.reference.text_boxes)},
+            "confirm": {"k": self.k, "n": self.n},
+            "flyers": [{"box_crop": [round(v, 1) for v in f.box], "first_seen": f.first_seen, "hits": sum(f.hits),
+                        "frames": len(f.hits), "confirmed": sum(f.hits) >= self.k, "read_at": f.read_at,
+                        "texts": [t.text for t in f.texts]} for f in self.flyers],
+            "rejected": dict(self.last_rejects),
+            "lifecycle": self.lifecycle.state(),
+        }
 
     def reset(self) -> None:
         """Forget the learned wall (and tracked flyers); the next frames learn it again."""
@@ -255,19 +273,25 @@ class PosterRule:
     def _candidates(self, crop: np.ndarray, changed: np.ndarray, zmask: np.ndarray) -> list[TextBox]:
         out = []
         h, w = changed.shape
+        rejects = self.last_rejects = {"low_score": 0, "outside_zone": 0, "reference_text": 0, "unchanged": 0}
         for b in self.detector.detect_boxes_only(crop):
             if b.score < self.rule.min_confidence:
+                rejects["low_score"] += 1
                 continue
             bx1, by1, bx2, by2 = b.xyxy
             cx, cy = int((bx1 + bx2) / 2), int((by1 + by2) / 2)
             if not (0 <= cx < w and 0 <= cy < h and zmask[cy, cx]):
+                rejects["outside_zone"] += 1
                 continue
             if self.reference.overlaps_text(b.xyxy):
+                rejects["reference_text"] += 1
                 continue
             region = changed[int(by1):max(int(by1) + 1, int(np.ceil(by2))),
                              int(bx1):max(int(bx1) + 1, int(np.ceil(bx2)))]
             if region.size and float(region.mean()) >= self.min_changed:
                 out.append(b)
+            else:
+                rejects["unchanged"] += 1
         return out
 
     @staticmethod

@@ -93,6 +93,10 @@ class KofN:
     def reset(self) -> None:
         self._window.clear()
 
+    def state(self) -> dict[str, object]:
+        """``{k, n, hits, frames}``: the confirmation window now (hits among its last ``frames``)."""
+        return {"k": self.k, "n": self._window.maxlen, "hits": sum(self._window), "frames": len(self._window)}
+
 
 class PresenceTimer:
     """Since when a (zone-level) condition has held, forgiving gaps up to ``grace_seconds``.
@@ -121,6 +125,10 @@ class PresenceTimer:
     def seconds(self, ts: float) -> float:
         """How long the condition has held as of ``ts`` (0 when it does not)."""
         return 0.0 if self.since is None else max(0.0, ts - self.since)
+
+    def state(self) -> dict[str, object]:
+        """``{since, last_present, grace_seconds}`` (times in Unix seconds, None when absent)."""
+        return {"since": self.since, "last_present": self.last_present, "grace_seconds": self.grace_seconds}
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,20 @@ class IncidentLifecycle:
 
     def in_cooldown(self, ts: float) -> bool:
         return ts + TIME_EPS < self.cooldown_until
+
+    def state(self) -> dict[str, object]:
+        """The lifecycle now, JSON-able: open incident (id, started/opened/last event), confirmation window,
+        last present time, cooldown end (None when none) and incidents opened so far."""
+        return {
+            "incident_id": self.incident_id,
+            "started_at": self.started_at,
+            "opened_at": self.opened_at,
+            "last_event_ts": self.last_event_ts,
+            "last_present_ts": self.last_present_ts,
+            "cooldown_until": self.cooldown_until if self.cooldown_until != float("-inf") else None,
+            "confirm": self.confirm.state(),
+            "opened_count": self.count,
+        }
 
     def step(self, ts: float, observation: Observation | None) -> Incident | None:
         """Advance by one analysed frame; returns the event it causes, if any."""

@@ -108,6 +108,12 @@ class Track:
         """Seconds the track has stood still as of ``ts``."""
         return max(0.0, ts - self.stationary_since)
 
+    def state(self) -> dict[str, object]:
+        """The track as a JSON-able dict (box in pixels, times in Unix seconds)."""
+        return {"id": self.id, "label": self.label, "box": [round(float(v), 1) for v in self.box],
+                "confidence": round(self.confidence, 4), "first_seen": self.first_seen,
+                "last_seen": self.last_seen, "hits": self.hits, "stationary_since": self.stationary_since}
+
 
 class IoUTracker:
     """Greedy IoU tracker with occlusion tolerance and stationarity.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -289,3 +290,33 @@ def test_poster_interval_comes_from_the_site_rule() -> None:
     assert r.poster.min_interval_seconds == 30.0  # type: ignore[union-attr]
     assert SiteConfig.model_validate({"grid": GRID, "cameras": []}).hazards[Hazard.POSTER] \
         .analysis_interval_seconds == 5.0
+
+
+def test_rule_states_are_json_and_say_why_nothing_alerted() -> None:
+    cfg = SiteConfig.model_validate({"grid": GRID, "detectors": FIRE_DETECTORS, "cameras": [{
+        "id": "cam1", "url": "x.mp4", "grid": "G", "hazards": ["fire"], "zones": [
+            {"id": "lane", "kind": "no_parking", "polygon": RIGHT, "overrides": {"parking": {"dwell_seconds": 5}}},
+            {"id": "hall", "kind": "corridor", "polygon": LEFT},
+            {"id": "wall", "kind": "wall", "polygon": LEFT}]}]})
+    a = analyzer(cfg)
+    car = Detections.from_arrays([[850, 300, 950, 400]], [0.9], [2], {2: "car"})
+    t0 = 1_796_000_000.25
+    for k in range(3):
+        a.analyze(frame(t0 + k * 0.5), {"coco": car, "fire": Detections.empty()})
+    states = a.rule_states()
+    assert json.loads(json.dumps(states)) == states  # plain JSON types only (no numpy, no inf)
+    assert [(s["hazard"], s["zone"], s["rule"]) for s in states] == [
+        ("parking", "lane", "NoParkingRule"), ("clutter", "hall", "ClutterRule"),
+        ("poster", "wall", "PosterAdapter"), ("fire", None, "FireRule")]
+    park = states[0]["state"]
+    assert isinstance(park, dict)
+    (track,) = park["tracks"]
+    assert track["stationary_since"] == t0 and track["dwell_seconds"] == 1.0
+    assert track["verdict"] == "dwell 1.0 s < 5 s"
+    assert park["lifecycle"]["incident_id"] is None
+    for k in range(3, 12):
+        a.analyze(frame(t0 + k * 0.5), {"coco": car, "fire": Detections.empty()})
+    park = a.rule_states()[0]["state"]
+    assert isinstance(park, dict) and park["tracks"][0]["verdict"] == "parked"
+    assert park["lifecycle"]["incident_id"] == f"cam1-lane-parking-{int(t0)}-1"
+    assert park["lifecycle"]["opened_at"] == t0 + 5.0
