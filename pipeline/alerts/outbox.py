@@ -9,6 +9,10 @@ Durability settings: the database runs in WAL mode with ``synchronous=FULL``. In
 power cut or OS crash, because the WAL is only fsynced at checkpoints. Alerts are rare (a few per
 minute at most) and losing an ``opened`` fire alert is the one thing the outbox exists to prevent,
 so the extra fsync per commit is worth it.
+
+The outbox also holds each worker's alert sequence counter (table ``sequences``): :meth:`Outbox.put_sequenced`
+takes the next number and queues the message in one transaction, so numbers survive restarts, are never
+reused and never skipped by a crash (the ticket service counts a jump as lost alerts).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +35,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     retain INTEGER NOT NULL,
     created_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
+)
+"""
+_SEQUENCES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sequences (
+    worker_id TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL
 )
 """
 
@@ -84,6 +95,7 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_SEQUENCES_SCHEMA)
 
     def put(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
         """Append a message; returns its id once it is committed to disk."""
@@ -94,6 +106,45 @@ class Outbox:
                 "INSERT INTO outbox (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
                 (topic, sqlite3.Binary(bytes(payload)), qos, int(retain), time.time()))
             return int(cur.lastrowid or 0)
+
+    def put_sequenced(self, worker_id: str, topic: str, payload_for: Callable[[int], bytes], qos: int = 1,
+                      retain: bool = False) -> tuple[int, int]:
+        """Take ``worker_id``'s next sequence number and queue ``payload_for(seq)``, atomically.
+
+        Args:
+            worker_id: scope of the sequence.
+            topic: MQTT topic.
+            payload_for: builds the payload carrying the number.
+            qos: 0, 1 or 2.
+            retain: retain flag.
+
+        Returns:
+            ``(outbox id, seq)``; seq is 1 for a worker's first message.
+        """
+        if qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, got {qos}")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "INSERT INTO sequences (worker_id, last_seq) VALUES (?, 1) ON CONFLICT(worker_id)"
+                    " DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq", (worker_id,)).fetchone()
+                seq = int(row[0])
+                cur = self._db.execute(
+                    "INSERT INTO outbox (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (topic, sqlite3.Binary(bytes(payload_for(seq))), qos, int(retain), time.time()))
+                item_id = int(cur.lastrowid or 0)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return item_id, seq
+
+    def last_seq(self, worker_id: str) -> int:
+        """The last sequence number taken for ``worker_id`` (0 when none yet)."""
+        with self._lock:
+            row = self._db.execute("SELECT last_seq FROM sequences WHERE worker_id = ?", (worker_id,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def peek(self, n: int = 1) -> list[OutboxItem]:
         """The ``n`` oldest messages, oldest first, without removing them."""

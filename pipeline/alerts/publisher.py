@@ -18,17 +18,16 @@ process dies without disconnecting.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -36,40 +35,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from pipeline.alerts.outbox import Outbox, OutboxItem
 from pipeline.alerts.schema import AlertV1, alert_topic, health_topic, status_topic
 from pipeline.config import MqttConfig
+from pipeline.mqtt_url import BrokerAddress, broker_address, configure_client, parse_mqtt_url
 
 log = logging.getLogger(__name__)
 
-_SCHEMES = {"mqtt": (1883, False), "tcp": (1883, False), "mqtts": (8883, True), "ssl": (8883, True)}
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Parsed broker URL."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_mqtt_url(url: str) -> BrokerAddress:
-    """Parse ``mqtt://[user:pass@]host[:port]`` or ``mqtts://...`` (TLS, default port 8883).
-
-    Example:
-        >>> parse_mqtt_url("mqtts://u:p@broker.local")
-        BrokerAddress(host='broker.local', port=8883, tls=True, username='u', password='p')
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ValueError(f"MQTT URL {url!r}: scheme must be one of {', '.join(_SCHEMES)}")
-    if not parts.hostname:
-        raise ValueError(f"MQTT URL {url!r} has no host")
-    default_port, tls = _SCHEMES[scheme]
-    return BrokerAddress(host=parts.hostname, port=parts.port or default_port, tls=tls,
-                         username=unquote(parts.username) if parts.username else None,
-                         password=unquote(parts.password) if parts.password else None)
+__all__ = ["BrokerAddress", "MqttPublisher", "default_worker_id", "parse_mqtt_url", "validate_publish_topic"]
 
 
 def validate_publish_topic(topic: str) -> str:
@@ -112,30 +82,19 @@ class MqttPublisher:
         self.worker_id = worker_id
         self.prefix = mqtt.topic_prefix
         self.status_topic = status_topic(mqtt.topic_prefix, worker_id)
+        addr = broker_address(mqtt)
         if host_port_override is not None:
-            addr = BrokerAddress(host_port_override[0], int(host_port_override[1]), False)
-            if mqtt.url:
-                url_addr = parse_mqtt_url(mqtt.url)
-                addr = BrokerAddress(addr.host, addr.port, url_addr.tls, url_addr.username, url_addr.password)
-        elif mqtt.url:
-            addr = parse_mqtt_url(mqtt.url)
-        else:
-            addr = BrokerAddress("127.0.0.1", mqtt.embedded_port, False)
+            # Same credentials, TLS and transport as the URL, another address.
+            addr = dataclasses.replace(addr, host=host_port_override[0], port=int(host_port_override[1]))
         self.address = addr
         self.outbox = Outbox(outbox_path)
         self.client_id = f"{mqtt.client_id or 'gridwatch-' + socket.gethostname()}-{worker_id}"[:128]
 
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
-                        protocol=MQTTProtocolVersion.MQTTv311)
+                        protocol=MQTTProtocolVersion.MQTTv311, transport=addr.transport)
         c.enable_logger(logging.getLogger(f"{__name__}.paho"))
         c.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
-        user = mqtt.username or addr.username
-        if user is not None:
-            c.username_pw_set(user, mqtt.password if mqtt.password is not None else addr.password)
-        if addr.tls:
-            c.tls_set(ca_certs=mqtt.tls_ca)
-            if mqtt.tls_insecure:
-                c.tls_insecure_set(True)
+        configure_client(c, addr, mqtt)
         c.reconnect_delay_set(min_delay=max(1, round(reconnect_min_seconds)),
                               max_delay=max(1, round(reconnect_max_seconds)))
         c.on_connect = self._on_connect
@@ -166,8 +125,7 @@ class MqttPublisher:
         self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-sender-{self.worker_id}",
                                         daemon=True)
         self._sender.start()
-        log.info("MQTT publisher %s -> %s:%d (tls=%s)", self.client_id, self.address.host,
-                 self.address.port, self.address.tls)
+        log.info("MQTT publisher %s -> %s", self.client_id, self.address.describe())
 
     def stop(self, drain_timeout: float = 2.0) -> None:
         """Wait up to ``drain_timeout`` for the outbox to empty, publish ``offline``, disconnect.
@@ -207,9 +165,23 @@ class MqttPublisher:
         return item_id
 
     def publish_alert(self, alert: AlertV1) -> int:
-        """Queue an alert on its topic with the configured QoS."""
-        topic = alert_topic(self.prefix, alert.grid.path, alert.camera.id, str(alert.hazard))
-        return self.publish(topic, alert.to_bytes(), qos=self.cfg.qos)
+        """Queue an alert on its topic with the configured QoS, stamped with ``worker_id`` and ``seq``.
+
+        The sequence number is taken from the outbox in the same transaction that queues the alert, so
+        the ticket service sees 1, 2, 3, ... per worker across restarts; any jump is a lost alert.
+        """
+        topic = validate_publish_topic(
+            alert_topic(self.prefix, alert.grid.path, alert.camera.id, str(alert.hazard)))
+
+        worker_id = self.worker_id[:200]  # the schema's bound
+
+        def stamped(seq: int) -> bytes:
+            return alert.model_copy(update={"worker_id": worker_id, "seq": seq}).to_bytes()
+
+        item_id, _ = self.outbox.put_sequenced(worker_id, topic, stamped, qos=self.cfg.qos)
+        with self._wake:
+            self._wake.notify_all()
+        return item_id
 
     def publish_health(self, camera_id: str, health: dict[str, Any]) -> bool:
         """Publish camera health as retained JSON on ``<prefix>/health/<camera_id>``.

@@ -108,6 +108,11 @@ class AlertV1(_Strict):
     details: dict[str, Any] = Field(default_factory=dict,
                                     description="Hazard-specific extras (dwell_seconds, blocked share, ...).")
     evidence: Evidence = Field(default_factory=Evidence, description="Snapshot and clip links.")
+    worker_id: str | None = Field(default=None, max_length=200,
+                                  description="Id of the worker that published it (scope of `seq`); optional.")
+    seq: int | None = Field(default=None, ge=1,
+                            description="Per-worker sequence number, 1, 2, 3, ... across restarts (persisted in "
+                            "the worker's outbox); a jump shows a lost alert. Optional.")
 
     @field_validator("ts", "started_at")
     @classmethod
@@ -119,8 +124,14 @@ class AlertV1(_Strict):
         return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
     def to_bytes(self) -> bytes:
-        """Compact UTF-8 JSON, the MQTT payload."""
-        return self.model_dump_json().encode("utf-8")
+        """Compact UTF-8 JSON, the MQTT payload (``worker_id``/``seq`` left out while unset)."""
+        unset = {name for name in _OPTIONAL_TRAILER if getattr(self, name) is None}
+        return self.model_dump_json(exclude=unset or None).encode("utf-8")
+
+
+_OPTIONAL_TRAILER = ("worker_id", "seq")
+"""Fields added to version 1 after its release: omitted when None, so a payload without them is byte-for-byte
+what older producers sent and older consumers accept it."""
 
 
 # -- topics -----------------------------------------------------------------------------------
