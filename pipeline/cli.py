@@ -1,4 +1,4 @@
-"""The `gridwatch` command line: run, api, worker, check-config, schema."""
+"""The `gridwatch` command line: run, api, worker, check-config, schema, replay."""
 
 from __future__ import annotations
 
@@ -230,6 +230,51 @@ def schema(alert: Annotated[bool, typer.Option("--alert", help="The MQTT alert p
         print(json.dumps(AlertV1.model_json_schema(), indent=2, ensure_ascii=False))
     else:
         print(json.dumps(SiteConfig.model_json_schema(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def replay(
+        video: Annotated[Path | None, typer.Argument(help="Video file (default: the camera's own file url).")]
+        = None,
+        config: Annotated[Path | None, typer.Option("--config", "-c", help="Site YAML (rules, detectors, "
+                                                    "cameras).")] = None,
+        camera: Annotated[str | None, typer.Option(help="Camera id in the site YAML.")] = None,
+        hazard: Annotated[list[str] | None, typer.Option(help="Camera spec instead of --camera: a hazard "
+                                                         "(repeatable): fire, clutter, parking, poster.")] = None,
+        zone: Annotated[list[str] | None, typer.Option(help="Zone polygon 'x,y x,y ...' in 0..1 (repeatable); "
+                                                       "default: fire on the whole frame, others in a "
+                                                       "whole-frame zone.")] = None,
+        zone_kind: Annotated[str | None, typer.Option(help="Kind of the --zone zones (default area).")] = None,
+        fps: Annotated[float | None, typer.Option(help="Decode every frame and analyse at most this many "
+                                                  "frames/s (default: the camera's decode mode).")] = None,
+        start_ts: Annotated[float | None, typer.Option(help="Unix time of the clip start (default: file "
+                                                       "mtime).")] = None,
+        annotate: Annotated[Path | None, typer.Option(help="Write the analysed frames with boxes, zones and "
+                                                      "rule state to this MP4.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="JSON Lines on stdout (see docs/replay.md).")]
+        = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Incidents and summary only.")] = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run a video file through one camera's live analysis path, as fast as the CPU allows."""
+    from pipeline.replay_cmd import ReplayArgs, ReplayUsageError
+    from pipeline.replay_cmd import run as run_replay
+
+    _setup_logging(verbose)
+    if config is None and camera is not None:
+        config = DEFAULT_CONFIG
+    site = _load(config) if config is not None else None
+    args = ReplayArgs(video, site, camera, hazard or [], zone or [], zone_kind, fps, start_ts, annotate, as_json,
+                      quiet)
+    try:
+        run_replay(args, console=console)
+    except ReplayUsageError as exc:
+        console.print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - a bad file is one clear line, not a traceback
+        if verbose:
+            raise
+        console.print(f"[red]replay failed: {type(exc).__name__}: {exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:  # pragma: no cover - console entry
