@@ -203,14 +203,13 @@ def worker(config: ConfigOpt = DEFAULT_CONFIG,
 @app.command("check-config")
 def check_config(file: Annotated[Path, typer.Argument(help="Site YAML to validate.")]) -> None:
     """Validate a site YAML; print every error with its path (and line) in the file."""
-    from pipeline.config_errors import validate_text
+    from pipeline.config_errors import validate_file
 
     try:
-        text = file.read_text(encoding="utf-8")
+        cfg, errors = validate_file(file)  # size-capped; binary or non-UTF-8 files are one error line
     except OSError as exc:
         console.print(f"[red]cannot read {file}: {exc}[/]")
         raise typer.Exit(2) from None
-    cfg, errors = validate_text(text, str(file))
     if errors or cfg is None:
         for e in errors:
             print(e)

@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pipeline.analyze.incident import Hazard
 
-GRID_LEVELS = ("town", "district", "community", "cell")
+# Re-exported (their home is pipeline.config_checks, which must not import this module).
+from pipeline.config_checks import GRID_LEVELS as GRID_LEVELS
+from pipeline.config_checks import camera_grid_errors as camera_grid_errors
 
 
 class _Model(BaseModel):
@@ -41,6 +43,9 @@ class GridNode(_Model):
 
 
 class DecodeMode(StrEnum):
+    """Which frames a camera reader decodes (see ``CameraConfig.decode``)."""
+
+    AUTO = "auto"
     KEYFRAMES = "keyframes"
     INTERVAL = "interval"
 
@@ -122,16 +127,28 @@ class CameraConfig(_Model):
                      "(looped and paced at real time). Relative paths resolve against the config file.")
     grid: str = Field(description="Code of the micro-grid cell (level 4) the camera watches.")
     enabled: bool = Field(default=True, description="Set false to keep the camera configured but idle.")
-    decode: DecodeMode = Field(default=DecodeMode.KEYFRAMES,
-                               description="`keyframes`: decode only key frames (cheapest); "
-                               "`interval`: decode all and analyse at most `max_fps` frames/s.")
-    max_fps: float = Field(default=2.0, gt=0, le=60, description="Max analysed frames/s in `interval` mode.")
+    decode: DecodeMode = Field(default=DecodeMode.AUTO,
+                               description="`auto`: key frames only while they come often enough for the "
+                               "camera's hazards (`hazards.<h>.min_analysis_fps`, fire 2/s), otherwise decode "
+                               "all and analyse max(`max_fps`, that need) frames/s; the key-frame interval is "
+                               "measured from the stream. `keyframes`: decode only key frames (cheapest; one "
+                               "frame per GOP). `interval`: decode all and analyse at most `max_fps` frames/s.")
+    max_fps: float = Field(default=2.0, gt=0, le=60,
+                           description="Max analysed frames/s in `interval` mode (in `auto` the hazards' "
+                           "`min_analysis_fps` may raise it).")
     analysis_interval: float = Field(default=0.0, ge=0,
                                      description="Minimum seconds between analysed frames (0 = every "
                                      "decoded frame the mode yields).")
     zones: list[ZoneConfig] = Field(default_factory=list, description="Zones drawn on this camera.")
     hazards: list[Hazard] = Field(default_factory=list,
                                   description="Hazards judged on the whole frame (e.g. `fire`), besides zones.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        from pipeline.config_checks import check_camera_url
+
+        return check_camera_url(v)
 
     def used_hazards(self) -> set[Hazard]:
         """Every hazard this camera needs judged, whole-frame and per zone."""
@@ -176,6 +193,11 @@ class HazardRule(_Model):
         description="Judge this hazard at most once per this many seconds of video (0: every analysed frame). "
         "A detector runs on a frame only when a rule that is due needs it, so slow hazards (flyers, clutter) "
         "cost little while fire is checked on every analysed frame.")
+    min_analysis_fps: float = Field(
+        default=0.0, ge=0, le=60,
+        description="Frames per second this hazard needs analysed (0: key frames suffice). A camera judging "
+        "it in `decode: auto` decodes at this rate when its key frames come less often; `check-config` and "
+        "the worker warn when a camera's decode mode cannot give it.")
 
     @model_validator(mode="after")
     def _k_le_n(self) -> HazardRule:
@@ -196,7 +218,7 @@ def _default_hazards() -> dict[Hazard, HazardRule]:
                                    min_confidence=0.35, clear_seconds=30, severity=2),
         Hazard.FIRE: HazardRule(detector="fire", classes=["fire", "smoke"], dwell_seconds=0, confirm_k=3,
                                 confirm_n=5, min_confidence=0.4, clear_seconds=30, severity=5,
-                                update_interval_seconds=15),
+                                update_interval_seconds=15, min_analysis_fps=2.0),
         # garbage/overflowing_bin come from the `clutter` model when the site defines it; plain `bin` is normal.
         Hazard.CLUTTER: HazardRule(classes=["bicycle", "motorcycle", "suitcase", "chair", "couch", "bench",
                                             "garbage", "overflowing_bin"],
@@ -245,6 +267,28 @@ class MqttConfig(_Model):
                                      "($share/<group>/...); null for brokers without shared subscriptions.")
     keepalive: int = Field(default=30, ge=5, description="Keepalive seconds.")
 
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        from pipeline.mqtt_url import parse_mqtt_url
+
+        if v is not None:
+            parse_mqtt_url(v)  # the same parser the publisher and the consumer use
+        return v
+
+    @model_validator(mode="after")
+    def _password_needs_user(self) -> MqttConfig:
+        from pipeline.mqtt_url import broker_address
+
+        addr = broker_address(self)
+        if addr.password is not None and addr.username is None:
+            raise ValueError("a broker password needs a user name (mqtt.username or user:password@ in mqtt.url)")
+        return self
+
+
+ALLOWED_HOST_PATTERN = r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)$"
+"""``*``, a host name or IPv4 address, or ``*.`` plus a domain (what Starlette's TrustedHostMiddleware matches)."""
+
 
 class ApiConfig(_Model):
     """Ticket API, database and evidence store."""
@@ -252,10 +296,29 @@ class ApiConfig(_Model):
     host: str = Field(default="127.0.0.1", description="Listen address.")
     port: int = Field(default=8080, ge=0, le=65535, description="Listen port (0 = any free).")
     database_url: str = Field(default="sqlite:///var/gridwatch.db",
-                              description="SQLAlchemy URL: sqlite:///path or postgresql://...")
+                              description="SQLAlchemy URL: sqlite:///path (relative to the config file) "
+                              "or postgresql://user:password@host/db (driver: psycopg 3, the `postgres` extra).")
     evidence_dir: str = Field(default="var/evidence", description="Where snapshots and clips are stored.")
     public_url: str | None = Field(default=None,
                                    description="Base URL put into alert evidence links; default http://host:port.")
+    allowed_hosts: list[Annotated[str, Field(pattern=ALLOWED_HOST_PATTERN)]] = Field(
+        default_factory=lambda: ["*"], min_length=1,
+        description="Host header names the API answers (others get 400): e.g. [tickets.example.org, "
+        "localhost, 127.0.0.1]; `*.example.org` matches subdomains; ['*'] (default, for the zero-config "
+        "demo) checks nothing. No ports, no IPv6 literals.")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _lower_hosts(cls, hosts: list[str]) -> list[str]:
+        # Host names are case-insensitive; Starlette compares them as written.
+        return [h.lower() for h in hosts]
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: str) -> str:
+        from pipeline.config_checks import check_database_url
+
+        return check_database_url(v)
 
 
 class WorkerConfig(_Model):
@@ -280,6 +343,10 @@ class WorkerConfig(_Model):
                                      "(per-camera frames, drops, reconnects, outbox backlog); unset = off.")
     batch_wait_ms: float = Field(default=5.0, ge=0, le=1000,
                                  description="How long a detection thread waits to fill a batch.")
+    source_error_retry_seconds: float = Field(
+        default=300.0, gt=0,
+        description="Retry delay for a source that opens but is no video (a still image): the camera shows "
+        "`error` with the reason instead of reconnecting in a loop.")
 
 
 class SiteConfig(_Model):
@@ -349,13 +416,21 @@ class SiteConfig(_Model):
         return path
 
     def database_url(self) -> str:
-        """``api.database_url`` with a relative SQLite path resolved against the config file's folder."""
-        url = self.api.database_url
+        """``api.database_url`` ready for SQLAlchemy: the one normalisation the API, CLI and scripts use.
+
+        A relative SQLite path resolves against the config file's folder (which is created);
+        ``postgresql://`` gets its driver pinned to psycopg 3. Raises ``RuntimeError`` with the
+        install command when the PostgreSQL driver is missing.
+        """
+        from pipeline.config_checks import normalise_database_url, require_database_driver
+
+        url = normalise_database_url(self.api.database_url)
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
             path = self.resolve_path(url[len(prefix):])
             path.parent.mkdir(parents=True, exist_ok=True)
             return prefix + str(path)
+        require_database_driver(url)
         return url
 
     def camera(self, camera_id: str) -> CameraConfig:
@@ -365,46 +440,16 @@ class SiteConfig(_Model):
         raise KeyError(camera_id)
 
 
-def camera_grid_errors(data: dict[str, Any]) -> list[str]:
-    """Duplicate camera ids and cameras on unknown grid cells, checked on plain (even invalid) data.
-
-    Works on the raw YAML mapping too, so `check-config` reports these alongside field errors.
-    """
-    cells: set[str] = set()
-
-    def walk(nodes: Any, depth: int) -> None:
-        for node in nodes if isinstance(nodes, list) else []:
-            if not isinstance(node, dict):
-                continue
-            if depth == len(GRID_LEVELS) and isinstance(node.get("code"), str):
-                cells.add(node["code"])
-            walk(node.get("children"), depth + 1)
-
-    walk(data.get("grid"), 1)
-    errors: list[str] = []
-    seen: set[str] = set()
-    cameras = data.get("cameras")
-    for i, cam in enumerate(cameras if isinstance(cameras, list) else []):
-        if not isinstance(cam, dict):
-            continue
-        cid, grid = cam.get("id"), cam.get("grid")
-        if isinstance(cid, str):
-            if cid in seen:
-                errors.append(f"cameras[{i}].id: duplicate camera id {cid!r}")
-            seen.add(cid)
-        if isinstance(grid, str) and grid not in cells:
-            errors.append(f"cameras[{i}].grid: {grid!r} is not a level-4 grid cell code "
-                          f"(known: {', '.join(sorted(cells)) or 'none'})")
-    return errors
-
-
 def load_config(path: str | Path) -> SiteConfig:
     """Read and validate a site YAML; raises :class:`ConfigError` with every problem found."""
-    from pipeline.config_errors import ConfigError, validate_text
+    from pipeline.config_errors import ConfigError, validate_file
+    from pipeline.redact import register_secret, register_url_secrets
 
-    text = Path(path).read_text(encoding="utf-8")
-    cfg, errors = validate_text(text, str(path))
+    cfg, errors = validate_file(path)  # size-capped, binary-safe, alias-limited
     if errors or cfg is None:
         raise ConfigError(errors)
     cfg.base_dir = str(Path(path).resolve().parent)
+    # Passwords of this site are masked wherever they turn up in logs, even outside an URL.
+    register_url_secrets([*(c.url for c in cfg.cameras), cfg.mqtt.url, cfg.api.database_url])
+    register_secret(cfg.mqtt.password)
     return cfg

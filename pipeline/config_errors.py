@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from pipeline.config import SiteConfig, camera_grid_errors
+from pipeline.config_yaml import ConfigFileError, YamlLimitError, compose_config, decode_config, read_config_bytes
 
 
 class ConfigError(ValueError):
@@ -56,6 +58,39 @@ def _line_for(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | 
     return None
 
 
+def _yaml_error_text(exc: yaml.YAMLError, text: str) -> str:
+    """One line for a YAML syntax error or an exceeded limit, with its line and column."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return f"not valid YAML: character {exc.character!r} is not allowed in YAML text (line {line})"
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    prefix = "refused" if isinstance(exc, YamlLimitError) else "not valid YAML"
+    return f"{prefix}: {getattr(exc, 'problem', None) or exc}{where}"
+
+
+def validate_bytes(raw: bytes, source: str = "<config>") -> tuple[SiteConfig | None, list[str]]:
+    """:func:`validate_text` of raw file content; binary or non-UTF-8 content is one error line."""
+    try:
+        text = decode_config(raw)
+    except ConfigFileError as exc:
+        return None, [f"{source}: {exc}"]
+    return validate_text(text, source)
+
+
+def validate_file(path: str | Path) -> tuple[SiteConfig | None, list[str]]:
+    """Read and validate a config file (size-capped, see :mod:`pipeline.config_yaml`).
+
+    Raises:
+        OSError: the file cannot be read (``FileNotFoundError`` when missing).
+    """
+    try:
+        raw = read_config_bytes(path)
+    except ConfigFileError as exc:
+        return None, [f"{path}: {exc}"]
+    return validate_bytes(raw, str(path))
+
+
 def validate_text(text: str, source: str = "<config>") -> tuple[SiteConfig | None, list[str]]:
     """Validate YAML text; return the config (or None) and every error as ``path: message (line N)``.
 
@@ -65,19 +100,19 @@ def validate_text(text: str, source: str = "<config>") -> tuple[SiteConfig | Non
         ["cameras[0].grid: 'G9' is not a level-4 grid cell code (known: none) (line 2)"]
     """
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data, node, duplicates = compose_config(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        return None, [f"{source}: not valid YAML: {getattr(exc, 'problem', exc)}{where}"]
+        return None, [f"{source}: {_yaml_error_text(exc, text)}"]
     if not isinstance(data, dict):
         return None, [f"{source}: the top level must be a mapping with at least `grid:`"]
     lines = _line_index(node) if node is not None else {}
+    # A duplicated key is an error, yet the rest is still validated (last value) to report everything.
+    dup_errors = [f"{_format_loc(path)}: {msg} (line {line})" for path, msg, line in duplicates]
     try:
-        return SiteConfig.model_validate(data), []
+        cfg = SiteConfig.model_validate(data)
+        return (None, dup_errors) if dup_errors else (cfg, [])
     except ValidationError as exc:
-        errors: list[str] = []
+        errors: list[str] = list(dup_errors)
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
             msg = str(err["msg"]).removeprefix("Value error, ")
