@@ -15,17 +15,19 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import StringConstraints
 from sqlalchemy import Engine, func, or_, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pipeline.config import GRID_LEVELS, GridNode, SiteConfig
 from pipeline.tickets.consumer import AlertConsumer
@@ -33,16 +35,24 @@ from pipeline.tickets.db import init_db, session_factory
 from pipeline.tickets.metrics import TicketMetrics
 from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket, TicketStatus
 from pipeline.tickets.schemas import (
+    DB_INT_MAX,
+    HAZARD_LIST_PATTERN,
+    NO_NUL_PATTERN,
+    STATUS_LIST_PATTERN,
+    TIME_PATTERN,
     CameraOut,
     DeadLetterOut,
+    ErrorOut,
     EventOut,
     GridNodeOut,
     HealthOut,
     HealthzOut,
+    OptionalQueryTime,
     TicketDetail,
     TicketOut,
     TicketPage,
     TransitionConflict,
+    TransitionConflictOut,
     TransitionIn,
     dead_letter_out,
 )
@@ -53,7 +63,37 @@ log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 EVIDENCE_FILES = {"snapshot": "snapshot.jpg", "clip": "clip.mp4", "frame": "frame.jpg"}
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 INACTIVE = (TicketStatus.CLOSED.value, TicketStatus.FALSE_ALARM.value)
+EVIDENCE_MEDIA_TYPES = {".jpg": "image/jpeg", ".mp4": "video/mp4"}
+"""What the worker writes; any other file in the evidence store is served as octet-stream, never as HTML."""
+
+TicketIdPath = Annotated[int, PathParam(ge=1, le=DB_INT_MAX, description="Ticket id.")]
+OffsetQuery = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Rows to skip (paging).")]
+StatusList = list[Annotated[str, StringConstraints(pattern=STATUS_LIST_PATTERN)]]
+HazardList = list[Annotated[str, StringConstraints(pattern=HAZARD_LIST_PATTERN)]]
+
+_PLAIN_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+HOST_REFUSED: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The Host header is not in `api.allowed_hosts` (plain text `Invalid host header`).",
+          "content": _PLAIN_TEXT}}
+"""Declared on every route: ``TrustedHostMiddleware`` answers before any route runs."""
+
+
+def _errors(*codes: int, bad_request: str = "Host header not allowed (plain text), or a body that is not "
+            "JSON.") -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for a route's 400/404 (``ErrorOut``) answers."""
+    out: dict[int | str, dict[str, Any]] = {}
+    if 400 in codes:
+        out[400] = {"model": ErrorOut, "description": bad_request, "content": _PLAIN_TEXT}
+    if 404 in codes:
+        out[404] = {"model": ErrorOut, "description": "No such ticket, or its evidence file is not written yet."}
+    return out
+
+
+def evidence_media_type(path: Path) -> str:
+    """Media type of an evidence file from its suffix (octet-stream for anything unexpected)."""
+    return EVIDENCE_MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
 
 
 @dataclass
@@ -86,10 +126,6 @@ def _split(values: list[str] | None) -> list[str]:
     return [v for item in values or [] for v in item.split(",") if v]
 
 
-def _aware(ts: datetime | None) -> datetime | None:
-    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
-
-
 def safe_evidence_path(evidence_dir: Path, incident_id: str, name: str) -> Path:
     """``<evidence_dir>/<incident_id>/<name>``, refusing anything that could leave ``evidence_dir``.
 
@@ -105,6 +141,25 @@ def safe_evidence_path(evidence_dir: Path, incident_id: str, name: str) -> Path:
     if not path.is_file():
         raise HTTPException(404, "evidence not available (yet)")
     return path
+
+
+_BAD_EVIDENCE = "Unsafe evidence path (`..`, a leading `.`), or Host header not allowed (plain text)."
+_EVIDENCE_200: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The file: JPEG snapshot/frame or MP4 clip.",
+          "content": {"image/jpeg": {}, "video/mp4": {}, "application/octet-stream": {}}}}
+# Documented, not enforced by FastAPI (that would be a 422): a name outside it is a 400 from
+# safe_evidence_path, which also refuses ".." inside an otherwise matching name.
+_EvidenceName = Annotated[str, PathParam(json_schema_extra={"pattern": _SAFE_NAME.pattern},
+                                         description="A file or directory name of the evidence store.")]
+
+
+def _check_host(app: FastAPI, site: SiteConfig) -> None:
+    """Answer 400 to a Host header outside ``api.allowed_hosts``; warn when unchecked on a public bind."""
+    hosts = site.api.allowed_hosts
+    if "*" in hosts and site.api.host not in LOOPBACK_HOSTS:
+        log.warning("api.allowed_hosts is ['*'] while the API listens on %s: the Host header is not checked; "
+                    "list the names clients use (docs/api.md)", site.api.host)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
 
 
 def _grid_tree(nodes: list[GridNode], counts: dict[str, int], parent: list[str]) -> list[GridNodeOut]:
@@ -147,13 +202,18 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                 st.consumer = None
             engine.dispose()
 
-    app = FastAPI(title="gridwatch tickets", version="1", lifespan=lifespan,
+    app = FastAPI(title="gridwatch tickets", version="1", lifespan=lifespan, responses=HOST_REFUSED,
                   description="Hazard tickets from gridwatch alerts; see docs/api.md.")
     app.state.tickets = st
+    _check_host(app, site)
 
     @app.get("/healthz", response_model=HealthzOut, tags=["ops"])
     def healthz(request: Request) -> JSONResponse:
-        """Database reachable and (when started) consumer connected; 503 otherwise."""
+        """200 only while a message arriving now would be processed; 503 otherwise.
+
+        ``database`` is false when the store is unreachable or its last write failed; ``mqtt`` is
+        ``connected`` only while the consumer thread runs, is connected and subscribed and not stuck.
+        """
         s = _state(request)
         try:
             with s.engine.connect() as conn:
@@ -163,12 +223,15 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             db_ok = False
         mqtt: Literal["connected", "disconnected", "disabled"] = "disabled"
         if s.consumer is not None:
-            mqtt = "connected" if s.consumer.connected else "disconnected"
+            db_ok = db_ok and not s.consumer.store_failing
+            ready = s.consumer.connected and s.consumer.wait_subscribed(0) and not s.consumer.stalled
+            mqtt = "connected" if ready else "disconnected"
         ok = db_ok and mqtt != "disconnected"
         body = HealthzOut(status="ok" if ok else "degraded", database=db_ok, mqtt=mqtt)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
+    @app.get("/metrics", tags=["ops"], response_class=Response,
+             responses={200: {"description": "Prometheus text format.", "content": _PLAIN_TEXT}})
     def metrics(request: Request) -> Response:
         """Prometheus metrics."""
         return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -176,14 +239,22 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     @app.get("/tickets", response_model=TicketPage, tags=["tickets"])
     def list_tickets(
         request: Request,
-        status: Annotated[list[str] | None, Query(description="Status(es), repeatable.")] = None,
-        hazard: Annotated[list[str] | None, Query(description="Hazard(s), repeatable.")] = None,
-        grid: Annotated[str | None, Query(description="Grid path prefix, e.g. `T1/D1`.")] = None,
-        camera: Annotated[str | None, Query(description="Camera id.")] = None,
-        since: Annotated[datetime | None, Query(description="Opened at or after (ISO-8601).")] = None,
-        until: Annotated[datetime | None, Query(description="Opened before (ISO-8601).")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        status: Annotated[StatusList | None, Query(description="Status(es), repeatable or comma-separated.")
+                          ] = None,
+        hazard: Annotated[HazardList | None, Query(description="Hazard(s), repeatable or comma-separated.")
+                          ] = None,
+        grid: Annotated[str | None, Query(description="Grid path prefix, e.g. `T1/D1`.", max_length=1000,
+                                          pattern=NO_NUL_PATTERN)] = None,
+        camera: Annotated[str | None, Query(description="Camera id.", max_length=200,
+                                            pattern=NO_NUL_PATTERN)] = None,
+        since: Annotated[OptionalQueryTime, Query(description="Opened at or after (ISO-8601, years 1970-2999; "
+                                                  "no zone = UTC).", json_schema_extra={"pattern": TIME_PATTERN})
+                         ] = None,
+        until: Annotated[OptionalQueryTime, Query(description="Opened before (ISO-8601, years 1970-2999; "
+                                                  "no zone = UTC).", json_schema_extra={"pattern": TIME_PATTERN})
+                         ] = None,
+        limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
+        offset: OffsetQuery = 0,
     ) -> TicketPage:
         """Tickets matching every given filter, newest first."""
         q = select(Ticket)
@@ -195,10 +266,10 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             q = q.where(or_(Ticket.grid_path == g, Ticket.grid_path.startswith(g + "/", autoescape=True)))
         if camera:
             q = q.where(Ticket.camera_id == camera)
-        if (lo := _aware(since)) is not None:
-            q = q.where(Ticket.opened_at >= lo)
-        if (hi := _aware(until)) is not None:
-            q = q.where(Ticket.opened_at < hi)
+        if since is not None:
+            q = q.where(Ticket.opened_at >= since)
+        if until is not None:
+            q = q.where(Ticket.opened_at < until)
         with _state(request).sessions() as session:
             total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
             rows = session.scalars(q.order_by(Ticket.opened_at.desc(), Ticket.id.desc())
@@ -212,16 +283,17 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             raise HTTPException(404, f"ticket {ticket_id} not found")
         return TicketDetail(**TicketOut.of(t).model_dump(), events=[EventOut.of(e) for e in t.events])
 
-    @app.get("/tickets/{ticket_id}", response_model=TicketDetail, tags=["tickets"])
-    def get_ticket(request: Request, ticket_id: int) -> TicketDetail:
+    @app.get("/tickets/{ticket_id}", response_model=TicketDetail, tags=["tickets"], responses=_errors(404))
+    def get_ticket(request: Request, ticket_id: TicketIdPath) -> TicketDetail:
         """One ticket with its history."""
         with _state(request).sessions() as session:
             return _detail(session, ticket_id)
 
     @app.post("/tickets/{ticket_id}/transition", response_model=TicketDetail, tags=["tickets"],
-              responses={409: {"model": TransitionConflict, "description": "Not allowed from the current "
+              responses={**_errors(400, 404),
+                         409: {"model": TransitionConflictOut, "description": "Not allowed from the current "
                                "status; `detail.allowed` lists the allowed next statuses."}})
-    def post_transition(request: Request, ticket_id: int, body: TransitionIn) -> TicketDetail:
+    def post_transition(request: Request, ticket_id: TicketIdPath, body: TransitionIn) -> TicketDetail:
         """Move a ticket along its life cycle."""
         with _state(request).sessions() as session:
             try:
@@ -236,8 +308,9 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                 raise HTTPException(409, conflict.model_dump()) from exc
             return _detail(session, ticket_id)
 
-    @app.get("/tickets/{ticket_id}/evidence/{kind}", tags=["evidence"], response_class=FileResponse)
-    def ticket_evidence(request: Request, ticket_id: int,
+    @app.get("/tickets/{ticket_id}/evidence/{kind}", tags=["evidence"], response_class=FileResponse,
+             responses={**_EVIDENCE_200, **_errors(400, 404, bad_request=_BAD_EVIDENCE)})
+    def ticket_evidence(request: Request, ticket_id: TicketIdPath,
                         kind: Literal["snapshot", "clip", "frame"]) -> FileResponse:
         """The ticket's annotated snapshot or raw frame (JPEG) or clip (MP4); 404 until written."""
         s = _state(request)
@@ -245,12 +318,15 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             incident_id = session.scalar(select(Ticket.incident_id).where(Ticket.id == ticket_id))
         if incident_id is None:
             raise HTTPException(404, f"ticket {ticket_id} not found")
-        return FileResponse(safe_evidence_path(s.evidence_dir, incident_id, EVIDENCE_FILES[kind]))
+        path = safe_evidence_path(s.evidence_dir, incident_id, EVIDENCE_FILES[kind])
+        return FileResponse(path, media_type=evidence_media_type(path))
 
-    @app.get("/evidence/{incident_id}/{name}", tags=["evidence"], response_class=FileResponse)
-    def evidence(request: Request, incident_id: str, name: str) -> FileResponse:
+    @app.get("/evidence/{incident_id}/{name}", tags=["evidence"], response_class=FileResponse,
+             responses={**_EVIDENCE_200, **_errors(400, 404, bad_request=_BAD_EVIDENCE)})
+    def evidence(request: Request, incident_id: _EvidenceName, name: _EvidenceName) -> FileResponse:
         """An evidence file by the URL the worker puts into alerts."""
-        return FileResponse(safe_evidence_path(_state(request).evidence_dir, incident_id, name))
+        path = safe_evidence_path(_state(request).evidence_dir, incident_id, name)
+        return FileResponse(path, media_type=evidence_media_type(path))
 
     @app.get("/cameras", response_model=list[CameraOut], tags=["cameras"])
     def cameras(request: Request) -> list[CameraOut]:
@@ -269,8 +345,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         return out
 
     @app.get("/dead-letters", response_model=list[DeadLetterOut], tags=["ops"])
-    def dead_letters(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                     offset: Annotated[int, Query(ge=0)] = 0) -> list[DeadLetterOut]:
+    def dead_letters(request: Request, limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 100,
+                     offset: OffsetQuery = 0) -> list[DeadLetterOut]:
         """Messages the consumer could not use, newest first."""
         with _state(request).sessions() as session:
             rows = session.scalars(select(DeadLetter).order_by(DeadLetter.id.desc())

@@ -1,14 +1,70 @@
-"""Pydantic request/response models of the ticket REST API."""
+"""Pydantic request/response models of the ticket REST API, and the bounds of its inputs.
+
+The bounds keep every input inside what both databases hold, so a bad value is a 422 naming the limit,
+never a 500 from the driver: integers (ids, offsets) fit a signed 64-bit column (``DB_INT_MAX``), query
+times are ISO-8601 date-times of the years 1970-2999 (``TIME_PATTERN``; no epoch numbers, no year 1 or
+9999 that overflow when converted to UTC), and text has no NUL (PostgreSQL refuses it) and no lone
+surrogate (not encodable as UTF-8). Each bound is also in the OpenAPI document, so clients and
+schemathesis see the same contract the server enforces.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from pipeline.analyze.incident import Hazard
 from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket, TicketEvent, TicketStatus
 from pipeline.tickets.service import allowed_next
+
+DB_INT_MAX = 2**63 - 1
+"""Largest id or offset accepted: the signed 64-bit limit of SQLite and PostgreSQL ``BIGINT``."""
+
+TIME_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-"
+"""Query times must start with a year 1970-2999 (``[0-9]``, not ``\\d``, which also matches non-ASCII digits)."""
+
+NO_NUL_PATTERN = r"^[^\x00]*$"
+"""Free text: anything but NUL (PostgreSQL cannot store it); pydantic's matcher also refuses lone surrogates."""
+
+_TIME_RE = re.compile(TIME_PATTERN)
+
+
+def _check_time_text(value: object) -> object:
+    """Refuse query times outside 1970-2999 (and epoch numbers) before pydantic parses them."""
+    if isinstance(value, str) and not _TIME_RE.match(value):
+        raise ValueError("expected an ISO-8601 date-time of the years 1970-2999, e.g. 2024-05-01T08:00:00Z "
+                         "(no zone = UTC)")
+    return value
+
+
+def _to_utc(value: datetime | None) -> datetime | None:
+    """Naive means UTC; aware times are converted (cannot overflow inside 1970-2999)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+OptionalQueryTime = Annotated[datetime | None, BeforeValidator(_check_time_text), AfterValidator(_to_utc)]
+"""A ``since``/``until`` query time: ISO-8601, years 1970-2999, returned as aware UTC (or None)."""
+
+
+def enum_list_pattern(values: list[str]) -> str:
+    """Pattern of one query value holding one or more of ``values`` separated by commas."""
+    alt = "|".join(re.escape(v) for v in values)
+    return rf"^({alt})(,({alt}))*$"
+
+
+STATUS_LIST_PATTERN = enum_list_pattern([s.value for s in TicketStatus])
+HAZARD_LIST_PATTERN = enum_list_pattern([h.value for h in Hazard])
+
+
+class ErrorOut(BaseModel):
+    """Body of a 400 or 404 answer."""
+
+    detail: str = Field(description="What was wrong, e.g. `ticket 7 not found`.")
 
 
 class _Out(BaseModel):
@@ -103,19 +159,27 @@ class TransitionIn(BaseModel):
     """A status change request."""
 
     to: TicketStatus = Field(description="Target status.")
-    actor: str | None = Field(default=None, max_length=200, description="Who makes the change.")
-    note: str | None = Field(default=None, max_length=4000, description="Free text kept on the ticket.")
-    assignee: str | None = Field(default=None, max_length=200,
+    actor: str | None = Field(default=None, max_length=200, pattern=NO_NUL_PATTERN,
+                              description="Who makes the change.")
+    note: str | None = Field(default=None, max_length=4000, pattern=NO_NUL_PATTERN,
+                             description="Free text kept on the ticket.")
+    assignee: str | None = Field(default=None, max_length=200, pattern=NO_NUL_PATTERN,
                                  description="For `assigned`: who gets it (default: actor).")
 
 
 class TransitionConflict(BaseModel):
-    """Body (``detail``) of a 409 answer."""
+    """The ``detail`` of a 409 answer."""
 
     error: Literal["invalid_transition"] = "invalid_transition"
-    current: str
-    requested: str
-    allowed: list[str]
+    current: str = Field(description="The ticket's status.")
+    requested: str = Field(description="The status asked for.")
+    allowed: list[str] = Field(description="Statuses allowed from `current`.")
+
+
+class TransitionConflictOut(BaseModel):
+    """Body of a 409 answer: ``{"detail": {"error": "invalid_transition", ...}}``."""
+
+    detail: TransitionConflict
 
 
 class HealthOut(_Out):
