@@ -7,10 +7,17 @@ published while the API is down are delivered when it comes back):
   with a shared group, several API replicas split the alerts between them.
 * ``<prefix>/health/+``: retained camera health JSON.
 
-Messages are acknowledged manually (paho ``manual_ack=True``) only after their effect is committed; a
-malformed one is committed to ``dead_letters`` and acknowledged. When the database fails the message is
-left unacknowledged and the consumer drops the connection and reconnects after a back-off, which makes
-the broker redeliver it (MQTT session resumption), so nothing is acked and lost.
+Messages are acknowledged manually (paho ``manual_ack=True``) only after their effect is committed; an
+unusable one (over a size/depth limit, not JSON, wrong shape) is committed to ``dead_letters`` and
+acknowledged (see :mod:`pipeline.tickets.handler`, which contains every failure of one message). When
+the database fails the message is left unacknowledged and the consumer drops the connection and
+reconnects after a back-off, which makes the broker redeliver it (MQTT session resumption), so nothing
+is acked and lost; after ``max_attempts`` failed deliveries it is dead-lettered as ``unprocessable``.
+
+Supervision: the network thread ``ticket-consumer`` is watched by ``ticket-consumer-supervisor``, which
+restarts it (with back-off, counted in ``gridwatch_consumer_restarts_total``) whenever it dies.
+:attr:`AlertConsumer.connected` and :attr:`AlertConsumer.ready` (what ``/healthz`` reports) are false
+while the thread is dead, disconnected, stalled on one message, or the store rejects writes.
 
 Example:
     >>> consumer = AlertConsumer(site.mqtt, session_factory(engine))  # doctest: +SKIP
@@ -22,21 +29,25 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import MqttConfig
 from pipeline.mqtt_url import BrokerAddress, broker_address, configure_client
+from pipeline.tickets.handler import DEFAULT_MAX_ATTEMPTS, MessageHandler
+from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits
 from pipeline.tickets.metrics import TicketMetrics
-from pipeline.tickets.payload import PayloadError, parse_alert, parse_health
-from pipeline.tickets.service import apply_alert, record_dead_letter, upsert_camera_health
 
 log = logging.getLogger(__name__)
+
+STALL_SECONDS = 60.0
+"""A network loop that has not come round for this long (stuck on one message) is reported not ready."""
+_MAX_BACKOFF = 30.0
 
 
 def default_client_id(cfg: MqttConfig) -> str:
@@ -53,18 +64,25 @@ class AlertConsumer:
         sessions: session factory of the ticket store.
         metrics: counters to bump (a private set when None).
         client_id: persistent client id; default :func:`default_client_id`.
-        retry_seconds: first back-off after a connection or database failure (doubles up to 30 s).
+        retry_seconds: first back-off after a connection or database failure, and before restarting a
+            dead network thread (each doubles up to 30 s).
+        limits: size and depth bounds of inbound payloads.
+        max_attempts: failed deliveries of one message before it is dead-lettered as ``unprocessable``.
     """
 
     def __init__(self, cfg: MqttConfig, sessions: sessionmaker[Session], metrics: TicketMetrics | None = None,
-                 client_id: str | None = None, retry_seconds: float = 1.0) -> None:
+                 client_id: str | None = None, retry_seconds: float = 1.0,
+                 limits: PayloadLimits = DEFAULT_LIMITS, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
         self.cfg = cfg
         self.metrics = metrics or TicketMetrics()
         self.client_id = client_id or default_client_id(cfg)
-        self._sessions = sessions
+        self.handler = MessageHandler(sessions, cfg.topic_prefix, self.metrics, limits, max_attempts)
         self._retry = retry_seconds
         self._delay = retry_seconds
+        self._restart_delay = retry_seconds
         self._db_failing = False
+        self._beat = time.monotonic()
+        self._supervisor: threading.Thread | None = None
         self.address: BrokerAddress = broker_address(cfg)
         self._host, self._port = self.address.host, self.address.port
         self._stop = threading.Event()
@@ -94,39 +112,92 @@ class AlertConsumer:
         return f"{self.cfg.topic_prefix}/health/+"
 
     @property
+    def alive(self) -> bool:
+        """True while the network thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def connected(self) -> bool:
-        """True while connected to the broker."""
-        return self._connected.is_set()
+        """True while the network thread runs and is connected to the broker."""
+        return self.alive and self._connected.is_set()
+
+    @property
+    def stalled(self) -> bool:
+        """True when the network loop has not come round for :data:`STALL_SECONDS` (stuck on a message)."""
+        return self.alive and time.monotonic() - self._beat > STALL_SECONDS
+
+    @property
+    def store_failing(self) -> bool:
+        """True since a write to the ticket store failed, until one succeeds."""
+        return self.handler.store_failing
+
+    @property
+    def ready(self) -> bool:
+        """True while a message arriving now would be processed: thread alive, connected, subscribed,
+        not stalled and the store accepting writes."""
+        return (self.connected and self._subscribed.is_set() and not self.stalled
+                and not self.handler.store_failing)
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Start the network thread (connects in the background, reconnecting with back-off)."""
-        if self._thread is not None:
+        """Start the supervised network thread (connects in the background, reconnecting with back-off)."""
+        if self._supervisor is not None:
             return
         self._stop.clear()
+        self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
+        self._spawn()
+        self._supervisor = threading.Thread(target=self._supervise, name="ticket-consumer-supervisor",
+                                            daemon=True)
+        self._supervisor.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Disconnect and join the network thread and its supervisor."""
+        self._stop.set()
+        for t in (self._supervisor, self._thread):
+            if t is not None:
+                t.join(timeout)
+        self._supervisor = self._thread = None
+
+    def _spawn(self) -> None:
+        self._beat = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="ticket-consumer", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Disconnect and join the network thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+    def _supervise(self) -> None:
+        """Restart the network thread whenever it dies (it should not; this is the safety net)."""
+        while not self._stop.is_set():
+            thread = self._thread
+            if thread is not None:
+                thread.join(0.5)
+                if thread.is_alive() or self._stop.is_set():
+                    continue
+            self._set_connected(False)
+            self._redeliver.clear()
+            log.error("consumer thread died; restarting it in %.1f s", self._restart_delay)
+            self.metrics.restarts.inc()
+            if self._stop.wait(self._restart_delay):
+                break
+            self._restart_delay = min(self._restart_delay * 2, _MAX_BACKOFF)
+            self._spawn()
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception:  # the thread ends here; the supervisor restarts it
+            log.exception("consumer thread failed")
 
     def wait_subscribed(self, timeout: float = 10.0) -> bool:
         """Block until the subscriptions are acknowledged; False on timeout."""
         return self._subscribed.wait(timeout)
 
-    def _run(self) -> None:
-        first = True
+    def _serve(self) -> None:
+        """Connect, loop, reconnect; returns only on stop (an exception is a thread death)."""
         while not self._stop.is_set():
+            self._beat = time.monotonic()
             try:
-                if first:
-                    self._client.connect(self._host, self._port, keepalive=self.cfg.keepalive)
-                    first = False
-                else:
-                    self._client.reconnect()
+                # connect() (not reconnect()) every time: it also resets a client left half-way by a
+                # thread that died, and sets host and port.
+                self._client.connect(self._host, self._port, keepalive=self.cfg.keepalive)
             except (OSError, ValueError) as exc:
                 log.warning("MQTT connect to %s:%d failed: %s", self._host, self._port, exc)
                 self._backoff()
@@ -134,6 +205,7 @@ class AlertConsumer:
             rc = MQTTErrorCode.MQTT_ERR_SUCCESS
             ok = MQTTErrorCode.MQTT_ERR_SUCCESS
             while rc == ok and not self._stop.is_set() and not self._redeliver.is_set():
+                self._beat = time.monotonic()
                 rc = self._client.loop(timeout=0.5)
             self._client.disconnect()
             self._client.loop(timeout=0.1)
@@ -151,7 +223,7 @@ class AlertConsumer:
 
     def _backoff(self) -> None:
         self._stop.wait(self._delay)
-        self._delay = min(self._delay * 2, 30.0)
+        self._delay = min(self._delay * 2, _MAX_BACKOFF)
 
     def _set_connected(self, on: bool) -> None:
         if on:
@@ -179,6 +251,7 @@ class AlertConsumer:
         if any(r.is_failure for r in reasons):
             log.error("subscription refused: %s", reasons)
             return
+        self._restart_delay = self._retry
         self._subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
@@ -186,9 +259,14 @@ class AlertConsumer:
         self._set_connected(False)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._beat = time.monotonic()
         if self._redeliver.is_set():
             return  # leave it unacknowledged; it comes back after the reconnect
-        if self.handle(msg.topic, bytes(msg.payload)):
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # paho hands invalid UTF-8 topics through; dead-letter them readably
+            topic = bytes(msg._topic).decode("utf-8", "replace")
+        if self.handle(topic, bytes(msg.payload)):
             client.ack(msg.mid, msg.qos)
             self._db_failing = False
         else:
@@ -197,7 +275,7 @@ class AlertConsumer:
 
     # ----------------------------------------------------------------- handling
     def handle(self, topic: str, payload: bytes) -> bool:
-        """Apply one message to the store.
+        """Apply one message to the store (never raises; see :class:`MessageHandler`).
 
         Args:
             topic: MQTT topic it arrived on.
@@ -205,36 +283,7 @@ class AlertConsumer:
 
         Returns:
             True when its effect (ticket event, health row or dead letter) is committed and the message
-            may be acknowledged; False when the database failed.
+            may be acknowledged; False when it must be redelivered.
         """
-        prefix = self.cfg.topic_prefix
-        try:
-            if topic.startswith(f"{prefix}/health/"):
-                if not payload:
-                    return True  # a retained message being cleared
-                camera_id, health = parse_health(topic, payload, prefix)
-                upsert_camera_health(self._sessions, camera_id, health)
-                self.metrics.health_messages.inc()
-                return True
-            alert = parse_alert(topic, payload, prefix)
-            result = apply_alert(self._sessions, alert)
-            self.metrics.alerts_consumed.labels(alert.event, result.outcome).inc()
-            log.info("alert %s %s -> ticket %d (%s)", alert.incident_id, alert.event, result.ticket_id,
-                     result.outcome)
-            return True
-        except PayloadError as exc:
-            return self._dead_letter(topic, payload, exc)
-        except SQLAlchemyError as exc:
-            log.error("database error on %s, message left unacknowledged: %s", topic, exc)
-            return False
-
-    def _dead_letter(self, topic: str, payload: bytes, exc: PayloadError) -> bool:
-        log.warning("dead letter from %s: %s", topic, exc)
-        try:
-            record_dead_letter(self._sessions, topic, payload, str(exc))
-        except SQLAlchemyError as db_exc:
-            log.error("could not store dead letter from %s: %s", topic, db_exc)
-            return False
-        self.metrics.dead_letters.labels(exc.kind).inc()
-        return True
+        return self.handler.handle(topic, payload)
 

@@ -91,6 +91,11 @@ def json_depth(payload: bytes, stop_above: int | None = None) -> int:
     return deepest
 
 
+def storable(text: str) -> str:
+    """``text`` with lone surrogates and NUL replaced by U+FFFD (safe for SQLite and PostgreSQL)."""
+    return _UNSTORABLE.sub(REPLACEMENT, text)
+
+
 def sanitize(value: Any) -> tuple[Any, int]:
     """Replace lone surrogates and NUL in every string (and key) of parsed JSON with U+FFFD.
 

@@ -55,8 +55,18 @@ class TicketMetrics:
         alerts_consumed: ``gridwatch_alerts_consumed_total{event,outcome}``.
         dead_letters: ``gridwatch_dead_letters_received_total{reason}``.
         health_messages: ``gridwatch_health_messages_total``.
-        db_errors: ``gridwatch_consumer_db_errors_total`` (messages left unacknowledged).
-        connected: ``gridwatch_consumer_connected`` (1 when connected to the broker).
+        db_errors: ``gridwatch_consumer_db_errors_total`` (messages left unacknowledged after a failure).
+        connected: ``gridwatch_consumer_connected`` (1 while the consumer thread runs, connected and
+            subscribed).
+        ready: ``gridwatch_consumer_ready`` (1 while messages can be processed: connected and the store
+            writable; set at scrape time by the consumer).
+        restarts: ``gridwatch_consumer_restarts_total`` (consumer thread died and was restarted).
+        sanitized: ``gridwatch_payload_strings_sanitized_total{kind}`` (strings whose lone surrogates or
+            NUL were replaced).
+        incidents_attached: ``gridwatch_incidents_attached_total{hazard}`` (duplicate-open guard: a new
+            incident joined the active ticket of its camera, zone and hazard).
+        sequence_gaps: ``gridwatch_alert_sequence_gaps_total{worker}`` (alert sequence numbers missing).
+        sequence_late: ``gridwatch_alert_sequence_late_total{worker}`` (counted missing, then arrived).
     """
 
     def __init__(self, sessions: sessionmaker[Session] | None = None) -> None:
@@ -70,8 +80,27 @@ class TicketMetrics:
         self.db_errors = Counter("gridwatch_consumer_db_errors",
                                  "Messages not acknowledged because the database failed.",
                                  registry=self.registry)
-        self.connected = Gauge("gridwatch_consumer_connected", "1 while the consumer is connected.",
+        self.connected = Gauge("gridwatch_consumer_connected",
+                               "1 while the consumer thread runs and is connected and subscribed.",
                                registry=self.registry)
+        self.ready = Gauge("gridwatch_consumer_ready",
+                           "1 while the consumer can process messages (connected, store writable).",
+                           registry=self.registry)
+        self.restarts = Counter("gridwatch_consumer_restarts", "Consumer thread deaths followed by a restart.",
+                                registry=self.registry)
+        self.sanitized = Counter("gridwatch_payload_strings_sanitized",
+                                 "Payload strings whose lone surrogates or NUL characters were replaced.",
+                                 ["kind"], registry=self.registry)
+        self.incidents_attached = Counter("gridwatch_incidents_attached",
+                                          "New incidents attached to the active ticket of the same camera, "
+                                          "zone and hazard instead of opening another.",
+                                          ["hazard"], registry=self.registry)
+        self.sequence_gaps = Counter("gridwatch_alert_sequence_gaps",
+                                     "Alert sequence numbers skipped per worker (lost alerts).",
+                                     ["worker"], registry=self.registry)
+        self.sequence_late = Counter("gridwatch_alert_sequence_late",
+                                     "Alerts that arrived after a higher sequence number (counted as gaps "
+                                     "before; real loss = gaps - late).", ["worker"], registry=self.registry)
         if sessions is not None:
             self.registry.register(_StoreCollector(sessions))
 

@@ -2,7 +2,9 @@
 
 Tables: ``tickets`` (one per incident), ``ticket_events`` (alert events and status transitions,
 unique per ``(ticket_id, message_key)`` so MQTT redelivery is idempotent), ``dead_letters`` (payloads the
-consumer could not use) and ``camera_health`` (latest retained health message per camera).
+consumer could not use), ``camera_health`` (latest retained health message per camera),
+``incident_aliases`` (incidents attached to an already open ticket of the same camera, zone and hazard) and
+``worker_sequences`` (last alert sequence number seen per worker, for loss detection).
 
 All datetimes are timezone-aware UTC in Python; they are stored as naive UTC so SQLite and PostgreSQL
 behave the same (see :class:`UTCDateTime`).
@@ -16,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     Float,
@@ -75,6 +78,7 @@ class EventKind(StrEnum):
     ALERT_OPENED = "alert_opened"
     ALERT_UPDATED = "alert_updated"
     ALERT_CLEARED = "alert_cleared"
+    INCIDENT_ATTACHED = "incident_attached"
     TRANSITION = "transition"
 
 
@@ -170,4 +174,27 @@ class CameraHealthRow(Base):
     frames_dropped: Mapped[int] = mapped_column(Integer, default=0)
     reconnects: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IncidentAlias(Base):
+    """An incident whose events go to an earlier ticket: when it opened, that ticket (same camera, zone and
+    hazard) was still active, e.g. because a restarted worker re-detected the same parked car."""
+
+    __tablename__ = "incident_aliases"
+
+    incident_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    attached_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerSequence(Base):
+    """Highest alert ``seq`` applied per worker and the totals of missing and late numbers."""
+
+    __tablename__ = "worker_sequences"
+
+    worker_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    missing_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    late_total: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

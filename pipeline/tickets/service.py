@@ -11,6 +11,15 @@ incident changes nothing), ``updated`` refreshes confidence/boxes/evidence, ``cl
 ``cleared_at`` but leaves closing to a person. Each event is stored once per ``(ticket, message_key)``;
 the unique constraints on ``tickets.incident_id`` and ``ticket_events`` make this hold when several
 consumers race (the loser's transaction fails with ``IntegrityError`` and is retried, then sees the row).
+
+Duplicate-open guard: a new incident whose camera, zone and hazard already have an *active* ticket
+(open, assigned or in progress, not cleared) does not open a second ticket. It is attached to that ticket
+(an ``incident_attached`` event and an ``incident_aliases`` row, so its later events land there too;
+outcome ``attached``). This is what a restarted worker produces when it re-detects the parked car whose
+incident it lost. Two replicas racing on the very first alert of two such incidents can still open two.
+
+Every applied alert also goes through :func:`~pipeline.tickets.sequence.track_sequence` in the same
+transaction (lost-alert detection by per-worker ``seq``).
 """
 
 from __future__ import annotations
@@ -25,16 +34,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits, storable
 from pipeline.tickets.models import (
     CameraHealthRow,
     DeadLetter,
     EventKind,
+    IncidentAlias,
     Ticket,
     TicketEvent,
     TicketStatus,
     utcnow,
 )
 from pipeline.tickets.payload import AlertIn, HealthIn
+from pipeline.tickets.sequence import NO_SEQUENCE, SequenceCheck, track_sequence
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +63,9 @@ TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
 """Allowed next states of each status."""
 
 _ORDER = list(TicketStatus)
-Outcome = Literal["created", "updated", "cleared", "duplicate", "ignored"]
+Outcome = Literal["created", "updated", "cleared", "duplicate", "ignored", "attached"]
+ACTIVE = (S.OPEN.value, S.ASSIGNED.value, S.IN_PROGRESS.value)
+"""Statuses in which a ticket absorbs a new incident of the same camera, zone and hazard."""
 _MAX_ATTEMPTS = 3
 
 
@@ -122,10 +136,17 @@ def transition(session: Session, ticket_id: int, to: str, actor: str | None = No
 
 @dataclass(frozen=True)
 class ApplyResult:
-    """What applying one alert did."""
+    """What applying one alert did.
+
+    Attributes:
+        ticket_id: the ticket the alert went to.
+        outcome: created, updated, cleared, duplicate (redelivery), ignored or attached (guard).
+        sequence: what its ``seq`` says about lost alerts.
+    """
 
     ticket_id: int
     outcome: Outcome
+    sequence: SequenceCheck = NO_SEQUENCE
 
 
 def _title(alert: AlertIn) -> str:
@@ -144,7 +165,8 @@ def _new_ticket(alert: AlertIn) -> Ticket:
     p = alert.grid.path
     return Ticket(
         incident_id=alert.incident_id, hazard=alert.hazard.value, severity=alert.severity,
-        status=TicketStatus.OPEN.value, camera_id=alert.camera.id, camera_name=alert.camera.name,
+        status=TicketStatus.OPEN.value, camera_id=alert.camera.id,
+        camera_name=alert.camera.name[:200] if alert.camera.name is not None else None,
         grid_l1=p[0], grid_l2=p[1], grid_l3=p[2], grid_l4=p[3], grid_path="/".join(p),
         zone_id=alert.zone.id if alert.zone else None, title=_title(alert), started_at=alert.started_at,
         opened_at=alert.ts, updated_at=alert.ts,
@@ -175,10 +197,62 @@ def _refresh(ticket: Ticket, alert: AlertIn) -> None:
         ticket.details = {**ticket.details, **alert.details}
 
 
-def _apply(session: Session, alert: AlertIn, payload: dict[str, Any]) -> ApplyResult:
+def _alias_key(alert: AlertIn) -> str:
+    """Event key of an attached incident: its id keeps it apart from the ticket's own incident."""
+    return f"{alert.incident_id}:{alert.message_key}"
+
+
+def _find_ticket(session: Session, alert: AlertIn) -> tuple[Ticket | None, str]:
+    """The ticket of the alert's incident (own or attached) and the event key to use there."""
     ticket = session.scalars(
         select(Ticket).where(Ticket.incident_id == alert.incident_id).with_for_update()).first()
-    event = TicketEvent(kind=_event_kind(alert), message_key=alert.message_key, ts=alert.ts, payload=payload)
+    if ticket is not None:
+        return ticket, alert.message_key
+    alias = session.get(IncidentAlias, alert.incident_id)
+    if alias is None:
+        return None, alert.message_key
+    ticket = session.scalars(select(Ticket).where(Ticket.id == alias.ticket_id).with_for_update()).first()
+    return ticket, _alias_key(alert)
+
+
+def _active_ticket_at(session: Session, alert: AlertIn) -> Ticket | None:
+    """The newest active, uncleared ticket of the alert's camera, zone and hazard."""
+    zone = Ticket.zone_id.is_(None) if alert.zone is None else Ticket.zone_id == alert.zone.id
+    return session.scalars(
+        select(Ticket).where(Ticket.camera_id == alert.camera.id, Ticket.hazard == alert.hazard.value, zone,
+                             Ticket.status.in_(ACTIVE), Ticket.cleared_at.is_(None))
+        .order_by(Ticket.id.desc()).limit(1).with_for_update()).first()
+
+
+def _attach(session: Session, ticket: Ticket, alert: AlertIn, payload: dict[str, Any]) -> None:
+    """Attach a new incident to ``ticket`` (see the module docstring) and apply its first event."""
+    log.warning("incident %s attached to active ticket %d (incident %s) of the same camera, zone and hazard",
+                alert.incident_id, ticket.id, ticket.incident_id)
+    session.add(IncidentAlias(incident_id=alert.incident_id, ticket_id=ticket.id, attached_at=utcnow()))
+    note = (f"incident {alert.incident_id} ({alert.event}) attached: this camera, zone and hazard already "
+            f"had this ticket open")
+    attach_key = _alias_key(alert) if alert.event == "opened" else f"{alert.incident_id}:attached"
+    session.add(TicketEvent(ticket_id=ticket.id, kind=EventKind.INCIDENT_ATTACHED.value, message_key=attach_key,
+                            note=note, ts=alert.ts, payload=payload))
+    if alert.event != "opened":
+        session.add(TicketEvent(ticket_id=ticket.id, kind=_event_kind(alert), message_key=_alias_key(alert),
+                                ts=alert.ts, payload=payload))
+    _refresh(ticket, alert)
+    session.flush()
+
+
+def _apply_event(session: Session, alert: AlertIn, payload: dict[str, Any]) -> ApplyResult:
+    ticket, key = _find_ticket(session, alert)
+    event = TicketEvent(kind=_event_kind(alert), message_key=key, ts=alert.ts, payload=payload)
+    if ticket is None:
+        active = _active_ticket_at(session, alert)
+        if active is not None and active.incident_id == alert.incident_id:
+            # A concurrent consumer created this incident's ticket between the two queries (SQLite
+            # reads outside a write transaction see each commit at once).
+            ticket = active
+        elif active is not None:
+            _attach(session, active, alert, payload)
+            return ApplyResult(active.id, "attached")
     if ticket is None:
         ticket = _new_ticket(alert)
         session.add(ticket)
@@ -188,7 +262,7 @@ def _apply(session: Session, alert: AlertIn, payload: dict[str, Any]) -> ApplyRe
         session.flush()
         return ApplyResult(ticket.id, "created")
     seen = session.scalar(select(TicketEvent.id).where(TicketEvent.ticket_id == ticket.id,
-                                                       TicketEvent.message_key == alert.message_key))
+                                                       TicketEvent.message_key == key))
     if seen is not None:
         return ApplyResult(ticket.id, "duplicate")
     if alert.event == "opened":
@@ -198,6 +272,13 @@ def _apply(session: Session, alert: AlertIn, payload: dict[str, Any]) -> ApplyRe
     _refresh(ticket, alert)
     session.flush()
     return ApplyResult(ticket.id, "cleared" if alert.event == "cleared" else "updated")
+
+
+def _apply(session: Session, alert: AlertIn, payload: dict[str, Any]) -> ApplyResult:
+    result = _apply_event(session, alert, payload)
+    check = track_sequence(session, alert.worker_id, alert.seq, redelivery=result.outcome == "duplicate")
+    session.flush()
+    return ApplyResult(result.ticket_id, result.outcome, check)
 
 
 def apply_alert(sessions: sessionmaker[Session], alert: AlertIn,
@@ -228,11 +309,20 @@ def apply_alert(sessions: sessionmaker[Session], alert: AlertIn,
     raise AssertionError("unreachable")
 
 
-def record_dead_letter(sessions: sessionmaker[Session], topic: str, payload: bytes, reason: str) -> int:
-    """Store an unusable message; returns the dead-letter id."""
+def record_dead_letter(sessions: sessionmaker[Session], topic: str, payload: bytes, reason: str,
+                       limits: PayloadLimits = DEFAULT_LIMITS) -> int:
+    """Store an unusable message, bounded: a prefix of the payload, a truncated reason; returns its id.
+
+    Text is made storable (lone surrogates and NUL replaced), so a dead letter can always be written
+    while the database is up: a message that cannot even be dead-lettered would be redelivered forever.
+    """
+    kept = payload[:limits.dead_letter_payload_bytes]
+    if len(kept) < len(payload):
+        reason = f"{reason} [payload {len(payload)} bytes, first {len(kept)} kept]"
     with sessions() as session, session.begin():
-        row = DeadLetter(topic=topic, payload=payload, reason=reason[:2000],
-                         payload_text=payload.decode("utf-8", errors="replace")[:10_000],
+        row = DeadLetter(topic=storable(topic[:1000]), payload=kept,
+                         reason=storable(reason[:limits.dead_letter_reason_chars]),
+                         payload_text=storable(kept.decode("utf-8", errors="replace")[:10_000]),
                          received_at=utcnow())
         session.add(row)
         session.flush()

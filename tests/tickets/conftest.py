@@ -57,7 +57,11 @@ _counter = iter(range(1, 1_000_000))
 
 def make_alert(event: str = "opened", incident_id: str | None = None, camera: str = "cam1",
                hazard: str = "parking", ts: float | None = None, **update: Any) -> AlertV1:
-    """A valid ``AlertV1`` for one of the test cameras (fields overridable)."""
+    """A valid ``AlertV1`` for one of the test cameras (fields overridable).
+
+    Each call gets a zone of its own unless ``zone`` is given, so independent alerts do not meet the
+    duplicate-open guard (one active ticket per camera, zone and hazard); pass ``zone`` to test it.
+    """
     base = example_alert()
     n = next(_counter)
     t0 = 1_714_550_400.0 + n * 10
@@ -65,6 +69,7 @@ def make_alert(event: str = "opened", incident_id: str | None = None, camera: st
     data.update({
         "event": event, "incident_id": incident_id or f"{camera}-z1-{hazard}-{uuid.uuid4().hex[:10]}",
         "hazard": hazard, "camera": {"id": camera, "name": None},
+        "zone": {"id": f"z{n}", "kind": "fire_lane", "name": f"Zone {n}"},
         "grid": {"path": CAMERA_PATHS[camera], "names": ["a", "b", "c", "d"], "patrol": None},
         "ts": _iso(ts if ts is not None else t0 + 5), "started_at": _iso(t0),
     })
