@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -153,8 +155,10 @@ class _ReplayReader(CameraReader):
     """The live reader's decode loop over one pass of a file, unpaced, stamped from the stream pts."""
 
     def __init__(self, camera: CameraConfig, path: str, on_frame: Callable[[Frame], None],
-                 start_ts: float) -> None:
-        super().__init__(camera, path, _CallbackMailbox(on_frame), None)
+                 start_ts: float, rates: dict[str, float] | None = None) -> None:
+        # The live reader takes the hazards' analysis rates (decode: auto follows them); older ones did not.
+        extra: dict[str, Any] = {"hazard_rates": rates} if rates is not None else {}
+        super().__init__(camera, path, _CallbackMailbox(on_frame), None, **extra)
         self.start_ts = float(start_ts)
         self.first_pts: float | None = None
         self.duration_s: float | None = None
@@ -176,7 +180,10 @@ class _ReplayReader(CameraReader):
         elif container.duration is not None:
             self.duration_s = container.duration / 1_000_000
         count = 0
-        for packet in container.demux(stream):
+        # Packets the live reader already read to tell a still image from a video come first.
+        source = itertools.chain(getattr(self, "_prefetched", None) or [], container.demux(stream))
+        self._prefetched = []
+        for packet in source:
             if self._stop.is_set():
                 return
             if packet.size == 0:
@@ -193,6 +200,16 @@ class _ReplayReader(CameraReader):
     def _on_frame(self, frame: av.VideoFrame, pts_s: float | None, ts: float, key: bool) -> None:
         # The frame's own pts (decoders may lag behind packets) sets its time, as a camera's clock would.
         super()._on_frame(frame, pts_s, self.stamp(pts_s), key)
+
+
+def live_hazard_rates(site: SiteConfig, camera: CameraConfig) -> dict[str, float] | None:
+    """The per-hazard analysis rates the worker hands a camera's reader, where the reader takes them."""
+    if "hazard_rates" not in inspect.signature(CameraReader.__init__).parameters:
+        return None
+    from pipeline.ingest import decode_plan
+
+    rates: dict[str, float] = decode_plan.hazard_rates(site.hazards, camera)
+    return rates
 
 
 def with_fps(camera: CameraConfig, fps: float | None) -> CameraConfig:
@@ -281,7 +298,7 @@ class Replay:
             if on_frame is not None:
                 on_frame(FrameRecord(t, frame, found, self.rule_states(), incidents))
 
-        reader = _ReplayReader(self.camera, path, analyse, t0)
+        reader = _ReplayReader(self.camera, path, analyse, t0, live_hazard_rates(self.site, self.camera))
         started = time.perf_counter()
         reader._session()
         summary.wall_s = time.perf_counter() - started
