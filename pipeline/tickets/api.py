@@ -11,38 +11,46 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import StringConstraints
 from sqlalchemy import Engine, func, or_, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pipeline.config import GRID_LEVELS, GridNode, SiteConfig
+from pipeline.tickets.api_contract import (
+    BAD_EVIDENCE,
+    EVIDENCE_200,
+    HOST_REFUSED,
+    PLAIN_TEXT,
+    SAFE_NAME,
+    EvidenceName,
+    HazardList,
+    OffsetQuery,
+    StatusList,
+    TicketIdPath,
+    error_responses,
+    evidence_media_type,
+    install_host_check,
+    install_validation_errors,
+)
 from pipeline.tickets.consumer import AlertConsumer
 from pipeline.tickets.db import init_db, session_factory
 from pipeline.tickets.metrics import TicketMetrics
 from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket, TicketStatus
 from pipeline.tickets.schemas import (
-    DB_INT_MAX,
-    HAZARD_LIST_PATTERN,
     NO_NUL_PATTERN,
-    STATUS_LIST_PATTERN,
     TIME_PATTERN,
     CameraOut,
     DeadLetterOut,
-    ErrorOut,
     EventOut,
     GridNodeOut,
     HealthOut,
@@ -61,39 +69,8 @@ from pipeline.web.router import install_web
 
 log = logging.getLogger(__name__)
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 EVIDENCE_FILES = {"snapshot": "snapshot.jpg", "clip": "clip.mp4", "frame": "frame.jpg"}
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 INACTIVE = (TicketStatus.CLOSED.value, TicketStatus.FALSE_ALARM.value)
-EVIDENCE_MEDIA_TYPES = {".jpg": "image/jpeg", ".mp4": "video/mp4"}
-"""What the worker writes; any other file in the evidence store is served as octet-stream, never as HTML."""
-
-TicketIdPath = Annotated[int, PathParam(ge=1, le=DB_INT_MAX, description="Ticket id.")]
-OffsetQuery = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Rows to skip (paging).")]
-StatusList = list[Annotated[str, StringConstraints(pattern=STATUS_LIST_PATTERN)]]
-HazardList = list[Annotated[str, StringConstraints(pattern=HAZARD_LIST_PATTERN)]]
-
-_PLAIN_TEXT = {"text/plain": {"schema": {"type": "string"}}}
-HOST_REFUSED: dict[int | str, dict[str, Any]] = {
-    400: {"description": "The Host header is not in `api.allowed_hosts` (plain text `Invalid host header`).",
-          "content": _PLAIN_TEXT}}
-"""Declared on every route: ``TrustedHostMiddleware`` answers before any route runs."""
-
-
-def _errors(*codes: int, bad_request: str = "Host header not allowed (plain text), or a body that is not "
-            "JSON.") -> dict[int | str, dict[str, Any]]:
-    """``responses=`` entries for a route's 400/404 (``ErrorOut``) answers."""
-    out: dict[int | str, dict[str, Any]] = {}
-    if 400 in codes:
-        out[400] = {"model": ErrorOut, "description": bad_request, "content": _PLAIN_TEXT}
-    if 404 in codes:
-        out[404] = {"model": ErrorOut, "description": "No such ticket, or its evidence file is not written yet."}
-    return out
-
-
-def evidence_media_type(path: Path) -> str:
-    """Media type of an evidence file from its suffix (octet-stream for anything unexpected)."""
-    return EVIDENCE_MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
 
 
 @dataclass
@@ -132,7 +109,7 @@ def safe_evidence_path(evidence_dir: Path, incident_id: str, name: str) -> Path:
     Raises:
         HTTPException: 400 for an unsafe id or name, 404 when the file does not exist (yet).
     """
-    if not _SAFE_NAME.match(incident_id) or not _SAFE_NAME.match(name) or ".." in incident_id + name:
+    if not SAFE_NAME.match(incident_id) or not SAFE_NAME.match(name) or ".." in incident_id + name:
         raise HTTPException(400, "invalid evidence path")
     root = evidence_dir.resolve()
     path = (root / incident_id / name).resolve()
@@ -141,25 +118,6 @@ def safe_evidence_path(evidence_dir: Path, incident_id: str, name: str) -> Path:
     if not path.is_file():
         raise HTTPException(404, "evidence not available (yet)")
     return path
-
-
-_BAD_EVIDENCE = "Unsafe evidence path (`..`, a leading `.`), or Host header not allowed (plain text)."
-_EVIDENCE_200: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The file: JPEG snapshot/frame or MP4 clip.",
-          "content": {"image/jpeg": {}, "video/mp4": {}, "application/octet-stream": {}}}}
-# Documented, not enforced by FastAPI (that would be a 422): a name outside it is a 400 from
-# safe_evidence_path, which also refuses ".." inside an otherwise matching name.
-_EvidenceName = Annotated[str, PathParam(json_schema_extra={"pattern": _SAFE_NAME.pattern},
-                                         description="A file or directory name of the evidence store.")]
-
-
-def _check_host(app: FastAPI, site: SiteConfig) -> None:
-    """Answer 400 to a Host header outside ``api.allowed_hosts``; warn when unchecked on a public bind."""
-    hosts = site.api.allowed_hosts
-    if "*" in hosts and site.api.host not in LOOPBACK_HOSTS:
-        log.warning("api.allowed_hosts is ['*'] while the API listens on %s: the Host header is not checked; "
-                    "list the names clients use (docs/api.md)", site.api.host)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
 
 
 def _grid_tree(nodes: list[GridNode], counts: dict[str, int], parent: list[str]) -> list[GridNodeOut]:
@@ -205,7 +163,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     app = FastAPI(title="gridwatch tickets", version="1", lifespan=lifespan, responses=HOST_REFUSED,
                   description="Hazard tickets from gridwatch alerts; see docs/api.md.")
     app.state.tickets = st
-    _check_host(app, site)
+    install_host_check(app, site)
+    install_validation_errors(app)
 
     @app.get("/healthz", response_model=HealthzOut, tags=["ops"])
     def healthz(request: Request) -> JSONResponse:
@@ -231,7 +190,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=Response,
-             responses={200: {"description": "Prometheus text format.", "content": _PLAIN_TEXT}})
+             responses={200: {"description": "Prometheus text format.", "content": PLAIN_TEXT}})
     def metrics(request: Request) -> Response:
         """Prometheus metrics."""
         return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -283,14 +242,14 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             raise HTTPException(404, f"ticket {ticket_id} not found")
         return TicketDetail(**TicketOut.of(t).model_dump(), events=[EventOut.of(e) for e in t.events])
 
-    @app.get("/tickets/{ticket_id}", response_model=TicketDetail, tags=["tickets"], responses=_errors(404))
+    @app.get("/tickets/{ticket_id}", response_model=TicketDetail, tags=["tickets"], responses=error_responses(404))
     def get_ticket(request: Request, ticket_id: TicketIdPath) -> TicketDetail:
         """One ticket with its history."""
         with _state(request).sessions() as session:
             return _detail(session, ticket_id)
 
     @app.post("/tickets/{ticket_id}/transition", response_model=TicketDetail, tags=["tickets"],
-              responses={**_errors(400, 404),
+              responses={**error_responses(400, 404),
                          409: {"model": TransitionConflictOut, "description": "Not allowed from the current "
                                "status; `detail.allowed` lists the allowed next statuses."}})
     def post_transition(request: Request, ticket_id: TicketIdPath, body: TransitionIn) -> TicketDetail:
@@ -309,7 +268,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             return _detail(session, ticket_id)
 
     @app.get("/tickets/{ticket_id}/evidence/{kind}", tags=["evidence"], response_class=FileResponse,
-             responses={**_EVIDENCE_200, **_errors(400, 404, bad_request=_BAD_EVIDENCE)})
+             responses={**EVIDENCE_200, **error_responses(400, 404, bad_request=BAD_EVIDENCE)})
     def ticket_evidence(request: Request, ticket_id: TicketIdPath,
                         kind: Literal["snapshot", "clip", "frame"]) -> FileResponse:
         """The ticket's annotated snapshot or raw frame (JPEG) or clip (MP4); 404 until written."""
@@ -322,8 +281,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         return FileResponse(path, media_type=evidence_media_type(path))
 
     @app.get("/evidence/{incident_id}/{name}", tags=["evidence"], response_class=FileResponse,
-             responses={**_EVIDENCE_200, **_errors(400, 404, bad_request=_BAD_EVIDENCE)})
-    def evidence(request: Request, incident_id: _EvidenceName, name: _EvidenceName) -> FileResponse:
+             responses={**EVIDENCE_200, **error_responses(400, 404, bad_request=BAD_EVIDENCE)})
+    def evidence(request: Request, incident_id: EvidenceName, name: EvidenceName) -> FileResponse:
         """An evidence file by the URL the worker puts into alerts."""
         path = safe_evidence_path(_state(request).evidence_dir, incident_id, name)
         return FileResponse(path, media_type=evidence_media_type(path))
