@@ -62,7 +62,8 @@ def _yaml_error_text(exc: yaml.YAMLError, text: str) -> str:
     """One line for a YAML syntax error or an exceeded limit, with its line and column."""
     if isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
-        return f"not valid YAML: character {exc.character!r} is not allowed in YAML text (line {line})"
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f"not valid YAML: character U+{char:04X} is not allowed in YAML text (line {line})"
     mark = getattr(exc, "problem_mark", None)
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
     prefix = "refused" if isinstance(exc, YamlLimitError) else "not valid YAML"
