@@ -273,6 +273,10 @@ class MqttConfig(_Model):
         return self
 
 
+ALLOWED_HOST_PATTERN = r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)$"
+"""``*``, a host name or IPv4 address, or ``*.`` plus a domain (what Starlette's TrustedHostMiddleware matches)."""
+
+
 class ApiConfig(_Model):
     """Ticket API, database and evidence store."""
 
@@ -284,6 +288,17 @@ class ApiConfig(_Model):
     evidence_dir: str = Field(default="var/evidence", description="Where snapshots and clips are stored.")
     public_url: str | None = Field(default=None,
                                    description="Base URL put into alert evidence links; default http://host:port.")
+    allowed_hosts: list[Annotated[str, Field(pattern=ALLOWED_HOST_PATTERN)]] = Field(
+        default_factory=lambda: ["*"], min_length=1,
+        description="Host header names the API answers (others get 400): e.g. [tickets.example.org, "
+        "localhost, 127.0.0.1]; `*.example.org` matches subdomains; ['*'] (default, for the zero-config "
+        "demo) checks nothing. No ports, no IPv6 literals.")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _lower_hosts(cls, hosts: list[str]) -> list[str]:
+        # Host names are case-insensitive; Starlette compares them as written.
+        return [h.lower() for h in hosts]
 
     @field_validator("database_url")
     @classmethod
