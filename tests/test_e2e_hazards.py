@@ -41,8 +41,8 @@ import pytest
 import uvicorn
 import yaml
 
-from pipeline.analyze.analyzer import PosterAdapter
 from pipeline.analyze.clutter import ClutterRule
+from pipeline.analyze.poster import PosterRule
 from pipeline.config import SiteConfig
 from pipeline.tickets.api import create_app
 from pipeline.worker import Worker
@@ -167,8 +167,8 @@ def _learned(worker: Worker, camera: str) -> dict[str, bool]:
     """Per rule of ``camera``: whether it got past learning (so 'no alert' means it judged frames)."""
     out: dict[str, bool] = {}
     for r in worker.slots[camera].analyzer.rules:
-        if isinstance(r, PosterAdapter):
-            out[f"poster/{r.zone_id}"] = r.poster.reference.ready
+        if isinstance(r, PosterRule):
+            out[f"poster/{r.zone_id}"] = r.reference.ready
         elif isinstance(r, ClutterRule):
             out[f"clutter/{r.zone_id}"] = r.change.ready
     return out

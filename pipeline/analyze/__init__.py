@@ -12,33 +12,32 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.analyze.analyzer import CameraAnalyzer, DetectRequest, ImageRule, PosterAdapter, register_rule
+    from pipeline.analyze.analyzer import CameraAnalyzer, DetectRequest, register_rule
     from pipeline.analyze.clutter import ClutterRule, StationaryChange
     from pipeline.analyze.fire import FireRule
     from pipeline.analyze.incident import Hazard, Incident, IncidentBox, IncidentEvent
     from pipeline.analyze.occupancy import OccupancyCounter
     from pipeline.analyze.parking import NoParkingRule
-    from pipeline.analyze.rules import IncidentLifecycle, KofN, Observation, PresenceTimer, ZoneRule
+    from pipeline.analyze.rules import FrameView, IncidentLifecycle, KofN, Observation, PresenceTimer, Rule
     from pipeline.analyze.tracking import IoUTracker, Track, iou_matrix
     from pipeline.analyze.zones import ZoneGeometry
 
 _WHERE = {
     "CameraAnalyzer": "analyzer", "DetectRequest": "analyzer", "register_rule": "analyzer",
-    "ImageRule": "analyzer", "PosterAdapter": "analyzer",
     "ClutterRule": "clutter", "StationaryChange": "clutter", "FireRule": "fire", "OccupancyCounter": "occupancy",
     "Hazard": "incident", "Incident": "incident", "IncidentBox": "incident", "IncidentEvent": "incident",
     "NoParkingRule": "parking",
     "IncidentLifecycle": "rules", "KofN": "rules", "Observation": "rules", "PresenceTimer": "rules",
-    "ZoneRule": "rules",
+    "FrameView": "rules", "Rule": "rules",
     "IoUTracker": "tracking", "Track": "tracking", "iou_matrix": "tracking",
     "ZoneGeometry": "zones",
 }
 
 __all__ = [
-    "CameraAnalyzer", "ClutterRule", "DetectRequest", "FireRule", "ImageRule", "OccupancyCounter",
-    "PosterAdapter", "StationaryChange", "Hazard", "Incident", "IncidentBox", "IncidentEvent",
+    "CameraAnalyzer", "ClutterRule", "DetectRequest", "FireRule", "FrameView", "OccupancyCounter",
+    "Rule", "StationaryChange", "Hazard", "Incident", "IncidentBox", "IncidentEvent",
     "IncidentLifecycle", "IoUTracker", "KofN", "NoParkingRule", "Observation", "PresenceTimer",
-    "Track", "ZoneGeometry", "ZoneRule", "iou_matrix", "register_rule",
+    "Track", "ZoneGeometry", "iou_matrix", "register_rule",
 ]
 
 

@@ -7,12 +7,12 @@ arrive later. Registered here: ``parking`` (:class:`~pipeline.analyze.parking.No
 (:class:`~pipeline.analyze.clutter.ClutterRule`) and ``poster``
 (:class:`~pipeline.analyze.poster.PosterRule`, OCR, not a YOLO detector).
 
-Two kinds of rule are driven:
-
-* :class:`~pipeline.analyze.rules.ZoneRule`: ``update(ts, detections, width, height)`` with the output
-  of its ``rule.detector``;
-* :class:`ImageRule`: ``update_image(ts, frame_bgr, detections_by_name, width, height)`` with the frame
-  image and the output of every detector (fire, clutter and poster use the image).
+Every rule implements one protocol, :class:`~pipeline.analyze.rules.Rule`: per analysed frame the
+analyzer builds one :class:`~pipeline.analyze.rules.FrameView` (ts, size, image, detections by detector
+name) and calls ``judge(view)`` on each rule that is due under its ``interval_seconds``; each rule
+declares the ``detectors`` it reads (the analyzer requests those the site defines) and reports its
+internals with ``state()`` (:meth:`CameraAnalyzer.rule_states`). A new hazard joins by registering a
+factory; the analyzer knows no rule class.
 
 Besides hazards, ``parking`` zones with a ``capacity`` get an
 :class:`~pipeline.analyze.occupancy.OccupancyCounter`; :meth:`CameraAnalyzer.occupancy` reports them.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from pipeline.analyze.incident import Hazard, Incident
 from pipeline.analyze.occupancy import DEFAULT_VEHICLES, OccupancyCounter
 from pipeline.analyze.parking import NoParkingRule
 from pipeline.analyze.poster import PosterRule
-from pipeline.analyze.rules import ZoneRule
+from pipeline.analyze.rules import FrameView, Rule
 from pipeline.analyze.zones import BoxPx, ZoneGeometry, union_box
 from pipeline.config import CameraConfig, HazardRule, SiteConfig, ZoneConfig, ZoneKind
 from pipeline.detect.detections import Detections
@@ -45,34 +45,6 @@ log = logging.getLogger(__name__)
 
 OCR_DETECTOR = "ocr"
 """The poster rule's ``detector``: OCR run by the rule itself, never requested from the worker."""
-
-
-@runtime_checkable
-class ImageRule(Protocol):
-    """A rule that judges the frame image too (fire, clutter, poster).
-
-    Attributes:
-        hazard: the hazard judged.
-        camera_id: camera id.
-        zone_id: zone id, or None for whole-frame rules.
-        rule: the effective rule.
-        detectors: names of the detectors whose output it reads; the analyzer requests those the site
-            defines (``rule.detector`` always).
-    """
-
-    hazard: Hazard
-    camera_id: str
-    zone_id: str | None
-    rule: HazardRule
-    detectors: tuple[str, ...]
-
-    def update_image(self, ts: float, frame_bgr: np.ndarray, detections: dict[str, Detections], width: int,
-                     height: int) -> list[Incident]:
-        """Judge one analysed frame."""
-        ...
-
-
-AnyRule = ZoneRule | ImageRule
 
 
 @dataclass
@@ -95,7 +67,7 @@ class RuleContext:
         return self._text
 
 
-RuleFactory = Callable[[str, ZoneConfig | None, HazardRule, RuleContext], AnyRule | None]
+RuleFactory = Callable[[str, ZoneConfig | None, HazardRule, RuleContext], Rule | None]
 """(camera_id, zone or None for whole-frame, effective rule, context) -> rule, or None when not applicable."""
 
 RULE_FACTORIES: dict[Hazard, RuleFactory] = {}
@@ -106,49 +78,20 @@ def register_rule(hazard: Hazard, factory: RuleFactory) -> None:
     RULE_FACTORIES[hazard] = factory
 
 
-class PosterAdapter:
-    """:class:`~pipeline.analyze.poster.PosterRule` as an :class:`ImageRule` (it requests no detector).
-
-    The poster rule judges a frame at most every ``rule.analysis_interval_seconds`` (5 s by default), so
-    OCR does not run on every analysed frame.
-    """
-
-    hazard: Hazard = Hazard.POSTER
-
-    def __init__(self, poster: PosterRule) -> None:
-        self.poster = poster
-        self.camera_id = poster.camera_id
-        self.zone_id = poster.zone_id
-        self.rule = poster.rule
-        self.detectors: tuple[str, ...] = ()
-
-    def update_image(self, ts: float, frame_bgr: np.ndarray, detections: dict[str, Detections], width: int,
-                     height: int) -> list[Incident]:
-        return self.poster.update(ts, frame_bgr, width, height)
-
-    def state(self) -> dict[str, object]:
-        return self.poster.state()
-
-
-def _parking(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
+def _parking(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:
     return None if zone is None else NoParkingRule(camera_id, zone, rule)
 
 
-def _fire(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
+def _fire(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:
     return FireRule(camera_id, zone, rule)
 
 
-def _clutter(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
+def _clutter(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:
     return None if zone is None else ClutterRule(camera_id, zone, rule)
 
 
-def _poster(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> AnyRule | None:
-    if zone is None:
-        return None
-    # The analyzer already spaces the rule's frames by rule.analysis_interval_seconds; the rule's own
-    # spacing (for use without an analyzer) is set to match.
-    return PosterAdapter(PosterRule(camera_id, zone, rule, ctx.text_detector(),
-                                    min_interval_seconds=rule.analysis_interval_seconds))
+def _poster(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:
+    return None if zone is None else PosterRule(camera_id, zone, rule, ctx.text_detector())
 
 
 register_rule(Hazard.PARKING, _parking)
@@ -207,7 +150,7 @@ class CameraAnalyzer:
         self.crop_pad = crop_pad
         self.crop_min_size = crop_min_size
         self.context = RuleContext(site, camera)
-        self.rules: list[AnyRule] = []
+        self.rules: list[Rule] = []
         self.skipped: set[Hazard] = set()
         """Hazards configured on this camera that have no rule implementation (logged once each)."""
         self.errors: dict[int, int] = {}
@@ -255,7 +198,7 @@ class CameraAnalyzer:
     def due(self, i: int, ts: float | None) -> bool:
         """Whether rule ``i`` judges a frame at ``ts`` (None: any frame) under its analysis interval."""
         last = self.last_judged.get(i)
-        return ts is None or last is None or ts - last + 1e-6 >= self.rules[i].rule.analysis_interval_seconds
+        return ts is None or last is None or ts - last + 1e-6 >= self.rules[i].interval_seconds
 
     def _needs(self, ts: float | None = None) -> list[tuple[str, ZoneConfig | None]]:
         """(detector, zone or None) pairs the rules due at ``ts`` (None: all) and the counters need."""
@@ -264,11 +207,8 @@ class CameraAnalyzer:
             if not self.due(i, ts):
                 continue
             zone = self._zones.get(r.zone_id) if r.zone_id is not None else None
-            if isinstance(r, ImageRule):
-                names = [n for n in r.detectors if n != OCR_DETECTOR
-                         and (n == r.rule.detector or n in self.site.detectors)]
-            else:
-                names = [r.rule.detector] if r.rule.detector != OCR_DETECTOR else []
+            names = [n for n in r.detectors if n != OCR_DETECTOR
+                     and (n == r.rule.detector or n in self.site.detectors)]
             out.extend((n, zone) for n in names)
         out.extend((c.detector, c.zone) for c in self.counters)
         return out
@@ -315,16 +255,13 @@ class CameraAnalyzer:
         """
         out: list[Incident] = []
         w, h = frame.width, frame.height
+        view = FrameView(frame.ts, w, h, frame.image, detections)
         for i, r in enumerate(self.rules):
-            if not self.due(i, frame.ts):
+            if not self.due(i, view.ts):
                 continue
-            self.last_judged[i] = frame.ts
+            self.last_judged[i] = view.ts
             try:
-                if isinstance(r, ImageRule):
-                    out.extend(r.update_image(frame.ts, frame.image, detections, w, h))
-                else:
-                    d = detections.get(r.rule.detector)
-                    out.extend(r.update(frame.ts, d if d is not None else Detections.empty(), w, h))
+                out.extend(r.judge(view))
             except Exception:  # noqa: BLE001 - one broken rule must not silence the others
                 n = self.errors[i] = self.errors.get(i, 0) + 1
                 if n == 1 or n % 100 == 0:
@@ -345,10 +282,12 @@ class CameraAnalyzer:
         ``last_judged`` (frame time it last judged) and ``errors`` (exceptions so far)."""
         out: list[dict[str, object]] = []
         for i, r in enumerate(self.rules):
-            state_of = getattr(r, "state", None)
+            try:
+                state = r.state()
+            except Exception as e:  # noqa: BLE001 - a debug view must not take the analysis down
+                state = {"error": repr(e)}
             out.append({"hazard": r.hazard.value, "zone": r.zone_id, "rule": type(r).__name__,
-                        "state": state_of() if callable(state_of) else {},
-                        "last_judged": self.last_judged.get(i), "errors": self.errors.get(i, 0)})
+                        "state": state, "last_judged": self.last_judged.get(i), "errors": self.errors.get(i, 0)})
         return out
 
     def occupancy(self) -> dict[str, dict[str, object]]:

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from pipeline.analyze.incident import Hazard, Incident
-from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, normalised_box
+from pipeline.analyze.rules import TIME_EPS, FrameView, IncidentLifecycle, Observation, normalised_box
 from pipeline.analyze.tracking import IoUTracker, Track, max_cover
 from pipeline.analyze.zones import ZoneGeometry
 from pipeline.config import HazardRule, ZoneConfig, ZoneKind
@@ -198,6 +198,7 @@ class ClutterRule:
         self.person_cover = float(person_cover)
         self.detectors: tuple[str, ...] = tuple(dict.fromkeys((rule.detector, clutter_detector, person_detector)))
         """Detectors whose output this rule reads (the analyzer runs those the site defines)."""
+        self.interval_seconds = rule.analysis_interval_seconds
         self.model_free = model_free
         self.min_blob_share = float(min_blob_share)
         self.tracker = IoUTracker(match_iou=rule.match_iou, max_missing_seconds=rule.clear_seconds,
@@ -250,13 +251,22 @@ class ClutterRule:
         persons = detections.get(self.person_detector, Detections.empty())
         return persons.with_classes(frozenset({"person"})).with_min_confidence(0.3)
 
+    def judge(self, view: FrameView) -> list[Incident]:
+        """Judge one analysed frame (image + every detector's output); returns 0 or 1 incident events.
+
+        Without an image (``view.image`` None) only the detected-object path runs.
+        """
+        return self._judge(view.ts, view.image, dict(view.detections), view.width, view.height)
+
     def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
-        """Detector path only (no image): see :meth:`update_image`."""
+        """Detector path only (no image): see :meth:`update_image`. Prefer :meth:`judge`."""
         return self._judge(ts, None, {self.rule.detector: detections}, width, height)
 
     def update_image(self, ts: float, frame_bgr: np.ndarray, detections: dict[str, Detections], width: int,
                      height: int) -> list[Incident]:
-        """Judge one analysed frame (image + every detector's output); returns 0 or 1 events."""
+        """Judge one analysed frame (image + every detector's output); returns 0 or 1 events.
+
+        Kept for callers not yet on :meth:`judge` (the analyzer calls only :meth:`judge`)."""
         return self._judge(ts, frame_bgr, detections, width, height)
 
     def _judge(self, ts: float, image: np.ndarray | None, detections: dict[str, Detections], width: int,

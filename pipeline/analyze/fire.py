@@ -31,11 +31,17 @@ import cv2
 import numpy as np
 
 from pipeline.analyze.incident import Hazard, Incident
-from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, PresenceTimer, normalised_box
+from pipeline.analyze.rules import (
+    TIME_EPS,
+    FrameView,
+    IncidentLifecycle,
+    Observation,
+    PresenceTimer,
+    normalised_box,
+)
 from pipeline.analyze.tracking import IoUTracker, max_cover
 from pipeline.analyze.zones import ZoneGeometry, ZoneGeometryCache
 from pipeline.config import HazardRule, ZoneConfig
-from pipeline.detect.detections import Detections
 
 DEFAULT_CLASSES = ("fire", "smoke")
 PERSON_DETECTOR = "coco"
@@ -144,6 +150,7 @@ class FireRule:
         person_detector: detector whose ``person`` boxes are used when present in the frame's detections.
 
     Example:
+        >>> from pipeline.detect.detections import Detections
         >>> rule = FireRule("cam1", None, HazardRule(detector="fire", classes=["fire"], confirm_k=2,
         ...                 confirm_n=3, dwell_seconds=0), min_fire_colour=0)
         >>> img = np.zeros((100, 100, 3), np.uint8)
@@ -151,7 +158,7 @@ class FireRule:
         >>> for t, x2 in enumerate([60, 70, 55, 75]):
         ...     img[:] = 0; img[40:80, 40:x2] = (0, 140, 255)
         ...     d = Detections.from_arrays([[40, 40, x2, 80]], [0.8], [0], {0: "fire"})
-        ...     events += rule.update_image(float(t), img, {"fire": d}, 100, 100)
+        ...     events += rule.judge(FrameView(float(t), 100, 100, img.copy(), {"fire": d}))
         >>> [(e.event.value, e.severity) for e in events]
         [('opened', 3)]
     """
@@ -173,6 +180,7 @@ class FireRule:
         self.person_detector = person_detector
         self.detectors: tuple[str, ...] = (rule.detector,)
         """Detectors the analyzer must run for this rule (persons are used only when present)."""
+        self.interval_seconds = rule.analysis_interval_seconds
         self.tracker = IoUTracker(match_iou=min(rule.match_iou, 0.2), max_missing_seconds=self.window_seconds,
                                   stationary_tolerance=1e9)
         self.history: dict[int, _History] = {}
@@ -205,25 +213,21 @@ class FireRule:
             "lifecycle": self.lifecycle.state(),
         }
 
-    def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
-        """Judge one frame without its image (colour and patch checks are skipped; area flicker only)."""
-        return self._judge(ts, None, {self.rule.detector: detections}, width, height)
+    def judge(self, view: FrameView) -> list[Incident]:
+        """Judge one analysed frame; returns 0 or 1 incident events.
 
-    def update_image(self, ts: float, frame_bgr: np.ndarray, detections: dict[str, Detections], width: int,
-                     height: int) -> list[Incident]:
-        """Judge one analysed frame (image + every detector's output); returns 0 or 1 events."""
-        return self._judge(ts, frame_bgr, detections, width, height)
-
-    def _judge(self, ts: float, image: np.ndarray | None, detections: dict[str, Detections], width: int,
-               height: int) -> list[Incident]:
+        Reads ``rule.detector`` and, when present, the person detector's ``person`` boxes. Without an
+        image (``view.image`` None) the colour and patch checks are skipped (area flicker only).
+        """
+        ts, image, width, height = view.ts, view.image, view.width, view.height
         self.last_ts = ts
-        found = detections.get(self.rule.detector, Detections.empty())
+        found = view.detections_of(self.rule.detector)
         cand = found.with_classes(self.classes).with_min_confidence(self.rule.min_confidence)
         g = self.geometry(width, height)
         if g is not None and len(cand):
             centres = np.stack([(cand.xyxy[:, 0] + cand.xyxy[:, 2]) / 2, (cand.xyxy[:, 1] + cand.xyxy[:, 3]) / 2], 1)
             cand = cand[np.flatnonzero(g.contains_points(centres))]
-        persons = detections.get(self.person_detector, Detections.empty())
+        persons = view.detections_of(self.person_detector)
         persons = persons.with_classes(frozenset({"person"})).with_min_confidence(0.35)
         cover = max_cover(cand.xyxy, persons.xyxy)
         tracks = self.tracker.update(ts, cand.xyxy, cand.confidence, cand.labels)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.analyze.incident import Hazard, Incident
-from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, normalised_box
+from pipeline.analyze.rules import TIME_EPS, FrameView, IncidentLifecycle, Observation, normalised_box
 from pipeline.analyze.tracking import IoUTracker, Track
 from pipeline.analyze.zones import ZoneGeometry, ZoneGeometryCache
 from pipeline.config import HazardRule, ZoneConfig
@@ -50,7 +50,8 @@ class NoParkingRule:
         >>> zone = ZoneConfig(id="lane", kind="no_parking", polygon=[[0, 0.5], [1, 0.5], [1, 1], [0, 1]])
         >>> rule = NoParkingRule("cam1", zone, HazardRule(classes=["car"], dwell_seconds=10))
         >>> car = Detections.from_arrays([[40, 60, 60, 80]], [0.9], [2], {2: "car"})
-        >>> events = [e for t in range(0, 15) for e in rule.update(float(t), car, 100, 100)]
+        >>> views = [FrameView(float(t), 100, 100, detections={"coco": car}) for t in range(15)]
+        >>> events = [e for v in views for e in rule.judge(v)]
         >>> [(e.event.value, e.id, e.details["dwell_seconds"]) for e in events]
         [('opened', 'cam1-lane-parking-0-1', 10.0)]
     """
@@ -64,6 +65,8 @@ class NoParkingRule:
         self.zone_id: str | None = zone.id
         self.rule = rule
         self.classes = frozenset(rule.classes or DEFAULT_VEHICLES)
+        self.detectors: tuple[str, ...] = (rule.detector,)
+        self.interval_seconds = rule.analysis_interval_seconds
         self.tracker = IoUTracker(match_iou=rule.match_iou, max_missing_seconds=rule.clear_seconds,
                                   stationary_tolerance=stationary_tolerance)
         self.lifecycle = IncidentLifecycle(camera_id, zone.id, Hazard.PARKING, rule)
@@ -99,10 +102,11 @@ class NoParkingRule:
                 out.append(t)
         return out
 
-    def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
-        """Judge one analysed frame; returns the incident events it causes (0 or 1)."""
+    def judge(self, view: FrameView) -> list[Incident]:
+        """Judge one analysed frame (the output of ``rule.detector``); returns 0 or 1 incident events."""
+        ts, width, height = view.ts, view.width, view.height
         self.last_ts = ts
-        v = self.vehicles(detections)
+        v = self.vehicles(view.detections_of(self.rule.detector))
         self.tracker.update(ts, v.xyxy, v.confidence, v.labels)
         parked = sorted(self.offenders(ts, width, height), key=lambda t: t.stationary_since)
         obs: Observation | None = None

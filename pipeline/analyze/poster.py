@@ -1,14 +1,16 @@
 """Poster / small-ad rule (小广告, 牛皮癣): flyers stuck on a wall zone, read with OCR.
 
-Unlike the YOLO rules, :class:`PosterRule` looks at the image itself (``update(ts, frame_bgr, width,
-height)``) and runs a :class:`~pipeline.detect.ocr.TextDetector` on the zone's crop.
+Unlike the YOLO rules, :class:`PosterRule` reads no detector output: it looks at the frame image of the
+:class:`~pipeline.analyze.rules.FrameView` and runs a :class:`~pipeline.detect.ocr.TextDetector` on the
+zone's crop.
 
 How it works:
 
 1. **Learning** (first ``learn_frames`` analysed frames): :class:`WallReference` stacks the zone crops;
    the per-pixel median is the clean wall (people walking by are voted out). OCR of that median gives
    the *reference text* - house numbers, permanent signs - which never alerts.
-2. **Each later frame** (at most every ``min_interval_seconds``; posters are slow):
+2. **Each later judged frame** (the analyzer judges it every ``rule.analysis_interval_seconds``, 5 s by
+   default; posters are slow):
 
    * cheap pass: DB text detection only (no recognition) on the crop;
    * a text box is a *candidate* when its centre is in the zone, it does not overlap reference text, and
@@ -38,7 +40,7 @@ import cv2
 import numpy as np
 
 from pipeline.analyze.incident import Hazard, Incident
-from pipeline.analyze.rules import TIME_EPS, IncidentLifecycle, Observation, normalised_box
+from pipeline.analyze.rules import TIME_EPS, FrameView, IncidentLifecycle, Observation, normalised_box
 from pipeline.analyze.text_extract import analyze_text
 from pipeline.analyze.zones import ZoneGeometry
 from pipeline.config import HazardRule, ZoneConfig
@@ -182,8 +184,7 @@ class PosterRule:
         rule: the effective POSTER rule: ``confirm_k/n``, ``clear_seconds``, ``update_interval_seconds``,
             ``cooldown_seconds``, ``severity``; ``min_confidence`` is the DB box score a text line needs.
         detector: the OCR engine (default: a new 1-thread :class:`TextDetector`; share one per worker).
-        learn_frames: analysed frames whose median is the clean wall.
-        min_interval_seconds: frames closer than this to the last analysed one are skipped.
+        learn_frames: judged frames whose median is the clean wall.
         min_confirm: lower bound (k, n) for the per-flyer k-of-n confirmation.
         min_changed: share of a text box's pixels that must differ from the reference.
         reread_seconds: how often a confirmed flyer is read again with full OCR.
@@ -193,7 +194,7 @@ class PosterRule:
     hazard: Hazard = Hazard.POSTER
 
     def __init__(self, camera_id: str, zone: ZoneConfig, rule: HazardRule, detector: TextDetector | None = None,
-                 *, learn_frames: int = 5, min_interval_seconds: float = 5.0, min_confirm: tuple[int, int] = (2, 3),
+                 *, learn_frames: int = 5, min_confirm: tuple[int, int] = (2, 3),
                  min_changed: float = 0.2, reread_seconds: float = 600.0, change_threshold: float = 28.0) -> None:
         self.camera_id = camera_id
         self.zone = zone
@@ -201,7 +202,9 @@ class PosterRule:
         self.rule = rule
         self.detector = detector or TextDetector(threads=1)
         self.reference = WallReference(learn_frames, change_threshold)
-        self.min_interval_seconds = float(min_interval_seconds)
+        self.detectors: tuple[str, ...] = ()
+        """No detector output is read (OCR runs inside the rule)."""
+        self.interval_seconds = rule.analysis_interval_seconds
         self.k = max(rule.confirm_k, min_confirm[0])
         self.n = max(rule.confirm_n, min_confirm[1], self.k)
         self.min_changed = float(min_changed)
@@ -243,10 +246,11 @@ class PosterRule:
         self.reference.reset()
         self.flyers = []
 
-    def update(self, ts: float, frame_bgr: np.ndarray, width: int, height: int) -> list[Incident]:
-        """Judge one frame; returns the incident events it causes (0 or 1)."""
-        if self.last_ts is not None and ts - self.last_ts + TIME_EPS < self.min_interval_seconds:
+    def judge(self, view: FrameView) -> list[Incident]:
+        """Judge one frame (its image; nothing without one); returns 0 or 1 incident events."""
+        if view.image is None:
             return []
+        ts, frame_bgr, width, height = view.ts, view.image, view.width, view.height
         self.last_ts = ts
         g = self.geometry(width, height)
         x1, y1, x2, y2 = g.bbox_px

@@ -1,23 +1,27 @@
 """The hazard-rule interface and the incident lifecycle every rule shares.
 
-A rule judges one hazard in one zone (or the whole frame) of one camera. It is fed every analysed frame
-and returns :class:`~pipeline.analyze.incident.Incident` events. The parts any rule needs live here:
+A rule judges one hazard in one zone (or the whole frame) of one camera. The parts any rule needs live here:
 
-* :class:`ZoneRule` - the protocol :class:`~pipeline.analyze.analyzer.CameraAnalyzer` drives.
+* :class:`FrameView` - one analysed frame as a rule sees it: time (float64 Unix seconds), size, image and
+  the output of every detector that ran, by detector name.
+* :class:`Rule` - the one protocol :class:`~pipeline.analyze.analyzer.CameraAnalyzer` drives:
+  ``judge(view) -> list[Incident]``, the ``detectors`` it reads, its ``interval_seconds`` and ``state()``.
 * :class:`KofN` - "seen in at least k of the last n analysed frames" confirmation.
 * :class:`PresenceTimer` - since when something has been present, tolerating short gaps (dwell).
 * :class:`IncidentLifecycle` - one incident at a time: ``opened`` -> rate-limited ``updated`` ->
   ``cleared`` after ``clear_seconds`` absent, then a ``cooldown_seconds`` pause before the next opens;
   stable ids ``{camera}-{zone}-{hazard}-{int(started_at)}-{n}``.
 
-A new hazard (fire, clutter, posters) implements ``update`` by turning detections into an
-:class:`Observation` (or None) per frame and handing it to an :class:`IncidentLifecycle`.
+A new hazard implements :class:`Rule` by turning the view into an :class:`Observation` (or None) per
+frame and handing it to an :class:`IncidentLifecycle`, and joins the analyzer with
+:func:`~pipeline.analyze.analyzer.register_rule`. Times are Python floats (float64) throughout: near
+1.8e9 a float32 holds only multiples of 128 s.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -31,25 +35,68 @@ TIME_EPS = 1e-3
 """Slack (s) when comparing elapsed times, so float timestamps (0.1 + 0.2 ...) do not skip a frame."""
 
 
+@dataclass(frozen=True)
+class FrameView:
+    """One analysed frame as every rule sees it.
+
+    Attributes:
+        ts: capture time, float64 Unix seconds (a numpy float32 is refused: it cannot hold them).
+        width: frame width in pixels.
+        height: frame height in pixels.
+        image: the BGR frame (None when judged from detections alone: image checks are skipped).
+        detections: output of each detector that ran, by detector name, in pixels of the full frame.
+
+    Example:
+        >>> v = FrameView(1_796_000_000.25, 640, 480)
+        >>> v.ts, len(v.detections_of("coco"))
+        (1796000000.25, 0)
+    """
+
+    ts: float
+    width: int
+    height: int
+    image: np.ndarray | None = None
+    detections: Mapping[str, Detections] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ts, np.floating) and np.dtype(type(self.ts)).itemsize < 8:
+            raise TypeError(f"ts must be float64 Unix seconds, got {type(self.ts).__name__}")
+        object.__setattr__(self, "ts", float(self.ts))
+
+    def detections_of(self, name: str) -> Detections:
+        """The output of detector ``name``; empty when it did not run (so incidents can still clear)."""
+        d = self.detections.get(name)
+        return d if d is not None else Detections.empty()
+
+
 @runtime_checkable
-class ZoneRule(Protocol):
-    """What the analyzer needs from a hazard rule.
+class Rule(Protocol):
+    """What the analyzer needs from a hazard rule (the one interface every rule implements).
 
     Attributes:
         hazard: the hazard judged.
         camera_id: camera id.
         zone_id: zone id, or None for whole-frame rules.
-        rule: the effective (zone-merged) :class:`~pipeline.config.HazardRule`; ``rule.detector`` names
-            the detector whose output ``update`` receives.
+        rule: the effective (zone-merged) :class:`~pipeline.config.HazardRule`.
+        detectors: names of the detectors whose output the rule reads; the analyzer runs those the site
+            defines (``rule.detector`` always), never ``ocr`` (a rule that reads text runs OCR itself).
+        interval_seconds: judge at most once per this many seconds of video (0: every analysed frame);
+            the analyzer skips the rule on frames in between.
     """
 
     hazard: Hazard
     camera_id: str
     zone_id: str | None
     rule: HazardRule
+    detectors: tuple[str, ...]
+    interval_seconds: float
 
-    def update(self, ts: float, detections: Detections, width: int, height: int) -> list[Incident]:
-        """Judge one analysed frame (detections in pixels of a ``width`` x ``height`` frame)."""
+    def judge(self, view: FrameView) -> list[Incident]:
+        """Judge one analysed frame; returns the incident events it causes."""
+        ...
+
+    def state(self) -> dict[str, object]:
+        """The rule's internals now, JSON-able (k-of-n counts, dwell timers, why candidates were rejected)."""
         ...
 
 

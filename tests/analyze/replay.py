@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.analyze.incident import Incident, IncidentEvent
-from pipeline.analyze.rules import ZoneRule
+from pipeline.analyze.rules import FrameView, Rule
 from pipeline.detect.detections import Detections
 
 DATA = Path(__file__).parent / "data"
@@ -26,10 +26,15 @@ def frames(data: dict[str, Any], t0: float = 0.0) -> Iterator[tuple[float, Detec
         yield t0 + float(f["ts"]), Detections.from_arrays(f["xyxy"], f["confidence"], f["class_id"], names)
 
 
-def replay(rule: ZoneRule, data: dict[str, Any], t0: float = 0.0) -> list[Incident]:
+def view(ts: float, detections: Detections, width: int, height: int, detector: str = "coco") -> FrameView:
+    """A frame view without an image holding ``detections`` as the output of ``detector``."""
+    return FrameView(ts, width, height, None, {detector: detections})
+
+
+def replay(rule: Rule, data: dict[str, Any], t0: float = 0.0) -> list[Incident]:
     out: list[Incident] = []
     for ts, det in frames(data, t0):
-        out.extend(rule.update(ts, det, int(data["width"]), int(data["height"])))
+        out.extend(rule.judge(view(ts, det, int(data["width"]), int(data["height"]), rule.rule.detector)))
     return out
 
 

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.analyze.analyzer import RULE_FACTORIES, CameraAnalyzer, DetectRequest, PosterAdapter, merge_overlapping
+from pipeline.analyze.analyzer import RULE_FACTORIES, CameraAnalyzer, DetectRequest, merge_overlapping
 from pipeline.analyze.clutter import ClutterRule
 from pipeline.analyze.fire import FireRule
 from pipeline.analyze.incident import Hazard, IncidentEvent
 from pipeline.analyze.parking import NoParkingRule
+from pipeline.analyze.poster import PosterRule
+from pipeline.analyze.rules import FrameView
 from pipeline.config import SiteConfig
 from pipeline.detect.detections import Detections
 from pipeline.ingest.frame import Frame
@@ -138,12 +140,12 @@ def test_builds_fire_clutter_poster_rules() -> None:
             {"id": "store", "kind": "area", "polygon": RIGHT, "hazards": ["fire"]}]}]})
     a = analyzer(cfg)
     kinds = [(type(r).__name__, r.hazard, r.zone_id) for r in a.rules]
-    assert kinds == [("ClutterRule", Hazard.CLUTTER, "hall"), ("PosterAdapter", Hazard.POSTER, "wall"),
+    assert kinds == [("ClutterRule", Hazard.CLUTTER, "hall"), ("PosterRule", Hazard.POSTER, "wall"),
                      ("FireRule", Hazard.FIRE, "store"), ("FireRule", Hazard.FIRE, None)]
     fire = a.rules[3]
     assert isinstance(fire, FireRule) and fire.rule.severity == 5 and fire.rule.confirm_k == 3
     poster = a.rules[1]
-    assert isinstance(poster, PosterAdapter) and poster.poster.detector is a.text_detector
+    assert isinstance(poster, PosterRule) and poster.detector is a.text_detector
     assert not a.text_detector.loaded  # lazy: nothing loaded until a poster frame is judged
     reqs = a.requests(1000, 500)
     assert "ocr" not in {r.detector for r in reqs} and "ocr" not in a.detectors
@@ -155,8 +157,8 @@ def test_poster_shares_one_text_detector() -> None:
     cfg = site([{"id": "w1", "kind": "wall", "polygon": LEFT}, {"id": "w2", "kind": "wall", "polygon": RIGHT}])
     a = analyzer(cfg)
     p1, p2 = a.rules
-    assert isinstance(p1, PosterAdapter) and isinstance(p2, PosterAdapter)
-    assert p1.poster.detector is p2.poster.detector is a.text_detector
+    assert isinstance(p1, PosterRule) and isinstance(p2, PosterRule)
+    assert p1.detector is p2.detector is a.text_detector
     assert a.requests(640, 480) == []
 
 
@@ -165,15 +167,19 @@ class _Boom:
     camera_id = "cam1"
     zone_id = None
     detectors = ("coco",)
+    interval_seconds = 0.0
 
     def __init__(self) -> None:
         from pipeline.config import HazardRule
         self.rule = HazardRule()
         self.calls = 0
 
-    def update_image(self, *args: object) -> list[object]:
+    def judge(self, view: FrameView) -> list[object]:
         self.calls += 1
         raise RuntimeError("boom")
+
+    def state(self) -> dict[str, object]:
+        raise RuntimeError("no state either")
 
 
 def test_one_failing_rule_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
@@ -187,6 +193,8 @@ def test_one_failing_rule_does_not_stop_the_others(caplog: pytest.LogCaptureFixt
     assert [(e.event, e.hazard) for e in events] == [(IncidentEvent.OPENED, Hazard.PARKING)]
     assert boom.calls == 5 and a.errors == {0: 5}
     assert sum("boom" in (r.exc_text or "") or "failed" in r.getMessage() for r in caplog.records) == 1
+    states = a.rule_states()
+    assert states[0]["state"] == {"error": "RuntimeError('no state either')"} and states[0]["errors"] == 5
 
 
 @pytest.mark.parametrize(("counts", "expected_used"), [
@@ -211,8 +219,8 @@ def test_occupancy(counts: list[int], expected_used: int) -> None:
 
 def test_poster_through_analyze(shared_dir: Path) -> None:
     """A wall zone on real corridor frames, a synthetic flyer from frame 12 on: one poster incident via
-    ``analyze()``, and OCR only every ``min_interval_seconds`` (frames come 2.5 s apart, the rule judges
-    every other one)."""
+    ``analyze()``, and OCR only every ``analysis_interval_seconds`` (5 s by default; frames come 2.5 s
+    apart, the rule judges every other one)."""
     pytest.importorskip("rapidocr_onnxruntime")
     from tests.detect.test_ocr import load_make_flyers
 
@@ -261,16 +269,11 @@ def test_each_hazard_is_judged_at_its_own_interval() -> None:
     a = analyzer(cfg)
     seen: dict[Hazard, list[float]] = {Hazard.PARKING: [], Hazard.FIRE: []}
     for r in a.rules:
-        judge = r.update_image if isinstance(r, FireRule) else r.update  # type: ignore[union-attr]
+        def spy(view: FrameView, _judge: Any = r.judge, _h: Hazard = r.hazard) -> Any:
+            seen[_h].append(view.ts)
+            return _judge(view)
 
-        def spy(ts: float, *args: Any, _judge: Any = judge, _h: Hazard = r.hazard, **kw: Any) -> Any:
-            seen[_h].append(ts)
-            return _judge(ts, *args, **kw)
-
-        if isinstance(r, FireRule):
-            r.update_image = spy  # type: ignore[method-assign]
-        else:
-            r.update = spy  # type: ignore[method-assign,union-attr]
+        r.judge = spy  # type: ignore[method-assign]
     requested = []
     for t in range(8):
         requested.append(sorted({q.detector for q in a.requests(1000, 500, float(t))}))
@@ -287,7 +290,7 @@ def test_poster_interval_comes_from_the_site_rule() -> None:
     pytest.importorskip("rapidocr_onnxruntime")
     cfg = site([{"id": "w", "kind": "wall", "polygon": LEFT}], hazards={"poster": {"analysis_interval_seconds": 30}})
     (r,) = analyzer(cfg).rules
-    assert r.poster.min_interval_seconds == 30.0  # type: ignore[union-attr]
+    assert r.interval_seconds == 30.0
     assert SiteConfig.model_validate({"grid": GRID, "cameras": []}).hazards[Hazard.POSTER] \
         .analysis_interval_seconds == 5.0
 
@@ -307,7 +310,7 @@ def test_rule_states_are_json_and_say_why_nothing_alerted() -> None:
     assert json.loads(json.dumps(states)) == states  # plain JSON types only (no numpy, no inf)
     assert [(s["hazard"], s["zone"], s["rule"]) for s in states] == [
         ("parking", "lane", "NoParkingRule"), ("clutter", "hall", "ClutterRule"),
-        ("poster", "wall", "PosterAdapter"), ("fire", None, "FireRule")]
+        ("poster", "wall", "PosterRule"), ("fire", None, "FireRule")]
     park = states[0]["state"]
     assert isinstance(park, dict)
     (track,) = park["tracks"]

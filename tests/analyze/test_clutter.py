@@ -9,8 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.analyze.clutter import UNKNOWN, ClutterRule, StationaryChange
+from pipeline.analyze.clutter import UNKNOWN, ClutterRule
 from pipeline.analyze.incident import Hazard, Incident, IncidentEvent
+from pipeline.analyze.static_objects import StaticObjectDetector
+from pipeline.analyze.rules import FrameView
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
 from tests.fixtures.media import shared_clip_at_1fps
@@ -98,7 +100,7 @@ def paste(frame: np.ndarray, obj: np.ndarray, bottom_centre: tuple[int, int], he
 def run(rule: ClutterRule, frames: list[np.ndarray], dets: list[Detections], t0: float = 1000.0) -> list[Incident]:
     out: list[Incident] = []
     for i, (f, d) in enumerate(zip(frames, dets, strict=True)):
-        out += rule.update_image(t0 + i, f, {"coco": d}, f.shape[1], f.shape[0])
+        out += rule.judge(FrameView(t0 + i, f.shape[1], f.shape[0], f, {"coco": d}))
     return out
 
 
@@ -129,7 +131,7 @@ def test_clutter_model_on_the_clean_corridor_opens_nothing(clip: list[np.ndarray
     """The deployed clutter model plus COCO on the clean corridor clip (people walk, one stands ~20 s)."""
     rule = ClutterRule("cam1", zone(), RULE.model_copy(update={"dwell_seconds": 8.0}), model_free=False)
     events = [e for i, (f, d, c) in enumerate(zip(clip, clean_dets, clutter_dets, strict=True))
-              for e in rule.update_image(1000.0 + i, f, {"coco": d, "clutter": c}, f.shape[1], f.shape[0])]
+              for e in rule.judge(FrameView(1000.0 + i, f.shape[1], f.shape[0], f, {"coco": d, "clutter": c}))]
     assert events == [], [(e.ts, e.details.get("labels")) for e in events]
 
 
@@ -146,7 +148,7 @@ def test_a_person_read_as_a_bin_is_hidden_by_the_person_box(clip: list[np.ndarra
     rule = ClutterRule("cam1", zone(), RULE.model_copy(update={"dwell_seconds": 8.0}), model_free=False,
                        person_cover=person_cover)
     events = [e for i, (f, d) in enumerate(zip(clip, clean_dets, strict=True))
-              for e in rule.update_image(1000.0 + i, f, {"coco": d, "clutter": as_bin(d)}, f.shape[1], f.shape[0])]
+              for e in rule.judge(FrameView(1000.0 + i, f.shape[1], f.shape[0], f, {"coco": d, "clutter": as_bin(d)}))]
     opened = [e for e in events if e.event is IncidentEvent.OPENED]
     assert bool(opened) is alerts, [(e.ts, e.details.get("labels")) for e in opened]
     if alerts:
@@ -213,7 +215,7 @@ def test_which_classes_count(label: str, detector: str, counts: bool) -> None:
     rule = ClutterRule("cam1", zone(), RULE.model_copy(update={"dwell_seconds": 2}), model_free=False)
     d = Detections.from_arrays([[100, 300, 200, 400]], [0.8], [0], {0: label})
     img = np.zeros((432, 768, 3), np.uint8)
-    events = [e for t in range(5) for e in rule.update_image(float(t), img, {detector: d}, 768, 432)]
+    events = [e for t in range(5) for e in rule.judge(FrameView(float(t), 768, 432, img, {detector: d}))]
     assert bool(events) is counts
 
 
@@ -231,10 +233,11 @@ def test_change_detector_ignores_global_lighting() -> None:
     rng = np.random.default_rng(0)
     base = rng.integers(60, 200, (90, 160, 3)).astype(np.uint8)
     base = cv2.GaussianBlur(base, (0, 0), 3)
-    sc = StationaryChange(size=160, learn_frames=3)
+    sc = StaticObjectDetector(learn_frames=3, min_object_px=4)
     no = np.zeros((90, 160), bool)
-    ages = [sc.update(float(t), np.clip(base * (1 + 0.01 * t), 0, 255).astype(np.uint8), no) for t in range(40)]
-    assert ages[-1] is not None and np.isnan(ages[-1]).all()
+    t0 = 1.8e9
+    scenes = [sc.update(t0 + t, np.clip(base * (1 + 0.01 * t), 0, 255).astype(np.uint8), no) for t in range(40)]
+    assert not scenes[-1].learning and scenes[-1].blobs == ()
 
 
 def test_unknown_label_constant() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.analyze.fire import FireRule, fire_colour_share, flicker_score
 from pipeline.analyze.incident import Hazard, Incident, IncidentEvent
+from pipeline.analyze.rules import FrameView
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
 
@@ -40,7 +41,7 @@ def run(rule: FireRule, frames: list[tuple[np.ndarray, dict[str, Detections]]], 
         step: float = 1.0) -> list[Incident]:
     out: list[Incident] = []
     for i, (img, dets) in enumerate(frames):
-        out += rule.update_image(t0 + i * step, img, dets, W, H)
+        out += rule.judge(FrameView(t0 + i * step, W, H, img, dets))
     return out
 
 
@@ -128,7 +129,7 @@ def test_cleared_after_clear_seconds(gap: float, events: list[IncidentEvent]) ->
     t = 105.0
     while t < 105.0 + gap:
         t += 1.0
-        out += rule.update_image(t, empty, {"fire": Detections.empty(NAMES)}, W, H)
+        out += rule.judge(FrameView(t, W, H, empty, {"fire": Detections.empty(NAMES)}))
     assert [e.event for e in out] == events
     if len(out) == 2:
         assert out[0].id == out[1].id
@@ -202,7 +203,7 @@ def test_real_fire_stills_open_one_incident_each(shared_dir: Path) -> None:
         rule = FireRule(f"cam{i}", None, RULE)
         events: list[Incident] = []
         for k, (frame, dets) in enumerate(jittered(img, box, rng, 6)):
-            events += rule.update_image(100.0 + k, frame, dets, w, h)
+            events += rule.judge(FrameView(100.0 + k, w, h, frame, dets))
         assert [e.event for e in events] == [IncidentEvent.OPENED], [c for c in rule.last_checks]
         opened += 1
     assert opened == 6
@@ -217,4 +218,4 @@ def test_real_fire_stills_frozen_box_never_alerts(shared_dir: Path) -> None:
         h, w = img.shape[:2]
         rule = FireRule("cam1", None, RULE)
         dets = fire_dets(tuple(float(v) for v in box))
-        assert [e for k in range(10) for e in rule.update_image(100.0 + k, img, dets, w, h)] == []
+        assert [e for k in range(10) for e in rule.judge(FrameView(100.0 + k, w, h, img, dets))] == []

@@ -12,7 +12,7 @@ from pipeline.analyze.zones import ZoneGeometry
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
 
-from .replay import frames, load, of, replay
+from .replay import frames, load, of, replay, view
 
 OPENED, UPDATED, CLEARED = IncidentEvent.OPENED, IncidentEvent.UPDATED, IncidentEvent.CLEARED
 T0 = 1_700_000_000.0  # replay at a wall-clock epoch, as the worker would
@@ -139,7 +139,7 @@ def test_classes_and_confidence(classes: list[str], min_conf: float, label: str,
     zone = ZoneConfig(id="z", kind="no_parking", polygon=[[0, 0], [1, 0], [1, 1], [0, 1]])
     rule = NoParkingRule("c", zone, HazardRule(classes=classes, min_confidence=min_conf, dwell_seconds=5))
     det = Detections.from_arrays([[10, 10, 50, 40]], [conf], [7], {7: label})
-    ev = [e for t in range(10) for e in rule.update(float(t), det, 100, 100)]
+    ev = [e for t in range(10) for e in rule.judge(view(float(t), det, 100, 100))]
     assert bool(of(ev, OPENED)) is alerts
 
 
@@ -147,5 +147,5 @@ def test_confirm_k_of_n_delays_opening() -> None:
     zone = ZoneConfig(id="z", kind="no_parking", polygon=[[0, 0], [1, 0], [1, 1], [0, 1]])
     det = Detections.from_arrays([[10, 10, 50, 40]], [0.9], [2], {2: "car"})
     rule = NoParkingRule("c", zone, HazardRule(classes=["car"], dwell_seconds=0, confirm_k=3, confirm_n=5))
-    first = [t for t in range(10) if rule.update(float(t), det, 100, 100)]
+    first = [t for t in range(10) if rule.judge(view(float(t), det, 100, 100))]
     assert first[0] == 2

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.analyze.incident import Hazard, Incident, IncidentEvent
 from pipeline.analyze.poster import PosterRule, WallReference
+from pipeline.analyze.rules import FrameView
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.ocr import TextDetector
 from tests.detect.test_ocr import load_make_flyers
@@ -65,7 +66,7 @@ def new_rule(mf: ModuleType, ocr: TextDetector, **kw: float) -> PosterRule:
 def run(rule: PosterRule, frames: list[np.ndarray]) -> list[Incident]:
     events: list[Incident] = []
     for i, f in enumerate(frames):
-        events += rule.update(1000.0 + i * STEP, f, f.shape[1], f.shape[0])
+        events += rule.judge(FrameView(1000.0 + i * STEP, f.shape[1], f.shape[0], f))
     return events
 
 
@@ -152,18 +153,6 @@ def test_transient_flyer_not_confirmed(mf: ModuleType, corridor: list[np.ndarray
     flyer, quad, _ = flyer_on(mf, 8, qr=False)
     frames = [mf.composite(f, flyer, quad, seed=i) if i == 10 else f for i, f in enumerate(corridor[:16])]
     assert run(new_rule(mf, ocr), frames) == []
-
-
-def test_frames_closer_than_interval_are_skipped(mf: ModuleType, corridor: list[np.ndarray],
-                                                  ocr: TextDetector) -> None:
-    rule = new_rule(mf, ocr, min_interval_seconds=5.0)
-    f = corridor[0]
-    rule.update(0.0, f, 768, 432)
-    rule.update(1.0, f, 768, 432)
-    rule.update(4.0, f, 768, 432)
-    assert rule.last_ts == 0.0
-    rule.update(5.0, f, 768, 432)
-    assert rule.last_ts == 5.0
 
 
 def test_confirmation_floor() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.analyze.incident import Incident
 from pipeline.analyze.poster import PosterRule
+from pipeline.analyze.rules import FrameView
 from pipeline.analyze.text_extract import analyze_text
 from pipeline.config import HazardRule
 from pipeline.detect.ocr import TextDetector
@@ -83,12 +84,12 @@ def test_phone_recall_synthetic(mf: ModuleType, clip_frames: list[np.ndarray]) -
 def test_false_alerts_on_clean_clip(mf: ModuleType, clip_frames: list[np.ndarray]) -> None:
     ocr = TextDetector(threads=1).load()
     rule = PosterRule("cam1", wall_zone(mf), HazardRule(detector="ocr", dwell_seconds=0, clear_seconds=60),
-                      ocr, learn_frames=5, min_interval_seconds=0)
+                      ocr, learn_frames=5)
     events: list[Incident] = []
     candidate_frames = 0
     t0 = time.perf_counter()
     for i, f in enumerate(clip_frames):
-        events += rule.update(float(i), f, f.shape[1], f.shape[0])
+        events += rule.judge(FrameView(float(i), f.shape[1], f.shape[0], f))
         candidate_frames += bool(rule.flyers)
     ms = (time.perf_counter() - t0) * 1000 / len(clip_frames)
     print(f"\nSYNTHETIC-free clean clip: frames={len(clip_frames)} incidents={len(events)} "
@@ -108,13 +109,13 @@ def test_rule_recall_synthetic(mf: ModuleType, clip_frames: list[np.ndarray]) ->
         quad = mf.random_quad(rng, mf.CORRIDOR_WALL, flyer.shape[1] / flyer.shape[0], float(rng.uniform(90, 150)))
         start = int(rng.integers(0, len(clip_frames) - 10))
         rule = PosterRule("cam1", wall_zone(mf), HazardRule(detector="ocr", dwell_seconds=0), ocr,
-                          learn_frames=5, min_interval_seconds=0)
+                          learn_frames=5)
         events: list[Incident] = []
         for i in range(10):
             f = clip_frames[start + i]
             if i >= 5:
                 f = mf.composite(f, flyer, quad, seed=i)
-            events += rule.update(float(i * 10), f, f.shape[1], f.shape[0])
+            events += rule.judge(FrameView(float(i * 10), f.shape[1], f.shape[0], f))
         opened += any(e.event.value == "opened" for e in events)
         with_phone += any(truth["phone"] in e.details.get("phones", []) for e in events)  # type: ignore[operator]
         extra += max(0, len(events) - 1)

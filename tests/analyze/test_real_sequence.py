@@ -21,7 +21,7 @@ from pipeline.analyze.zones import ZoneGeometry
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
 
-from .replay import frames, load, of, replay
+from .replay import frames, load, of, replay, view
 
 # Drawn on the frame at 27.6 s: the bottom-left bay where the car stands (anchor ~(204, 429) px).
 BAY = [[0.05, 0.7], [0.5, 0.7], [0.5, 1.0], [0.05, 1.0]]
@@ -50,7 +50,7 @@ def test_held_car_opens_exactly_one_incident() -> None:
     ev = replay(r, data)
     # The recording ends at ts 90.0 (clip 30.0 s); the looped clip starts with an empty lot (0-5 s).
     for ts in range(91, 101):
-        ev += r.update(float(ts), Detections.empty(), data["width"], data["height"])
+        ev += r.judge(view(float(ts), Detections.empty(), data["width"], data["height"]))
     opened = of(ev, IncidentEvent.OPENED)
     assert len(opened) == 1
     o = opened[0]

@@ -1,20 +1,26 @@
-"""Shared rule machinery: k-of-n, presence timer, incident lifecycle."""
+"""Shared rule machinery: the one rule protocol, frame view, k-of-n, presence timer, incident lifecycle."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from pipeline.analyze.clutter import ClutterRule
+from pipeline.analyze.fire import FireRule
 from pipeline.analyze.incident import Hazard, IncidentEvent
 from pipeline.analyze.parking import NoParkingRule
+from pipeline.analyze.poster import PosterRule
 from pipeline.analyze.rules import (
+    FrameView,
     IncidentLifecycle,
     KofN,
     Observation,
     PresenceTimer,
-    ZoneRule,
+    Rule,
     normalised_box,
 )
 from pipeline.config import HazardRule, ZoneConfig
+from pipeline.detect.ocr import TextDetector
 
 
 @pytest.mark.parametrize(("k", "n", "seen", "expected"), [
@@ -90,6 +96,20 @@ def test_normalised_box_clips() -> None:
     assert (b.x1, b.y1, b.x2, b.y2, b.confidence) == (0.0, 0.05, 1.0, 0.5, 0.9123)
 
 
-def test_no_parking_rule_satisfies_protocol() -> None:
-    zone = ZoneConfig(id="z", kind="no_parking", polygon=[[0, 0], [1, 0], [1, 1]])
-    assert isinstance(NoParkingRule("c", zone, HazardRule()), ZoneRule)
+def test_every_rule_satisfies_the_one_protocol() -> None:
+    zone = ZoneConfig(id="z", kind="corridor", polygon=[[0, 0], [1, 0], [1, 1]])
+    rules = [NoParkingRule("c", zone, HazardRule()), FireRule("c", None, HazardRule(detector="fire")),
+             FireRule("c", zone, HazardRule(detector="fire")), ClutterRule("c", zone, HazardRule()),
+             PosterRule("c", zone, HazardRule(detector="ocr"), TextDetector())]
+    for r in rules:
+        assert isinstance(r, Rule), type(r).__name__
+        assert r.interval_seconds == r.rule.analysis_interval_seconds
+        assert r.judge(FrameView(1_796_000_000.25, 64, 48)) == []  # no image, no detections: nothing
+        assert isinstance(r.state(), dict)
+
+
+def test_frame_view_refuses_float32_time() -> None:
+    with pytest.raises(TypeError, match="float64"):
+        FrameView(np.float32(1_796_000_000.25), 64, 48)
+    v = FrameView(np.float64(1_796_000_000.25), 64, 48)
+    assert type(v.ts) is float and v.ts == 1_796_000_000.25
