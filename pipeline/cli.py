@@ -45,6 +45,9 @@ def _load(path: Path) -> SiteConfig:
 def _setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
+    from pipeline.redact import install_log_redaction
+
+    install_log_redaction()  # camera and broker passwords never reach the console
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(name)s: %(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
     for noisy in ("transitions", "uvicorn.access", "libav", "alembic"):

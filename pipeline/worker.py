@@ -30,6 +30,7 @@ from pipeline.ingest.frame import Frame
 from pipeline.ingest.mailbox import LatestFrameMailbox
 from pipeline.ingest.reader import CameraReader
 from pipeline.ingest.ring import PacketRing
+from pipeline.redact import install_log_redaction, redact_text, redact_url, register_url_secrets
 from pipeline.sources import resolve_source
 from pipeline.worker_metrics import WorkerMetrics
 
@@ -88,6 +89,9 @@ class Worker:
 
     def __init__(self, site: SiteConfig, worker_id: str | None = None,
                  camera_ids: list[str] | None = None) -> None:
+        # Camera and broker passwords never reach a log line, traceback or health message.
+        install_log_redaction()
+        register_url_secrets([*(c.url for c in site.cameras), site.mqtt.url])
         self.site = site
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self._ready: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -284,8 +288,9 @@ class Worker:
         for slot in self.slots.values():
             h = slot.reader.health().to_dict()
             h.update(frames_analysed=slot.frames_analysed, frames_skipped=slot.frames_skipped,
-                     analysis_error=slot.analysis_error, worker_id=self.worker_id, url=_redact(slot.url))
-            out.append(h)
+                     analysis_error=slot.analysis_error, worker_id=self.worker_id, url=redact_url(slot.url))
+            # Errors quote URLs (PyAV's do): mask credentials in every text field that is published.
+            out.append({k: redact_text(v) if isinstance(v, str) else v for k, v in h.items()})
         return out
 
     def _health_loop(self) -> None:
@@ -309,14 +314,6 @@ class Worker:
                 self.publisher.publish_gauge(f"{prefix}/occupancy/{slot.camera.id}/{zone_id}",
                                              {**state, "camera_id": slot.camera.id, "zone_id": zone_id,
                                               "grid_path": slot.grid_path})
-
-
-def _redact(url: str) -> str:
-    """Drop credentials from a stream URL before it leaves the worker."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def outbox_dir(site: SiteConfig) -> Path:

@@ -350,6 +350,11 @@ def _frame_duration(stream: VideoStream, tb: Fraction) -> int:
 
 
 def _describe(exc: BaseException) -> str:
+    # PyAV puts the URL, credentials included, into its errors; this text is logged and published.
+    from pipeline.redact import redact_text
+
     if isinstance(exc, av.FFmpegError):
-        return f"{type(exc).__name__}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
-    return f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return redact_text(text)

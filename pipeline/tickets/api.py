@@ -21,7 +21,6 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine, func, or_, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -86,11 +85,16 @@ class TicketState:
 
 
 def database_url(site: SiteConfig) -> str:
-    """The configured database URL, with a relative SQLite path resolved against the config file."""
-    url = make_url(site.api.database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        url = url.set(database=str(site.resolve_path(url.database)))
-    return url.render_as_string(hide_password=False)
+    """The configured database URL (:meth:`SiteConfig.database_url`: SQLite path resolved, driver pinned)."""
+    return site.database_url()
+
+
+def _without_credentials(health: HealthOut) -> HealthOut:
+    from pipeline.redact import redact_text
+
+    if not health.last_error:
+        return health
+    return health.model_copy(update={"last_error": redact_text(health.last_error)})
 
 
 def _state(request: Request) -> TicketState:
@@ -292,7 +296,9 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         """Configured cameras with their latest health (plus unknown cameras that report health)."""
         s = _state(request)
         with s.sessions() as session:
-            health = {h.camera_id: HealthOut.of(h) for h in session.scalars(select(CameraHealthRow))}
+            # Health comes from workers (any version): mask URL credentials quoted in their errors.
+            health = {h.camera_id: _without_credentials(HealthOut.of(h))
+                      for h in session.scalars(select(CameraHealthRow))}
         out: list[CameraOut] = []
         for c in s.site.cameras:
             out.append(CameraOut(id=c.id, name=c.name, grid=c.grid, grid_path=s.site.grid_path(c.grid),
