@@ -8,7 +8,8 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY configs ./configs
 COPY models ./models
-RUN pip install . && useradd --create-home gridwatch && mkdir -p /data && chown gridwatch /data
+# [postgres]: the psycopg 3 driver, so api.database_url may be postgresql://...
+RUN pip install ".[postgres]" && useradd --create-home gridwatch && mkdir -p /data && chown gridwatch /data
 USER gridwatch
 VOLUME ["/data"]
 EXPOSE 8080

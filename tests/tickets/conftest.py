@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from pipeline.alerts.schema import AlertV1, alert_topic, example_alert
 from pipeline.config import SiteConfig
 
-PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 GRID: list[dict[str, Any]] = [
     {"code": "T1", "name": "Town", "children": [
