@@ -15,87 +15,39 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import av
-import av.container.core
 from av.container import InputContainer
 from av.video.stream import VideoStream
 
-from pipeline.config import CameraConfig, DecodeMode, WorkerConfig
-from pipeline.ingest.frame import Frame
+from pipeline.config import CameraConfig, WorkerConfig
+from pipeline.ingest.abort_clock import ABORT_CLOCK as _ABORT_CLOCK
+from pipeline.ingest.decoding import DecodeLoop
 from pipeline.ingest.health import CameraHealth, CameraState
 from pipeline.ingest.mailbox import LatestFrameMailbox
 from pipeline.ingest.ring import PacketRing
+from pipeline.ingest.source_faults import SourceError, StillImageError, declared_seconds, still_image_message
+from pipeline.redact import redact_url
 
 log = logging.getLogger(__name__)
 
+__all__ = ["CameraReader", "SourceError", "StillImageError", "backoff_delay", "is_network_url"]
+
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "http://", "https://", "srt://", "udp://",
                    "tcp://")
-# Consecutive undecodable packets after which the source counts as corrupt rather than glitchy.
-MAX_DECODE_ERRORS = 10
 # Consecutive failed attempts after a working stream before `reconnecting` turns into `error`.
 ERROR_AFTER_FAILURES = 3
 
 
-class SourceError(RuntimeError):
-    """The source opened but cannot be used (no video stream, nothing decodable)."""
-
-
-class _AbortClock:
-    """Stand-in for the ``time`` module inside ``av.container.core`` that can abort blocked I/O.
-
-    PyAV installs an FFmpeg interrupt callback (polled every ~100 ms during network I/O) that only
-    compares ``time.monotonic()`` against the container's open/read timeout; it offers no way to
-    interrupt on demand. Returning a far-future time to a thread that asked to stop makes that
-    callback fire at once, so :meth:`CameraReader.stop` returns promptly even during a blocked
-    read. Other threads see the real clock. If a PyAV upgrade stops looking up ``time`` there,
-    nothing breaks: stopping then just waits for the socket timeout.
-    """
-
-    def __init__(self, real: ModuleType) -> None:
-        self._real = real
-        self._aborting: set[int] = set()
-        self._bump = 0.0
-
-    def monotonic(self) -> float:
-        now: float = self._real.monotonic()
-        if self._aborting and threading.get_ident() in self._aborting:
-            # Strictly increasing, so even a timeout window started after the abort expires.
-            self._bump += 1e6
-            return now + 1e9 + self._bump
-        return now
-
-    def abort(self, ident: int) -> None:
-        self._aborting.add(ident)
-
-    def release(self, ident: int) -> None:
-        self._aborting.discard(ident)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-def _install_abort_clock() -> _AbortClock | None:
-    current = getattr(av.container.core, "time", None)
-    if isinstance(current, _AbortClock):
-        return current
-    if isinstance(current, ModuleType) and hasattr(current, "monotonic"):
-        clock = _AbortClock(current)
-        av.container.core.time = clock  # type: ignore[attr-defined]
-        return clock
-    return None
-
-
-_ABORT_CLOCK = _install_abort_clock()
 
 
 def is_network_url(url: str) -> bool:
@@ -118,7 +70,7 @@ def backoff_delay(failures: int, lo: float, hi: float, rng: random.Random | None
     return float(min(hi, base * (rng or random).uniform(0.75, 1.25)))
 
 
-class CameraReader:
+class CameraReader(DecodeLoop):
     """Reads one camera in its own thread until :meth:`stop`.
 
     Args:
@@ -127,26 +79,26 @@ class CameraReader:
         mailbox: where decoded frames go (latest wins).
         ring: packet buffer for clips, or None to skip buffering.
         worker: reconnect delays and socket timeout.
+        hazard_rates: frames/s each of the camera's hazards needs analysed
+            (:func:`~pipeline.ingest.decode_plan.hazard_rates`); ``decode: auto`` follows the highest.
     """
 
     def __init__(self, camera: CameraConfig, url: str, mailbox: LatestFrameMailbox, ring: PacketRing | None,
-                 worker: WorkerConfig | None = None) -> None:
+                 worker: WorkerConfig | None = None, hazard_rates: Mapping[str, float] | None = None) -> None:
         self.camera = camera
         self.url = url
         self.mailbox = mailbox
         self.ring = ring
         self.worker = worker or WorkerConfig()
+        self.hazard_rates = dict(hazard_rates or {})
+        self.required_fps = max(self.hazard_rates.values(), default=0.0)
         self.is_file = not is_network_url(url)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._health = CameraHealth(camera.id)
+        self._health = CameraHealth(camera.id, decode_mode=camera.decode.value, required_fps=self.required_fps)
         self._seq = 0
-        self._last_handover = float("-inf")
-        if camera.decode is DecodeMode.INTERVAL:
-            self._min_gap = max(1.0 / camera.max_fps, camera.analysis_interval)
-        else:
-            self._min_gap = camera.analysis_interval
+        self._init_decoding()
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -200,22 +152,27 @@ class CameraReader:
                     self._set(reconnects=self._health.reconnects + 1)
                 attempts += 1
                 decoded_before = self._seq
+                still = False
                 try:
                     self._session()
                     error = "stream ended"
+                except StillImageError as exc:
+                    error, still = str(exc), True
                 except Exception as exc:  # noqa: BLE001 - any failure must stay in this thread
                     error = _describe(exc)
                 if self._stop.is_set():
                     break
-                got_frames = self._seq > decoded_before
+                got_frames = not still and self._seq > decoded_before
                 ever_streamed = ever_streamed or got_frames
                 failures = 1 if got_frames else failures + 1
                 state = (CameraState.RECONNECTING if ever_streamed and failures < ERROR_AFTER_FAILURES
                          else CameraState.ERROR)
                 self._set(state=state, last_error=error)
                 log.warning("camera %s: %s; retry #%d", self.camera.id, error, failures)
-                self._stop.wait(backoff_delay(failures, self.worker.reconnect_min_seconds,
-                                              self.worker.reconnect_max_seconds))
+                delay = backoff_delay(failures, self.worker.reconnect_min_seconds, self.worker.reconnect_max_seconds)
+                if still:  # it will not turn into a video by retrying often
+                    delay = max(delay, self.worker.source_error_retry_seconds)
+                self._stop.wait(delay)
         finally:
             if _ABORT_CLOCK is not None:
                 _ABORT_CLOCK.release(threading.get_ident())
@@ -249,6 +206,7 @@ class CameraReader:
             if not container.streams.video:
                 raise SourceError("no video stream in source")
             stream = container.streams.video[0]
+            self._prefetched = self._reject_still_image(container, stream)
             if self.ring is not None:
                 self.ring.set_stream(stream)
             try:
@@ -257,46 +215,20 @@ class CameraReader:
                 if self.ring is not None:
                     self.ring.end_stream()  # the stream dies with the container
 
-    def _decode_loop(self, container: InputContainer, stream: VideoStream) -> None:
-        ctx = stream.codec_context
-        # CCTV frames are one slice each, so decoder threads only idle (and cost ~3 threads per camera).
-        ctx.thread_count = 1
-        keyframes_only = self.camera.decode is DecodeMode.KEYFRAMES
-        if keyframes_only:
-            # Belt and braces: we only feed key packets, and the decoder skips any other.
-            ctx.skip_frame = "NONKEY"
-        tb = stream.time_base or Fraction(1, 90000)
-        frame_dur = _frame_duration(stream, tb)
-        decode_errors = 0
-        for packet, pts_s, ts in self._packets(container, stream, tb, frame_dur):
-            if self.ring is not None:
-                self.ring.push(packet, ts)
-            if keyframes_only and not packet.is_keyframe:
-                continue
-            try:
-                frames = ctx.decode(packet)
-            except av.FFmpegError as exc:
-                decode_errors += 1
-                if decode_errors >= MAX_DECODE_ERRORS:
-                    raise SourceError(f"{decode_errors} undecodable packets in a row: {exc}") from exc
-                continue
-            decode_errors = 0
-            for frame in frames:
-                # The frame's own pts (offset like its packet's): decoders may lag behind packets.
-                fpts = float(frame.pts * tb) if frame.pts is not None else pts_s
-                self._on_frame(frame, fpts, ts, bool(frame.key_frame))
-
     def _packets(self, container: InputContainer, stream: VideoStream, tb: Fraction,
                  frame_dur: int) -> Iterator[tuple[av.Packet[Any], float | None, float]]:
         """Yield (packet, stream seconds, wall ts); loops and paces files at real time."""
         offset = 0  # added to file timestamps on each loop so they keep increasing
         t0_wall: float | None = None
         t0_pts = 0.0
+        declared = declared_seconds(container, stream) if self.is_file else None
         while not self._stop.is_set():
             end = offset
+            first: int | None = None
             count = 0
             frames_at_start = self._seq
-            for packet in container.demux(stream):
+            source, self._prefetched = itertools.chain(self._prefetched, container.demux(stream)), []
+            for packet in source:
                 if self._stop.is_set():
                     return
                 if packet.size == 0:
@@ -313,6 +245,7 @@ class CameraReader:
                 pts_s = float(stamp * tb) if stamp is not None else None
                 if stamp is not None:
                     end = max(end, stamp + int(packet.duration or frame_dur))
+                    first = stamp if first is None else min(first, stamp)
                 if self.is_file and pts_s is not None:
                     now = time.monotonic()
                     if t0_wall is None or now - (t0_wall + pts_s - t0_pts) > 1.0:
@@ -323,30 +256,17 @@ class CameraReader:
                 yield packet, pts_s, time.time()
             if not self.is_file:
                 return  # the server ended the stream
+            self._drain(stream.codec_context, time.time())  # the last GOP's tail, before seeking away
             if count == 0 or self._seq == frames_at_start:
                 raise SourceError("no decodable video frames in file")
+            if count == 1 and (declared is None or declared <= 2 * frame_dur * tb):
+                raise StillImageError(still_image_message(redact_url(self.url), container, stream))
+            if first is not None:
+                self._check_pass_length(float((end - first) * tb), declared)
             offset = end
+            self._meter.break_run()
             container.seek(0, stream=stream)
             stream.codec_context.flush_buffers()
-
-    def _on_frame(self, frame: av.VideoFrame, pts_s: float | None, ts: float, key: bool) -> None:
-        self._seq += 1
-        seq = self._seq
-        with self._lock:
-            self._health.frames_decoded = seq
-            self._health.last_frame_ts = ts
-            if self._health.state != CameraState.STOPPED:
-                self._health.state = CameraState.STREAMING.value
-        if self._min_gap > 0 and ts - self._last_handover < self._min_gap:
-            return  # throttled: skip the (costly) colour conversion too
-        self._last_handover = ts
-        image = frame.to_ndarray(format="bgr24")
-        self.mailbox.put(Frame(self.camera.id, image, ts=ts, pts=pts_s, seq=seq, keyframe=key))
-
-
-def _frame_duration(stream: VideoStream, tb: Fraction) -> int:
-    rate = stream.average_rate or stream.base_rate or Fraction(25)
-    return max(1, round(1 / (Fraction(rate) * tb)))
 
 
 def _describe(exc: BaseException) -> str:

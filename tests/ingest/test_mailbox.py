@@ -79,5 +79,7 @@ def test_health_to_dict_roundtrip() -> None:
     h = CameraHealth("cam1", state="streaming", frames_decoded=3, last_error="x")
     d = h.to_dict()
     assert d == {"camera_id": "cam1", "state": "streaming", "last_frame_ts": None, "frames_decoded": 3,
-                 "frames_dropped": 0, "reconnects": 0, "last_error": "x"}
+                 "frames_dropped": 0, "reconnects": 0, "last_error": "x", "decode_mode": None,
+                 "decode_mode_effective": None, "required_fps": 0.0, "fps": None, "keyframe_interval_s": None,
+                 "analysis_fps": None, "rate_warning": None, "decode_errors": 0, "truncated_loops": 0}
     assert CameraHealth(**d) == h

@@ -55,7 +55,10 @@ def test_interval_mode_respects_max_fps(cams: Callable[..., Cam], h264_clips: di
     # Every frame is decoded (at real-time pace) but at most 1/min_gap per second are handed over.
     assert h.frames_decoded == pytest.approx((elapsed + 0.1) * CAR_FPS, abs=6)
     gaps = [b.ts - a.ts for a, b in zip(frames, frames[1:], strict=False)]
-    assert gaps and min(gaps) >= min_gap - 0.01
+    # analysis_interval is a hard minimum; max_fps is a rate kept on a stream-time schedule, so one gap
+    # may be a frame shorter when the one before it was a frame longer.
+    slack = 0.01 if analysis_interval else 1 / CAR_FPS + 0.01
+    assert gaps and min(gaps) >= min_gap - slack
     handed = len(frames) + h.frames_dropped
     assert handed <= (elapsed + 0.5) / min_gap + 1
     assert handed >= (elapsed - 0.5) / (min_gap + 1 / CAR_FPS)  # and not starved
