@@ -11,6 +11,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -104,7 +105,7 @@ class Publisher:
     """A paho client publishing QoS 1 and waiting for the broker's PUBACK."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
         self.client.connect(host, port)
         self.client.loop_start()
 

@@ -15,10 +15,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import MqttConfig
-from pipeline.tickets import handler as handler_mod
 from pipeline.tickets.consumer import AlertConsumer
 from pipeline.tickets.db import init_db, session_factory
 from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket, TicketEvent
+from pipeline.tickets.service import apply_alert as service_apply_alert
 
 from .conftest import Publisher, make_alert, topic_of, wait_for
 
@@ -161,7 +161,7 @@ def test_alerts_published_while_down_arrive_later(make_consumer: MakeConsumer, p
 def test_database_error_is_not_acked_and_lost(make_consumer: MakeConsumer, publisher: Publisher,
                                               sessions: sessionmaker[Session],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    real = handler_mod.apply_alert
+    real = service_apply_alert
     calls = {"n": 0}
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -170,7 +170,7 @@ def test_database_error_is_not_acked_and_lost(make_consumer: MakeConsumer, publi
             raise OperationalError("INSERT ...", {}, Exception("database is locked"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(handler_mod, "apply_alert", flaky)
+    monkeypatch.setattr("pipeline.tickets.handler.apply_alert", flaky)
     c = make_consumer()
     alert = make_alert()
     publisher.publish(topic_of(alert), alert.to_bytes())

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import MqttConfig
-from pipeline.tickets import handler as handler_mod
 from pipeline.tickets.consumer import AlertConsumer
 from pipeline.tickets.db import init_db, session_factory
 from pipeline.tickets.limits import DEFAULT_LIMITS
 from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket
+from pipeline.tickets.service import apply_alert as service_apply_alert
 
 from .conftest import Publisher, make_alert, topic_of, wait_for
 
@@ -167,7 +167,7 @@ def test_unforeseen_failure_is_retried_then_dead_lettered(make_consumer: MakeCon
                                                           sessions: sessionmaker[Session],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure nobody classified (here a bug in the store code) is retried max_attempts times."""
-    real = handler_mod.apply_alert
+    real = service_apply_alert
     poison = make_alert(camera="cam3")
     calls = {"poison": 0}
 
@@ -177,7 +177,7 @@ def test_unforeseen_failure_is_retried_then_dead_lettered(make_consumer: MakeCon
             raise TypeError("unforeseen bug")
         return real(sessions_, alert, *args, **kwargs)
 
-    monkeypatch.setattr(handler_mod, "apply_alert", buggy)
+    monkeypatch.setattr("pipeline.tickets.handler.apply_alert", buggy)
     c = make_consumer(max_attempts=3)
     publisher.publish(topic_of(poison), poison.to_bytes())
     good = make_alert(camera="cam2")

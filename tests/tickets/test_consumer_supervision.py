@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from pipeline.tickets import handler as handler_mod
+from pipeline.tickets import service
 from pipeline.tickets.api import create_app
 from pipeline.tickets.consumer import AlertConsumer
 from pipeline.tickets.models import Ticket
@@ -86,7 +86,7 @@ def test_unwritable_store_is_not_ok_until_writes_succeed(app_with_consumer: tupl
     """A read-only database (cannot be made real as root: permissions do not bind) fails every write."""
     client, consumer = app_with_consumer
     readonly = {"on": True}
-    real_apply, real_dead = handler_mod.apply_alert, handler_mod.record_dead_letter
+    real_apply, real_dead = service.apply_alert, service.record_dead_letter
 
     def guard(real: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -95,8 +95,8 @@ def test_unwritable_store_is_not_ok_until_writes_succeed(app_with_consumer: tupl
             return real(*args, **kwargs)
         return call
 
-    monkeypatch.setattr(handler_mod, "apply_alert", guard(real_apply))
-    monkeypatch.setattr(handler_mod, "record_dead_letter", guard(real_dead))
+    monkeypatch.setattr("pipeline.tickets.handler.apply_alert", guard(real_apply))
+    monkeypatch.setattr("pipeline.tickets.handler.record_dead_letter", guard(real_dead))
     consumer.handler.max_attempts = 2
     alert = make_alert(camera="cam1")
     publisher.publish(topic_of(alert), alert.to_bytes())

@@ -14,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -115,7 +116,7 @@ def test_alert_lost_in_the_worker_shows_as_gap(broker: Any, sessions: sessionmak
 
 def _burst(broker: Any, alerts: list[AlertV1]) -> None:
     """Publish every alert QoS 1 without waiting in between (a burst), then wait for all PUBACKs."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"burst-{uuid.uuid4().hex[:8]}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"burst-{uuid.uuid4().hex[:8]}")
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(len(alerts))
     client.connect(broker.host, broker.port)
