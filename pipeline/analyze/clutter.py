@@ -10,20 +10,21 @@ a. **Detected objects** of ``rule.classes`` (COCO bicycle, motorcycle, suitcase,
    (``person_cover``) by a ``person`` box is ignored: someone standing still in a dark coat read as an
    ``overflowing_bin`` to clutter model v1 (46 of 139 frames of the shared corridor clip), and a bag
    someone carries is not clutter.
-b. **Model-free stationary change** (:class:`StationaryChange`): a long-term background of the empty zone
-   (median of the first frames, then a slow exponential average updated only where nothing differs,
-   nothing moves and no person is) is compared with the current frame; pixels that differ from it but
-   not from a short-term background (so they are not moving) and lie outside person boxes are *static
-   foreground*. Each pixel remembers since when it has been static foreground; blobs of pixels older
-   than ``rule.dwell_seconds`` and at least ``min_blob_share`` of the zone are *unknown objects*.
-   Blobs mostly covered by a detected object are attributed to it instead.
+b. **Model-free static objects** (:class:`~pipeline.analyze.static_objects.StaticObjectDetector`: dual
+   long-/short-term background, person boxes masked, blobs of at least ``min_object_px`` working pixels,
+   a ghost test that heals removals): a blob that has stood for ``rule.dwell_seconds`` is an *unknown
+   object*. A blob mostly covered by a tracked clutter object belongs to path (a); one covered by a
+   confident detection of a class that is never clutter (``not_clutter``: person, bin, car, truck, bus)
+   is not clutter. Boxes recorded while the zone was learned are scene furniture
+   (:class:`~pipeline.analyze.static_objects.FurnitureMemory`) and never hide a blob; boxes of other
+   classes (a bag read as ``handbag`` or ``cat``) never hide one either.
 
 Details of an event: ``objects`` (labels, ``"unknown object"`` for (b)), ``labels``, ``blocked_share``
 (0..1 share of the zone area covered by offending boxes and blobs), ``unknown_objects``, ``ebike`` and
 ``dwell_seconds``. A bicycle or motorcycle (an e-bike: a top cause of residential fires when parked or
 charged indoors) in a ``corridor`` or ``stairwell`` sets ``ebike: true`` and raises the severity to at
-least 4. Limitation: an object present while the background is learned is part of the background; when
-it is taken away the revealed floor looks like a new object (call :meth:`ClutterRule.reset`).
+least 4. An object present while the background is learned is part of the background; when it is taken
+away, the revealed floor is a *removal*: the ghost test heals it and it never alerts.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 
 from pipeline.analyze.incident import Hazard, Incident
 from pipeline.analyze.rules import TIME_EPS, FrameView, IncidentLifecycle, Observation, normalised_box
+from pipeline.analyze.static_objects import FurnitureMemory, StaticObjectDetector
 from pipeline.analyze.tracking import IoUTracker, Track, max_cover
 from pipeline.analyze.zones import ZoneGeometry
 from pipeline.config import HazardRule, ZoneConfig, ZoneKind
@@ -48,119 +50,12 @@ EBIKE_LABELS = frozenset({"bicycle", "motorcycle", "ebike", "e-bike", "electric_
 EBIKE_ZONES = frozenset({ZoneKind.CORRIDOR, ZoneKind.STAIRWELL})
 EBIKE_SEVERITY = 4
 UNKNOWN = "unknown object"
+NOT_CLUTTER = frozenset({"person", "bin", "car", "truck", "bus"})
+"""Classes whose confident box explains a static blob as not clutter (parked cars are the parking rule's)."""
 
 
-class StationaryChange:
-    """Static-foreground detector of one zone crop (model-free path of :class:`ClutterRule`).
-
-    Works on the zone's bounding crop scaled so its longer side is ``size`` pixels.
-
-    Args:
-        size: longer side of the working image (pixels).
-        learn_frames: frames whose (person-masked) median is the empty zone.
-        threshold: per-pixel difference (grey levels, max over channels, after gain compensation) that
-            counts as changed.
-        alpha_long: per-frame weight of the current frame in the long-term background (where unchanged).
-        alpha_short: per-frame weight of the current frame in the short-term background.
-        grace_seconds: a pixel that shows the background again keeps its timer this long (noise).
-        hold_seconds: a static pixel hidden by a person or by something moving in front of it keeps its
-            timer this long.
-
-    Example:
-        >>> sc = StationaryChange(size=40, learn_frames=2)
-        >>> empty = np.full((40, 40, 3), 120, np.uint8); full = empty.copy(); full[10:30, 10:30] = 20
-        >>> no = np.zeros((40, 40), bool)
-        >>> [sc.update(float(t), empty, no) for t in range(2)][-1] is None
-        True
-        >>> ages = [sc.update(float(t), full, no) for t in range(2, 8)]
-        >>> float(ages[-1][20, 20]), float(ages[-1][2, 2])   # seconds static, NaN = background
-        (3.0, nan)
-    """
-
-    def __init__(self, size: int = 160, learn_frames: int = 5, threshold: float = 30.0, alpha_long: float = 0.05,
-                 alpha_short: float = 0.5, grace_seconds: float = 3.0, hold_seconds: float = 60.0) -> None:
-        self.size = int(size)
-        self.learn_frames = int(learn_frames)
-        self.threshold = float(threshold)
-        self.alpha_long = float(alpha_long)
-        self.alpha_short = float(alpha_short)
-        self.grace_seconds = float(grace_seconds)
-        self.hold_seconds = float(hold_seconds)
-        self.long_bg: np.ndarray | None = None
-        self.short_bg: np.ndarray | None = None
-        self.since: np.ndarray | None = None
-        self.last_static: np.ndarray | None = None
-        self._samples: list[np.ndarray] = []
-        self.static_mask: np.ndarray | None = None
-        """bool: static foreground of the last frame."""
-
-    @property
-    def ready(self) -> bool:
-        return self.long_bg is not None
-
-    def reset(self) -> None:
-        self.long_bg = self.short_bg = self.since = self.last_static = self.static_mask = None
-        self._samples = []
-
-    def prepare(self, crop_bgr: np.ndarray) -> np.ndarray:
-        """Scale and blur a crop into the float32 working image."""
-        h, w = crop_bgr.shape[:2]
-        s = self.size / max(h, w)
-        small = cv2.resize(crop_bgr, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        out: np.ndarray = cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
-        return out
-
-    def update(self, ts: float, crop_bgr: np.ndarray, hidden: np.ndarray) -> np.ndarray | None:
-        """Feed one crop; ``hidden`` (bool, crop size) marks person pixels.
-
-        Returns:
-            float64 (working size) seconds each pixel has been static foreground (NaN where it is not),
-            or None while learning.
-        """
-        cur = self.prepare(crop_bgr)
-        hid = cv2.resize(hidden.astype(np.uint8), (cur.shape[1], cur.shape[0]),
-                         interpolation=cv2.INTER_NEAREST).astype(bool)
-        if self.long_bg is not None and self.long_bg.shape != cur.shape:
-            self.reset()
-        if self.long_bg is None:
-            masked = cur.copy()
-            masked[hid] = np.nan
-            self._samples.append(masked)
-            if len(self._samples) < self.learn_frames:
-                return None
-            stack = np.stack(self._samples)
-            bg = np.nanmedian(stack, axis=0) if not np.isnan(stack).all(axis=0).any() else np.median(
-                np.nan_to_num(stack, nan=float(np.nanmedian(stack))), axis=0)
-            self.long_bg = np.nan_to_num(bg, nan=float(np.nanmedian(bg))).astype(np.float32)
-            self.short_bg = cur.copy()
-            # float64: Unix timestamps (~1.8e9) in float32 are multiples of 128 s
-            self.since = np.full(cur.shape[:2], np.nan, np.float64)
-            self.last_static = np.full(cur.shape[:2], -np.inf, np.float64)
-            self._samples = []
-            return None
-        assert self.short_bg is not None and self.since is not None and self.last_static is not None
-        sel = ~hid
-        if not sel.any():
-            sel = np.ones(hid.shape, bool)
-        gains = np.array([float(np.median(self.long_bg[:, :, c][sel])) / max(1.0, float(np.median(cur[:, :, c][sel])))
-                          for c in range(3)], np.float32)
-        comp = cur * np.clip(gains, 0.5, 2.0)
-        changed = np.abs(comp - self.long_bg).max(axis=2) > self.threshold
-        moving = np.abs(cur - self.short_bg).max(axis=2) > self.threshold
-        static = changed & ~moving & ~hid
-        self.static_mask = static
-        self.since[static & np.isnan(self.since)] = ts
-        self.last_static[static] = ts
-        keep = hid | (changed & moving)  # hidden behind a person or something passing: keep the timer
-        gone = ts - self.last_static
-        expired = ~static & ((keep & (gone > self.hold_seconds + TIME_EPS))
-                             | (~keep & (gone > self.grace_seconds + TIME_EPS)))
-        self.since[expired] = np.nan
-        quiet = ~changed & ~moving & ~hid
-        self.long_bg[quiet] += self.alpha_long * (comp[quiet] - self.long_bg[quiet])
-        self.short_bg += self.alpha_short * (cur - self.short_bg)
-        age: np.ndarray = np.where(np.isnan(self.since), np.nan, float(ts) - self.since)
-        return age
+StationaryChange = StaticObjectDetector
+"""Former name of the model-free detector (kept for callers of v1)."""
 
 
 class ClutterRule:
@@ -176,18 +71,20 @@ class ClutterRule:
             detected objects they cover.
         person_cover: a detected object covered by one person box at least this much is ignored; > 1 turns
             it off.
-        model_free: run the stationary-change path (b).
-        min_blob_share: smallest unknown blob, as a share of the zone area.
+        model_free: run the static-object path (b).
         stationary_tolerance: as in :class:`~pipeline.analyze.tracking.IoUTracker`.
-        change: the :class:`StationaryChange` to use (default settings).
+        change: the :class:`~pipeline.analyze.static_objects.StaticObjectDetector` to use (default settings:
+            ``min_object_px`` and the other sizes are set there).
+        furniture: record detector boxes while the zone is learned and never let them hide a blob.
+        not_clutter: classes whose confident (``rule.min_confidence``) box hides a static blob.
     """
 
     hazard: Hazard = Hazard.CLUTTER
 
     def __init__(self, camera_id: str, zone: ZoneConfig, rule: HazardRule, *, clutter_detector: str = "clutter",
                  person_detector: str = "coco", person_cover: float = 0.6, model_free: bool = True,
-                 min_blob_share: float = 0.01,
-                 stationary_tolerance: float = 0.15, change: StationaryChange | None = None) -> None:
+                 stationary_tolerance: float = 0.15, change: StaticObjectDetector | None = None,
+                 furniture: bool = True, not_clutter: frozenset[str] = NOT_CLUTTER) -> None:
         self.camera_id = camera_id
         self.zone = zone
         self.zone_id: str | None = zone.id
@@ -200,25 +97,27 @@ class ClutterRule:
         """Detectors whose output this rule reads (the analyzer runs those the site defines)."""
         self.interval_seconds = rule.analysis_interval_seconds
         self.model_free = model_free
-        self.min_blob_share = float(min_blob_share)
+        self.use_furniture = furniture
+        self.furniture = FurnitureMemory()
+        self.not_clutter = frozenset(not_clutter)
         self.tracker = IoUTracker(match_iou=rule.match_iou, max_missing_seconds=rule.clear_seconds,
                                   stationary_tolerance=stationary_tolerance)
-        self.change = change or StationaryChange()
+        self.change = change or StaticObjectDetector()
         self.lifecycle = IncidentLifecycle(camera_id, zone.id, Hazard.CLUTTER, rule)
         self.ebike_zone = zone.kind in EBIKE_ZONES
-        self.unknown_since: float | None = None
         self._geometry: ZoneGeometry | None = None
 
     def geometry(self, width: int, height: int) -> ZoneGeometry:
         g = self._geometry
         if g is None or (g.width, g.height) != (width, height):
             g = self._geometry = ZoneGeometry(self.zone, width, height)
-            self.change.reset()
+            self.reset()
         return g
 
     def reset(self) -> None:
-        """Re-learn the empty zone (after the scene changed for good)."""
+        """Re-learn the empty zone and its furniture (after the scene changed for good)."""
         self.change.reset()
+        self.furniture.reset()
 
     def state(self) -> dict[str, object]:
         """Rule internals now (JSON-able): tracked objects, the last observation's details (blocked share,
@@ -306,7 +205,8 @@ class ClutterRule:
 
     def _unknown(self, ts: float, image: np.ndarray, detections: dict[str, Detections],
                  g: ZoneGeometry) -> tuple[list[tuple[float, float, float, float]], float, np.ndarray]:
-        """Unknown-object blobs (full-frame pixel boxes), their max age, and their mask (crop size)."""
+        """Unknown-object blobs that have stood ``dwell_seconds`` (full-frame pixel boxes), their max age,
+        and their mask (crop size)."""
         x1, y1, x2, y2 = g.bbox_px
         crop = image[y1:y2, x1:x2]
         ch, cw = crop.shape[:2]
@@ -316,34 +216,47 @@ class ClutterRule:
             pad_x, pad_y = 0.1 * (px2 - px1), 0.05 * (py2 - py1)
             hidden[max(0, int(py1 - pad_y) - y1):max(0, int(py2 + pad_y) - y1),
                    max(0, int(px1 - pad_x) - x1):max(0, int(px2 + pad_x) - x1)] = True
-        age = self.change.update(ts, crop, hidden)
+        others = self._non_person_boxes(detections)
+        if not self.change.ready and self.use_furniture:
+            self.furniture.learn(np.concatenate([d.xyxy for d in others] or [np.zeros((0, 4))]).reshape(-1, 4))
+        scene = self.change.update(ts, crop, hidden, frame_width=g.width)
         empty = np.zeros((ch, cw), bool)
-        if age is None:
+        if scene.learning or not scene.blobs:
             return [], 0.0, empty
-        ripe = (np.nan_to_num(age, nan=-1.0) + TIME_EPS >= self.rule.dwell_seconds).astype(np.uint8)
-        ripe = cv2.morphologyEx(ripe, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-        ah, aw = ripe.shape
-        small_zone = cv2.resize(g.mask[y1:y2, x1:x2], (aw, ah), interpolation=cv2.INTER_NEAREST) > 0
-        ripe[~small_zone] = 0
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(ripe, connectivity=8)
-        min_area = self.min_blob_share * max(1, int(np.count_nonzero(small_zone)))
-        sx, sy = cw / aw, ch / ah
-        known = np.concatenate([d.xyxy for d in detections.values()] or [np.zeros((0, 4))]).reshape(-1, 4)
+        hiding = self._hiding_boxes(detections, others)
+        zone_small = cv2.resize(g.mask[y1:y2, x1:x2], scene.blobs[0].mask.shape[::-1],
+                                interpolation=cv2.INTER_NEAREST) > 0
         out: list[tuple[float, float, float, float]] = []
-        keep = np.zeros((ah, aw), bool)
+        keep = np.zeros(zone_small.shape, bool)
         oldest = 0.0
-        for i in range(1, n):
-            bx, by, bw, bh, area = (int(v) for v in stats[i])
-            if area < min_area:
+        for blob in scene.blobs:
+            if blob.age + TIME_EPS < self.rule.dwell_seconds:
                 continue
-            box = (x1 + bx * sx, y1 + by * sy, x1 + (bx + bw) * sx, y1 + (by + bh) * sy)
-            if max_cover(np.array(box), known)[0] >= 0.5:
-                continue  # a detected thing (clutter -> path a; a bin, a person -> not clutter)
+            if np.count_nonzero(blob.mask & zone_small) < self.change.min_object_px:
+                continue  # (mostly) outside the zone
+            box = (x1 + blob.box[0], y1 + blob.box[1], x1 + blob.box[2], y1 + blob.box[3])
+            if len(hiding) and max_cover(np.array(box), hiding)[0] >= 0.5:
+                continue  # a tracked clutter object (path a), or a person, bin, car ...
             out.append(box)
-            keep |= labels == i
-            oldest = max(oldest, float(np.nanmax(np.where(labels == i, age, np.nan))))
+            keep |= blob.mask
+            oldest = max(oldest, blob.age)
         mask = cv2.resize(keep.astype(np.uint8), (cw, ch), interpolation=cv2.INTER_NEAREST) > 0
         return out, oldest, mask
+
+    def _non_person_boxes(self, detections: dict[str, Detections]) -> list[Detections]:
+        return [d.with_classes(frozenset(d.labels) - {"person"}) for name, d in detections.items()
+                if name in self.detectors]
+
+    def _hiding_boxes(self, detections: dict[str, Detections], others: list[Detections]) -> np.ndarray:
+        """Boxes that explain a static blob: tracked clutter objects and confident ``not_clutter`` detections
+        (persons included), never learned furniture."""
+        parts = [np.array([t.box for t in self.tracker.tracks]).reshape(-1, 4)]
+        parts += [d.with_classes(self.not_clutter).with_min_confidence(self.rule.min_confidence).xyxy
+                  for d in [*others, self._persons(detections)]]
+        boxes = np.concatenate(parts).reshape(-1, 4)
+        if self.use_furniture and len(boxes):
+            boxes = boxes[~self.furniture.is_furniture(boxes)]
+        return boxes
 
     def _observe(self, ts: float, found: list[Track], unknown: list[tuple[float, float, float, float]],
                  unknown_age: float, share: float, width: int, height: int) -> Observation:

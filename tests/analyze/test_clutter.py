@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.analyze.clutter import UNKNOWN, ClutterRule
 from pipeline.analyze.incident import Hazard, Incident, IncidentEvent
-from pipeline.analyze.static_objects import StaticObjectDetector
 from pipeline.analyze.rules import FrameView
+from pipeline.analyze.static_objects import StaticObjectDetector
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
 from tests.fixtures.media import shared_clip_at_1fps
