@@ -48,6 +48,9 @@ def _setup_logging(verbose: bool) -> None:
     from pipeline.redact import install_log_redaction
 
     install_log_redaction()  # camera and broker passwords never reach the console
+    from pipeline.redact import install_log_redaction
+
+    install_log_redaction()  # camera and broker passwords never reach the console
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(name)s: %(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
     for noisy in ("transitions", "uvicorn.access", "libav", "alembic"):
@@ -249,6 +252,8 @@ def replay(
         zone_kind: Annotated[str | None, typer.Option(help="Kind of the --zone zones (default area).")] = None,
         fps: Annotated[float | None, typer.Option(help="Decode every frame and analyse at most this many "
                                                   "frames/s (default: the camera's decode mode).")] = None,
+        decode: Annotated[str | None, typer.Option(help="Decode mode instead of the camera's: auto, keyframes, "
+                                                   "interval.")] = None,
         start_ts: Annotated[float | None, typer.Option(help="Unix time of the clip start (default: file "
                                                        "mtime).")] = None,
         annotate: Annotated[Path | None, typer.Option(help="Write the analysed frames with boxes, zones and "
@@ -265,8 +270,8 @@ def replay(
     if config is None and camera is not None:
         config = DEFAULT_CONFIG
     site = _load(config) if config is not None else None
-    args = ReplayArgs(video, site, camera, hazard or [], zone or [], zone_kind, fps, start_ts, annotate, as_json,
-                      quiet)
+    args = ReplayArgs(video, site, camera, hazard or [], zone or [], zone_kind, fps, decode, start_ts, annotate,
+                      as_json, quiet)
     try:
         run_replay(args, console=console)
     except ReplayUsageError as exc:

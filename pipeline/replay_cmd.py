@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from pipeline.annotate import AnnotatedVideo, draw_debug
-from pipeline.config import CameraConfig, SiteConfig
+from pipeline.config import CameraConfig, DecodeMode, SiteConfig
 from pipeline.replay import FrameRecord, Replay, ReplaySummary, file_start_ts, with_fps
 from pipeline.replay_report import (
     dumps,
@@ -40,6 +40,7 @@ class ReplayArgs:
     zones: list[str] = field(default_factory=list)
     zone_kind: str | None = None
     fps: float | None = None
+    decode: str | None = None
     start_ts: float | None = None
     annotate: Path | None = None
     as_json: bool = False
@@ -75,6 +76,12 @@ def choose(args: ReplayArgs) -> tuple[SiteConfig, CameraConfig, Path]:
     video = args.video if args.video is not None else site.resolve_path(camera.url)
     if not video.is_file():
         raise ReplayUsageError(f"no such video file: {video}")
+    if args.decode is not None:
+        try:
+            camera = camera.model_copy(update={"decode": DecodeMode(args.decode)})
+        except ValueError:
+            raise ReplayUsageError(f"--decode {args.decode!r}: one of {', '.join(m.value for m in DecodeMode)}") \
+                from None
     return site, with_fps(camera, args.fps), video
 
 

@@ -23,6 +23,7 @@ Events YAML::
       - name: highway-control
         clip: ../../shared/clips/street-highway-01.mp4
         spec: {hazards: [fire, clutter], zones: ["0,0.5 1,0.5 1,1 0,1"], fps: 2}   # ... or a camera spec
+                                                             # (fps or decode: auto|keyframes|interval)
         hazards: {clutter: {dwell_seconds: 20}}              # optional rule overrides for this clip
         events: none
 
@@ -155,7 +156,7 @@ def run_clip(entry: dict[str, Any], base: Path, defaults: dict[str, Any]) -> Cli
     fps = spec.get("fps", entry.get("fps"))
     args = ReplayArgs(clip, site, entry.get("camera"), [str(h) for h in spec.get("hazards", [])],
                       [str(z) for z in spec.get("zones", [])], spec.get("zone_kind"),
-                      float(fps) if fps is not None else None)
+                      float(fps) if fps is not None else None, spec.get("decode", entry.get("decode")))
     site_used, camera, video = choose(args)
     if entry.get("hazards"):
         site_used = with_overrides(site_used, entry["hazards"])
