@@ -26,7 +26,7 @@ from pydantic import StringConstraints
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pipeline.config import SiteConfig
-from pipeline.tickets.schemas import DB_INT_MAX, HAZARD_LIST_PATTERN, STATUS_LIST_PATTERN, ErrorOut
+from pipeline.tickets.schemas import DB_INT_MAX, HAZARD_LIST_PATTERN, ID_MAX, STATUS_LIST_PATTERN, ErrorOut
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ EVIDENCE_MEDIA_TYPES = {".jpg": "image/jpeg", ".mp4": "video/mp4"}
 """What the worker writes; any other file in the evidence store is served as octet-stream, never as HTML."""
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-TicketIdPath = Annotated[int, PathParam(ge=1, le=DB_INT_MAX, description="Ticket id.")]
+TicketIdPath = Annotated[int, PathParam(ge=1, le=ID_MAX, description="Ticket id.")]
 OffsetQuery = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Rows to skip (paging).")]
 StatusList = list[Annotated[str, StringConstraints(pattern=STATUS_LIST_PATTERN)]]
 HazardList = list[Annotated[str, StringConstraints(pattern=HAZARD_LIST_PATTERN)]]

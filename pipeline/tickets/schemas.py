@@ -1,7 +1,8 @@
 """Pydantic request/response models of the ticket REST API, and the bounds of its inputs.
 
 The bounds keep every input inside what both databases hold, so a bad value is a 422 naming the limit,
-never a 500 from the driver: integers (ids, offsets) fit a signed 64-bit column (``DB_INT_MAX``), query
+never a 500 from the driver: ids fit the 32-bit id columns (``ID_MAX``), offsets a signed 64-bit integer
+(``DB_INT_MAX``), query
 times are ISO-8601 date-times of the years 1970-2999 (``TIME_PATTERN``; no epoch numbers, no year 1 or
 9999 that overflow when converted to UTC), and text has no NUL (PostgreSQL refuses it) and no lone
 surrogate (not encodable as UTF-8). Each bound is also in the OpenAPI document, so clients and
@@ -21,7 +22,9 @@ from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket, TicketE
 from pipeline.tickets.service import allowed_next
 
 DB_INT_MAX = 2**63 - 1
-"""Largest id or offset accepted: the signed 64-bit limit of SQLite and PostgreSQL ``BIGINT``."""
+"""Largest offset accepted: the signed 64-bit limit of SQLite integers and PostgreSQL ``OFFSET`` (bigint)."""
+ID_MAX = 2**31 - 1
+"""Largest id accepted: ids are ``INTEGER`` columns, 32-bit on PostgreSQL (psycopg binds the id as that type)."""
 
 TIME_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-"
 """Query times must start with a year 1970-2999 (``[0-9]``, not ``\\d``, which also matches non-ASCII digits)."""
