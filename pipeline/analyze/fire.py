@@ -18,7 +18,8 @@ every *suppressor* (each is measurable, see :class:`FireBoxCheck` and docs/rules
 
 Presence is confirmed over time: at least ``rule.confirm_k`` of the last ``rule.confirm_n`` analysed
 frames that lie within ``window_seconds`` (default 3 of 5 within 10 s). The incident opens at once after
-that (``rule.dwell_seconds`` is 0 by default), severity ``rule.severity`` (5 by default).
+that (``rule.dwell_seconds``, counted from confirmation, is 0 by default), severity ``rule.severity`` (5 by
+default); its ``started_at`` is the first counted frame of the confirming run.
 """
 
 from __future__ import annotations
@@ -193,6 +194,8 @@ class FireRule:
         """Per-box verdicts of the last frame."""
         self._geometry = ZoneGeometryCache(zone) if zone is not None else None
         self.last_ts: float | None = None
+        self.first_seen: float | None = None
+        """Time of the first counted frame of the current confirmed run (the incident's ``started_at``)."""
 
     def geometry(self, width: int, height: int) -> ZoneGeometry | None:
         return None if self._geometry is None else self._geometry.get(width, height)
@@ -208,6 +211,7 @@ class FireRule:
             "confirm": {"k": self.rule.confirm_k, "n": self.rule.confirm_n, "hits": recent,
                         "window_seconds": self.window_seconds},
             "presence": self.presence.state(),
+            "first_seen": self.first_seen,
             "boxes": [dataclasses.asdict(c) | {"box": [round(v, 1) for v in c.box]} for c in self.last_checks],
             "tracks": len(self.tracker.tracks),
             "lifecycle": self.lifecycle.state(),
@@ -270,8 +274,14 @@ class FireRule:
     def _confirm(self, ts: float, counted: list[tuple[np.ndarray, str, float]], width: int,
                  height: int) -> Observation | None:
         self.hits.append((ts, bool(counted)))
-        recent = sum(1 for t, seen in self.hits if seen and ts - t <= self.window_seconds + TIME_EPS)
+        in_window = [t for t, seen in self.hits if seen and ts - t <= self.window_seconds + TIME_EPS]
+        recent = len(in_window)
+        was_present = self.presence.since is not None
         since = self.presence.update(ts, recent >= self.rule.confirm_k)
+        if since is None:
+            self.first_seen = None
+        elif not was_present:
+            self.first_seen = min(in_window)  # the fire began at the first frame of the confirming run
         if since is None or recent < self.rule.confirm_k or not counted:
             return None
         if ts - since + TIME_EPS < self.rule.dwell_seconds:
@@ -288,7 +298,8 @@ class FireRule:
             "fire_colour": max(c.fire_colour for c in shown) if shown else 0.0,
             "smoke_only": labels == ["smoke"],
         }
-        return Observation(started_at=since, confidence=float(conf), boxes=boxes, details=details)
+        started = self.first_seen if self.first_seen is not None else since
+        return Observation(started_at=started, confidence=float(conf), boxes=boxes, details=details)
 
 
 def _index_of(boxes: np.ndarray, box: np.ndarray) -> int | None:

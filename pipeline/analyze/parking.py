@@ -117,7 +117,7 @@ class NoParkingRule:
                 confidence=max(t.best_confidence for t in parked),
                 boxes=tuple(normalised_box(t.box, width, height, t.label, t.confidence) for t in parked),
                 details={
-                    "dwell_seconds": round(first.stationary_seconds(ts), 1),
+                    "dwell_seconds": round(first.stationary_seconds(ts), 3),
                     "vehicle": first.label,
                     "vehicles": len(parked),
                     "labels": [t.label for t in parked],

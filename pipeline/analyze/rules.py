@@ -296,7 +296,7 @@ class IncidentLifecycle:
 
     def _clear(self, ts: float) -> Incident:
         obs = self.last_observation or Observation(started_at=self.started_at or ts, confidence=0.0)
-        details = {**obs.details, "duration_seconds": round(ts - (self.started_at or ts), 1)}
+        details = {**obs.details, "duration_seconds": round(ts - (self.started_at or ts), 3)}
         event = self._event(IncidentEvent.CLEARED, ts, Observation(obs.started_at, obs.confidence,
                                                                    obs.boxes, details))
         self.incident_id = self.started_at = self.opened_at = self.last_event_ts = None

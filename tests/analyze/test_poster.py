@@ -20,6 +20,8 @@ pytest.importorskip("rapidocr_onnxruntime")
 
 STEP = 10.0
 """Seconds between analysed frames of a sequence (posters are judged slowly)."""
+T0 = 1_796_000_000.25
+"""Time of the first frame: a real Unix time (float32 would hold only multiples of 128 s here)."""
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def new_rule(mf: ModuleType, ocr: TextDetector, **kw: float) -> PosterRule:
 def run(rule: PosterRule, frames: list[np.ndarray]) -> list[Incident]:
     events: list[Incident] = []
     for i, f in enumerate(frames):
-        events += rule.judge(FrameView(1000.0 + i * STEP, f.shape[1], f.shape[0], f))
+        events += rule.judge(FrameView(T0 + i * STEP, f.shape[1], f.shape[0], f))
     return events
 
 
@@ -95,7 +97,9 @@ def test_flyer_opens_one_incident(mf: ModuleType, corridor: list[np.ndarray], oc
     e = events[0]
     assert e.hazard is Hazard.POSTER and e.camera_id == "cam1" and e.zone_id == "wall1"
     assert e.severity == 2
-    assert e.ts >= 1000.0 + k * STEP
+    assert e.ts >= T0 + k * STEP
+    assert e.started_at == T0 + k * STEP  # first seen on the first frame with the flyer (exact at Unix time)
+    assert e.ts == T0 + (k + 1) * STEP     # confirmed 2 of 3 on the next judged frame
     assert e.details["phones"] == ["13812345678"]
     assert "locksmith" in e.details["categories"]  # type: ignore[operator]
     assert any("开锁" in str(t) for t in e.details["texts"])  # type: ignore[attr-defined]
@@ -115,6 +119,9 @@ def test_flyer_removed_clears(mf: ModuleType, corridor: list[np.ndarray], ocr: T
     events = run(new_rule(mf, ocr, clear_seconds=40), frames)
     assert [e.event for e in events] == [IncidentEvent.OPENED, IncidentEvent.CLEARED]
     assert events[0].id == events[1].id
+    # seen 6..11, still confirmed (2 of 3) on 12, cleared clear_seconds (40 s) later
+    assert [e.ts for e in events] == [T0 + 7 * STEP, T0 + 16 * STEP]
+    assert events[1].details["duration_seconds"] == pytest.approx(10 * STEP, abs=1e-3)
 
 
 def test_permanent_sign_never_alerts(mf: ModuleType, corridor: list[np.ndarray], ocr: TextDetector) -> None:
