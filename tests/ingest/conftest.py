@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from pipeline.config import CameraConfig, DecodeMode, WorkerConfig
@@ -54,12 +56,13 @@ class Cam:
 
     def __init__(self, cam_id: str, url: str, decode: DecodeMode = DecodeMode.KEYFRAMES,
                  max_fps: float = 2.0, analysis_interval: float = 0.0, worker: WorkerConfig = FAST_WORKER,
-                 ring_s: float = 10.0) -> None:
+                 ring_s: float = 10.0, hazard_rates: dict[str, float] | None = None) -> None:
         self.config = CameraConfig(id=cam_id, url=url, grid="G1", decode=decode, max_fps=max_fps,
                                    analysis_interval=analysis_interval)
         self.mailbox = LatestFrameMailbox()
         self.ring = PacketRing(ring_s)
-        self.reader = CameraReader(self.config, url, self.mailbox, self.ring, worker)
+        self.started_at = time.time()
+        self.reader = CameraReader(self.config, url, self.mailbox, self.ring, worker, hazard_rates)
         self.collector = Collector(self.mailbox)
         self.reader.start()
 
@@ -92,3 +95,28 @@ def decode_file(path: Path) -> tuple[int, list[float], list[bool]]:
             pts.append(float(fr.pts * s.time_base) if fr.pts is not None else float("nan"))
             keys.append(bool(fr.key_frame))
     return len(pts), pts, keys
+
+
+def encode_test_pattern(out: Path, seconds: float, codec: str = "libx264", gop: int = 25, bframes: int = 3,
+                        fps: int = 25, extra: tuple[str, ...] = ()) -> Path:
+    """Encode FFmpeg's moving ``testsrc2`` pattern with a real encoder: fixed GOP, ``bframes`` B-frames."""
+    args = ["-c:v", codec, "-bf", str(bframes), "-g", str(gop), "-pix_fmt", "yuv420p"]
+    if codec == "libx264":
+        args += ["-preset", "veryfast", "-keyint_min", str(gop), "-sc_threshold", "0"]
+    else:
+        args += ["-q:v", "5"]
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size=320x240:rate={fps}", "-t", str(seconds), *args, *extra,
+                    "-movflags", "+faststart", str(out)], check=True, timeout=120)
+    return out
+
+
+def keyframe_pictures(path: Path) -> dict[float, np.ndarray]:
+    """Every key frame of ``path`` (full decode, in order) as {pts seconds: BGR image}."""
+    out: dict[float, np.ndarray] = {}
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        for fr in c.decode(s):
+            if fr.key_frame and fr.pts is not None:
+                out[round(float(fr.pts * s.time_base), 3)] = fr.to_ndarray(format="bgr24")
+    return out
