@@ -92,7 +92,7 @@ def decode_file(path: Path) -> tuple[int, list[float], list[bool]]:
         s = c.streams.video[0]
         pts, keys = [], []
         for fr in c.decode(s):
-            pts.append(float(fr.pts * s.time_base) if fr.pts is not None else float("nan"))
+            pts.append(float(fr.pts * s.time_base) if fr.pts is not None and s.time_base else float("nan"))
             keys.append(bool(fr.key_frame))
     return len(pts), pts, keys
 
@@ -117,6 +117,6 @@ def keyframe_pictures(path: Path) -> dict[float, np.ndarray]:
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         for fr in c.decode(s):
-            if fr.key_frame and fr.pts is not None:
+            if fr.key_frame and fr.pts is not None and s.time_base is not None:
                 out[round(float(fr.pts * s.time_base), 3)] = fr.to_ndarray(format="bgr24")
     return out
