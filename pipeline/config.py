@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from pipeline.analyze.incident import Hazard
 
@@ -332,14 +332,22 @@ class WorkerConfig(_Model):
                                  description="How long a detection thread waits to fill a batch.")
 
 
+def _hazards_json_schema(schema: dict[str, Any]) -> None:
+    from pipeline.config_hazards import hazards_json_schema
+
+    hazards_json_schema(schema)
+
+
 class SiteConfig(_Model):
     """A whole site: grid tree, cameras, rules, detectors, MQTT, API, worker."""
 
     site: str = Field(default="gridwatch", description="Site name.")
     grid: list[GridNode] = Field(description="Town-level nodes of the grid tree (4 levels deep).")
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras.")
-    hazards: dict[Hazard, HazardRule] = Field(default_factory=_default_hazards,
-                                              description="Site-wide hazard rules.")
+    hazards: dict[Hazard, SerializeAsAny[HazardRule]] = Field(
+        default_factory=_default_hazards, validate_default=True, json_schema_extra=_hazards_json_schema,
+        description="Site-wide hazard rules; each hazard also takes its rule's own knobs (see the "
+        "`hazards.<hazard>` sections).")
     detectors: dict[str, DetectorConfig] = Field(
         default_factory=lambda: {"coco": DetectorConfig(model="coco")},
         description="ONNX detectors by name.")
@@ -352,14 +360,29 @@ class SiteConfig(_Model):
     @field_validator("hazards", mode="before")
     @classmethod
     def _fill_hazard_defaults(cls, v: Any) -> Any:
-        # A YAML that tunes one hazard keeps the defaults of the others.
-        if isinstance(v, dict):
-            defaults: dict[Any, Any] = {h.value: r.model_dump() for h, r in _default_hazards().items()}
-            for k, rule in v.items():
-                base = defaults.get(str(k), {})
-                defaults[str(k)] = {**base, **rule} if isinstance(rule, dict) else rule
-            return defaults
-        return v
+        # A YAML that tunes one hazard keeps the defaults of the others; each hazard validates into its own
+        # config class (pipeline.config_hazards: the shared fields plus that rule's knobs).
+        from pipeline.config_hazards import as_hazard_config
+
+        if not isinstance(v, dict):
+            return v
+        merged: dict[Any, Any] = {h.value: r.model_dump() for h, r in _default_hazards().items()}
+        for k, rule in v.items():
+            base = merged.get(str(k), {})
+            merged[str(k)] = {**base, **rule} if isinstance(rule, dict) else rule
+        out: dict[Any, Any] = {}
+        errors: list[Any] = []
+        for k, rule in merged.items():
+            if k not in {h.value for h in Hazard} or not isinstance(rule, dict | HazardRule):
+                out[k] = rule  # an unknown hazard or a bad value: the field's own validation reports it
+                continue
+            try:
+                out[k] = as_hazard_config(Hazard(k), rule)
+            except ValidationError as e:
+                errors += [{**d, "loc": (k, *d["loc"])} for d in e.errors()]
+        if errors:
+            raise ValidationError.from_exception_data("hazards", errors)
+        return out
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:

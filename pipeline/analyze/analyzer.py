@@ -37,6 +37,7 @@ from pipeline.analyze.poster import PosterRule
 from pipeline.analyze.rules import FrameView, Rule
 from pipeline.analyze.zones import BoxPx, ZoneGeometry, union_box
 from pipeline.config import CameraConfig, HazardRule, SiteConfig, ZoneConfig, ZoneKind
+from pipeline.config_hazards import ClutterRuleConfig, FireRuleConfig, ParkingRuleConfig, PosterRuleConfig
 from pipeline.detect.detections import Detections
 from pipeline.detect.ocr import TextDetector
 from pipeline.ingest.frame import Frame
@@ -78,20 +79,39 @@ def register_rule(hazard: Hazard, factory: RuleFactory) -> None:
     RULE_FACTORIES[hazard] = factory
 
 
+# The factories pass each rule its knobs from the site YAML (pipeline.config_hazards).
+
 def _parking(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:
-    return None if zone is None else NoParkingRule(camera_id, zone, rule)
+    if zone is None:
+        return None
+    cfg = ParkingRuleConfig.of(rule)
+    return NoParkingRule(camera_id, zone, cfg, stationary_tolerance=cfg.stationary_tolerance)
 
 
 def _fire(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:
-    return FireRule(camera_id, zone, rule)
+    cfg = FireRuleConfig.of(rule)
+    return FireRule(camera_id, zone, cfg, window_seconds=cfg.window_seconds, min_flicker=cfg.min_flicker,
+                    min_fire_colour=cfg.min_fire_colour, person_cover=cfg.person_cover,
+                    person_detector=cfg.person_detector, person_min_confidence=cfg.person_min_confidence)
 
 
 def _clutter(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:
-    return None if zone is None else ClutterRule(camera_id, zone, rule)
+    if zone is None:
+        return None
+    cfg = ClutterRuleConfig.of(rule)
+    return ClutterRule(camera_id, zone, cfg, clutter_detector=cfg.clutter_detector,
+                       person_detector=cfg.person_detector, person_cover=cfg.person_cover,
+                       model_free=cfg.model_free, stationary_tolerance=cfg.stationary_tolerance)
 
 
 def _poster(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:
-    return None if zone is None else PosterRule(camera_id, zone, rule, ctx.text_detector())
+    if zone is None:
+        return None
+    cfg = PosterRuleConfig.of(rule)
+    return PosterRule(camera_id, zone, cfg, ctx.text_detector(), learn_frames=cfg.learn_frames,
+                      min_confirm=(cfg.min_confirm_k, cfg.min_confirm_n), min_changed=cfg.min_changed,
+                      reread_seconds=cfg.reread_seconds, change_threshold=cfg.change_threshold,
+                      adapt_step=cfg.adapt_step)
 
 
 register_rule(Hazard.PARKING, _parking)
@@ -121,7 +141,8 @@ class CameraAnalyzer:
         camera: the camera (zones, whole-frame hazards).
         crop_pad: margin around a crop zone's box, as a fraction of its size.
         crop_min_size: minimum side in pixels of a crop region (detector context).
-        occupancy_window: analysed frames the occupancy median runs over.
+        occupancy_window: analysed frames the occupancy median runs over (None:
+            ``hazards.parking.occupancy_window``, 5 by default).
 
     Example:
         >>> import numpy as np
@@ -144,7 +165,7 @@ class CameraAnalyzer:
     """
 
     def __init__(self, site: SiteConfig, camera: CameraConfig, crop_pad: float = 0.1,
-                 crop_min_size: int = 320, occupancy_window: int = 5) -> None:
+                 crop_min_size: int = 320, occupancy_window: int | None = None) -> None:
         self.site = site
         self.camera = camera
         self.crop_pad = crop_pad
@@ -165,11 +186,13 @@ class CameraAnalyzer:
             self._add(hazard, None)
         self.counters: list[OccupancyCounter] = []
         park = site.hazards.get(Hazard.PARKING)
+        window = occupancy_window if occupancy_window is not None else (
+            ParkingRuleConfig.of(park).occupancy_window if park is not None else 5)
         for zone in camera.zones:
             if zone.kind is ZoneKind.PARKING and zone.capacity is not None:
                 self.counters.append(OccupancyCounter(
                     camera.id, zone, classes=(park.classes if park and park.classes else DEFAULT_VEHICLES),
-                    min_confidence=park.min_confidence if park else 0.35, window=occupancy_window,
+                    min_confidence=park.min_confidence if park else 0.35, window=window,
                     detector=park.detector if park else "coco"))
 
     @property

@@ -149,6 +149,7 @@ class FireRule:
         min_fire_colour: fire-colour share a ``fire`` box needs (see :func:`fire_colour_share`); 0 = off.
         person_cover: a box covered by a person box at least this much is ignored; > 1 turns it off.
         person_detector: detector whose ``person`` boxes are used when present in the frame's detections.
+        person_min_confidence: person boxes below this confidence hide nothing.
 
     Example:
         >>> from pipeline.detect.detections import Detections
@@ -168,7 +169,8 @@ class FireRule:
 
     def __init__(self, camera_id: str, zone: ZoneConfig | None, rule: HazardRule, *,
                  window_seconds: float = 10.0, min_flicker: float = 0.04, min_fire_colour: float = 0.05,
-                 person_cover: float = 0.5, person_detector: str = PERSON_DETECTOR) -> None:
+                 person_cover: float = 0.5, person_detector: str = PERSON_DETECTOR,
+                 person_min_confidence: float = 0.35) -> None:
         self.camera_id = camera_id
         self.zone = zone
         self.zone_id: str | None = zone.id if zone is not None else None
@@ -179,6 +181,7 @@ class FireRule:
         self.min_fire_colour = float(min_fire_colour)
         self.person_cover = float(person_cover)
         self.person_detector = person_detector
+        self.person_min_confidence = float(person_min_confidence)
         self.detectors: tuple[str, ...] = (rule.detector,)
         """Detectors the analyzer must run for this rule (persons are used only when present)."""
         self.interval_seconds = rule.analysis_interval_seconds
@@ -232,7 +235,7 @@ class FireRule:
             centres = np.stack([(cand.xyxy[:, 0] + cand.xyxy[:, 2]) / 2, (cand.xyxy[:, 1] + cand.xyxy[:, 3]) / 2], 1)
             cand = cand[np.flatnonzero(g.contains_points(centres))]
         persons = view.detections_of(self.person_detector)
-        persons = persons.with_classes(frozenset({"person"})).with_min_confidence(0.35)
+        persons = persons.with_classes(frozenset({"person"})).with_min_confidence(self.person_min_confidence)
         cover = max_cover(cand.xyxy, persons.xyxy)
         tracks = self.tracker.update(ts, cand.xyxy, cand.confidence, cand.labels)
         live = {t.id for t in tracks}

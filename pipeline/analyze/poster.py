@@ -189,19 +189,21 @@ class PosterRule:
         min_changed: share of a text box's pixels that must differ from the reference.
         reread_seconds: how often a confirmed flyer is read again with full OCR.
         change_threshold: per-pixel change threshold (grey levels), see :class:`WallReference`.
+        adapt_step: background adaptation step (grey levels per judged frame), see :class:`WallReference`.
     """
 
     hazard: Hazard = Hazard.POSTER
 
     def __init__(self, camera_id: str, zone: ZoneConfig, rule: HazardRule, detector: TextDetector | None = None,
                  *, learn_frames: int = 5, min_confirm: tuple[int, int] = (2, 3),
-                 min_changed: float = 0.2, reread_seconds: float = 600.0, change_threshold: float = 28.0) -> None:
+                 min_changed: float = 0.2, reread_seconds: float = 600.0, change_threshold: float = 28.0,
+                 adapt_step: float = 1.0) -> None:
         self.camera_id = camera_id
         self.zone = zone
         self.zone_id: str | None = zone.id
         self.rule = rule
         self.detector = detector or TextDetector(threads=1)
-        self.reference = WallReference(learn_frames, change_threshold)
+        self.reference = WallReference(learn_frames, change_threshold, adapt_step)
         self.detectors: tuple[str, ...] = ()
         """No detector output is read (OCR runs inside the rule)."""
         self.interval_seconds = rule.analysis_interval_seconds

@@ -1,0 +1,151 @@
+"""Per-hazard rule configs: the shared :class:`~pipeline.config.HazardRule` fields plus each rule's own knobs.
+
+``hazards.<hazard>`` in the site YAML validates into the class of that hazard (:data:`HAZARD_CONFIGS`), so
+every tuning knob of a rule (fire flicker and person cover, clutter person cover, poster wall learning
+...) can be set there, with a description and the rule's own default. The rule factories of
+:mod:`pipeline.analyze.analyzer` pass them to the rule constructors.
+
+Example:
+    >>> from pipeline.config import SiteConfig
+    >>> grid = [{"code": "T", "name": "t", "children": [{"code": "D", "name": "d", "children": [
+    ...     {"code": "C", "name": "c", "children": [{"code": "G", "name": "g"}]}]}]}]
+    >>> site = SiteConfig.model_validate({"grid": grid, "hazards": {"fire": {"min_flicker": 0.08}}})
+    >>> fire = site.hazards[Hazard.FIRE]
+    >>> type(fire).__name__, fire.min_flicker, fire.window_seconds, fire.confirm_k
+    ('FireRuleConfig', 0.08, 10.0, 3)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from pydantic import Field, model_validator
+
+from pipeline.analyze.incident import Hazard
+from pipeline.config import HazardRule
+
+
+class _Knobs(HazardRule):
+    @classmethod
+    def of(cls, rule: HazardRule) -> Self:
+        """``rule`` as this class: itself when it already is one, else its fields with default knobs."""
+        return rule if isinstance(rule, cls) else cls.model_validate(rule.model_dump())
+
+
+class ParkingRuleConfig(_Knobs):
+    """`hazards.parking`: the shared rule fields plus the no-parking rule's own knobs."""
+
+    stationary_tolerance: float = Field(
+        default=0.15, gt=0,
+        description="A vehicle counts as standing still while its box centre stays within this fraction of "
+        "its box size of where it came to rest; moving farther restarts its dwell.")
+    occupancy_window: int = Field(
+        default=5, ge=1,
+        description="Analysed frames the occupancy count of `parking` zones with a `capacity` is a median of "
+        "(a car hidden for a frame does not change it).")
+
+
+class FireRuleConfig(_Knobs):
+    """`hazards.fire`: the shared rule fields plus the fire/smoke rule's own knobs."""
+
+    window_seconds: float = Field(
+        default=10.0, gt=0,
+        description="The `confirm_k` of `confirm_n` frames must lie within this many seconds; a flame track "
+        "survives this long unseen.")
+    min_flicker: float = Field(
+        default=0.04, ge=0,
+        description="Variation a tracked box needs to count (max of the coefficients of variation of box area "
+        "and brightness, and the mean change of its content); a red lamp or sunset is static. 0 = off.")
+    min_fire_colour: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Share of fire-coloured pixels (red..yellow, saturated and bright, or white flame core) a "
+        "`fire` box needs; drops blue or grey objects read as fire. 0 = off.")
+    person_cover: float = Field(
+        default=0.5, ge=0,
+        description="A fire/smoke box covered at least this much by one person box is ignored (orange "
+        "clothing, a red helmet); above 1 turns it off.")
+    person_detector: str = Field(
+        default="coco", description="Detector whose `person` boxes hide fire boxes (used when it ran).")
+    person_min_confidence: float = Field(
+        default=0.35, ge=0, le=1, description="Person boxes below this confidence hide nothing.")
+
+
+class ClutterRuleConfig(_Knobs):
+    """`hazards.clutter`: the shared rule fields plus the clutter rule's own knobs."""
+
+    clutter_detector: str = Field(
+        default="clutter",
+        description="Dedicated clutter detector whose `garbage` / `overflowing_bin` boxes count too (when the "
+        "site defines it).")
+    person_detector: str = Field(
+        default="coco",
+        description="Detector whose `person` boxes are masked out of the model-free path and hide the "
+        "detected objects they cover.")
+    person_cover: float = Field(
+        default=0.6, ge=0,
+        description="A detected object covered at least this much by one person box is ignored (a bag being "
+        "carried, a dark coat read as a bin); above 1 turns it off.")
+    model_free: bool = Field(
+        default=True, description="Also find unknown objects without a detector (static-object path).")
+    stationary_tolerance: float = Field(
+        default=0.15, gt=0,
+        description="A detected object counts as standing still while its box centre stays within this "
+        "fraction of its box size of where it came to rest.")
+
+
+class PosterRuleConfig(_Knobs):
+    """`hazards.poster`: the shared rule fields plus the poster rule's own knobs."""
+
+    learn_frames: int = Field(
+        default=5, ge=1, description="Judged frames whose per-pixel median is the clean wall.")
+    min_confirm_k: int = Field(
+        default=2, ge=1,
+        description="Floor of the per-flyer confirmation: a flyer is seen in at least max(`confirm_k`, this) "
+        "...")
+    min_confirm_n: int = Field(
+        default=3, ge=1, description="... of the last max(`confirm_n`, this) judged frames.")
+    min_changed: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Share of a text box's pixels that must differ from the learned wall for it to be a "
+        "candidate.")
+    change_threshold: float = Field(
+        default=28.0, gt=0,
+        description="Per-pixel difference (grey levels, after gain compensation) that counts as changed.")
+    adapt_step: float = Field(
+        default=1.0, ge=0,
+        description="Grey levels per judged frame the wall background moves towards the image outside "
+        "flyers (slow dirt and lighting drift); 0 = never adapt.")
+    reread_seconds: float = Field(
+        default=600.0, gt=0, description="How often a confirmed flyer is read again with full OCR.")
+
+    @model_validator(mode="after")
+    def _floor_k_le_n(self) -> PosterRuleConfig:
+        if self.min_confirm_k > self.min_confirm_n:
+            raise ValueError(f"min_confirm_k ({self.min_confirm_k}) must be <= min_confirm_n ({self.min_confirm_n})")
+        return self
+
+
+HAZARD_CONFIGS: dict[Hazard, type[HazardRule]] = {
+    Hazard.PARKING: ParkingRuleConfig,
+    Hazard.FIRE: FireRuleConfig,
+    Hazard.CLUTTER: ClutterRuleConfig,
+    Hazard.POSTER: PosterRuleConfig,
+}
+"""The config class of each hazard's ``hazards.<hazard>`` entry."""
+
+
+def as_hazard_config(hazard: Hazard, rule: HazardRule | dict[str, Any]) -> HazardRule:
+    """``rule`` (fields or a model) validated as the config class of ``hazard``."""
+    cls = HAZARD_CONFIGS.get(hazard, HazardRule)
+    if isinstance(rule, cls):
+        return rule
+    return cls.model_validate(rule.model_dump() if isinstance(rule, HazardRule) else rule)
+
+
+def hazards_json_schema(schema: dict[str, Any]) -> None:
+    """Make the JSON Schema of ``hazards`` list each hazard's own config class (with its knobs)."""
+    schema["properties"] = {h.value: cls.model_json_schema() for h, cls in HAZARD_CONFIGS.items()}
+
+
+__all__ = ["ClutterRuleConfig", "FireRuleConfig", "HAZARD_CONFIGS", "ParkingRuleConfig", "PosterRuleConfig",
+           "as_hazard_config", "hazards_json_schema"]
