@@ -26,6 +26,7 @@ from pipeline.config import CameraConfig, SiteConfig
 from pipeline.detect.detections import Detections
 from pipeline.detect.registry import DetectorRegistry
 from pipeline.detect_requests import split_requests
+from pipeline.ingest.decode_plan import hazard_rates, rule_rate_warnings
 from pipeline.ingest.frame import Frame
 from pipeline.ingest.mailbox import LatestFrameMailbox
 from pipeline.ingest.reader import CameraReader
@@ -114,9 +115,13 @@ class Worker:
             url = resolve_source(site, cam.url)
             mailbox = _SignallingMailbox(cam.id, self._ready)
             ring = PacketRing(site.worker.buffer_seconds)
-            reader = CameraReader(cam, url, mailbox, ring, site.worker)
+            # decode: auto follows the hazards' min_analysis_fps; the reader probes GOP and fps and logs the plan.
+            reader = CameraReader(cam, url, mailbox, ring, site.worker, hazard_rates(site.hazards, cam))
             self.slots[cam.id] = _CameraSlot(cam, url, site.grid_path(cam.grid), mailbox, ring, reader,
                                              CameraAnalyzer(site, cam))
+        # Answers /cameras/{id}/debug.jpg requests for these cameras (pipeline/debug_view.py).
+        self.debug = DebugResponder(site.mqtt, f"{self.publisher.client_id}-debug", self.debug_frames,
+                                    self.slots)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -131,6 +136,8 @@ class Worker:
                 self.broken_detectors[name] = (f"detector {name!r} unavailable: {exc}. Set detectors.{name}.model "
                                                "to an ONNX file (see models/manifest.yaml)")
                 log.error("%s", self.broken_detectors[name])
+        for warning in rule_rate_warnings(self.site.hazards):
+            log.warning("%s", warning)
         for i in range(self.site.worker.analysis_threads):
             self._spawn(self._analysis_loop, f"analysis-{i}")
         self._spawn(self._health_loop, "health")

@@ -6,7 +6,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-_CAMERA_COUNTERS = ("frames_decoded", "frames_analysed", "frames_dropped", "frames_skipped", "reconnects")
+_CAMERA_COUNTERS = ("frames_decoded", "frames_analysed", "frames_dropped", "frames_skipped", "reconnects",
+                    "decode_errors", "truncated_loops")
+# Per-camera values of the decode plan (None in the health: not yet measured, exported as NaN).
+_CAMERA_VALUES = {"analysis_fps": "Frames/s handed to analysis in the effective decode mode",
+                  "keyframe_interval_s": "Measured key-frame interval (s)", "fps": "Measured stream frame rate"}
 
 
 class WorkerMetrics:
@@ -26,6 +30,12 @@ class WorkerMetrics:
                                     ["worker", "camera"], registry=self.registry) for name in _CAMERA_COUNTERS}
         self._up = Gauge("gridwatch_camera_streaming", "1 while the camera is streaming", ["worker", "camera"],
                          registry=self.registry)
+        self._error = Gauge("gridwatch_camera_error", "1 while the camera is in `error` (see last_error: e.g. a "
+                            "still image, a missing file)", ["worker", "camera"], registry=self.registry)
+        self._short = Gauge("gridwatch_camera_rate_shortfall", "1 while the decode mode cannot give a hazard the "
+                            "frames/s it needs (see rate_warning)", ["worker", "camera"], registry=self.registry)
+        self._values = {name: Gauge(f"gridwatch_camera_{name}", text, ["worker", "camera"], registry=self.registry)
+                        for name, text in _CAMERA_VALUES.items()}
         self._pending = Gauge("gridwatch_outbox_pending", "Alerts waiting in the durable outbox", ["worker"],
                               registry=self.registry)
         self._published = Gauge("gridwatch_alerts_published", "Alerts acknowledged by the broker", ["worker"],
@@ -43,6 +53,11 @@ class WorkerMetrics:
             for name, gauge in self._camera.items():
                 gauge.labels(self.worker_id, cam).set(float(h.get(name) or 0))
             self._up.labels(self.worker_id, cam).set(1.0 if h.get("state") == "streaming" else 0.0)
+            self._error.labels(self.worker_id, cam).set(1.0 if h.get("state") == "error" else 0.0)
+            self._short.labels(self.worker_id, cam).set(1.0 if h.get("rate_warning") else 0.0)
+            for name, value_gauge in self._values.items():
+                value = h.get(name)
+                value_gauge.labels(self.worker_id, cam).set(float("nan") if value is None else float(value))
         self._pending.labels(self.worker_id).set(float(publisher.get("pending") or 0))
         self._published.labels(self.worker_id).set(float(publisher.get("published") or 0))
         self._connected.labels(self.worker_id).set(1.0 if publisher.get("connected") else 0.0)

@@ -3,6 +3,7 @@ reported per camera instead of crashing the worker."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from pipeline.worker import Worker
 from tests.fixtures.media import corrupt_copy
 
 pytestmark = pytest.mark.integration
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def _site(tmp_path: Path, mqtt_url: str, cameras: dict[str, str], model: str,
@@ -149,3 +152,63 @@ def test_parking_occupancy_is_published_retained(tmp_path: Path, shared_dir: Pat
     assert state, "no retained occupancy message"
     assert state["capacity"] == 40 and state["used"] >= 5, state  # the image shows ~29 cars
     assert state["free"] == 40 - state["used"] and state["grid_path"] == ["T1", "D1", "C1", "G1"]
+
+
+def test_decode_plan_and_source_faults_in_health_and_metrics(tmp_path: Path, mosquitto: Any,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import httpx
+
+    from tests.ingest.conftest import encode_test_pattern
+
+    broker = mosquitto()
+    gop3 = encode_test_pattern(tmp_path / "gop3.mp4", 8.0, gop=75)  # a key frame every 3 s, B-frames
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(gop3.read_bytes()[: gop3.stat().st_size // 2])
+    still = tmp_path / "snap.jpg"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48",
+                    "-frames:v", "1", str(still)], check=True, timeout=60)
+    port = _free_port()
+    cams = {"fire-auto": (gop3, "auto"), "fire-kf": (gop3, "keyframes"), "cut": (cut, "keyframes"),
+            "still": (still, "auto")}
+    site = SiteConfig.model_validate({
+        "grid": [{"code": "T1", "name": "t", "children": [{"code": "D1", "name": "d", "children": [
+            {"code": "C1", "name": "c", "children": [{"code": "G1", "name": "g"}]}]}]}],
+        "cameras": [{"id": cid, "url": str(path), "grid": "G1", "decode": mode, "hazards": ["fire"]}
+                    for cid, (path, mode) in cams.items()],
+        "detectors": {"fire": {"model": str(MODELS / "fire.onnx"), "input_size": 320, "threads": 1}},
+        "mqtt": {"url": broker.url}, "api": {"evidence_dir": str(tmp_path / "ev")},
+        "worker": {"outbox_path": str(tmp_path / "outbox.db"), "health_interval_seconds": 1, "metrics_port": port,
+                   "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1, "source_error_retry_seconds": 60},
+    })
+    caplog.set_level(logging.INFO, logger="pipeline.ingest.reader")
+    worker = Worker(site, worker_id="w-plan")
+    worker.start()
+    try:
+        h = _wait(lambda: (h := _health(worker))["fire-auto"]["keyframe_interval_s"] is not None
+                  and h["fire-kf"]["keyframe_interval_s"] is not None and h["cut"]["truncated_loops"] and h, 30)
+        assert h, _health(worker)
+        time.sleep(1.5)  # the next health report refreshes the metrics
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        worker.stop()
+    auto, kf, cut_h, still_h = h["fire-auto"], h["fire-kf"], h["cut"], h["still"]
+    # Fire on a 3 s GOP: auto decodes every frame and analyses 2/s; keyframes gives 1/3 and says so.
+    assert (auto["decode_mode_effective"], auto["keyframe_interval_s"], auto["fps"]) == ("interval", 3.0, 25.0)
+    assert auto["analysis_fps"] == 2.0 and auto["rate_warning"] is None and auto["required_fps"] == 2.0
+    assert kf["decode_mode_effective"] == "keyframes" and kf["analysis_fps"] == 0.333
+    assert "fire needs 2 frames/s" in kf["rate_warning"]
+    assert any("fire-kf" in r.getMessage() and "fire needs" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
+    assert cut_h["state"] == "streaming" and "file ends early" in cut_h["last_error"]
+    assert still_h["state"] == "error" and "still image" in still_h["last_error"] and still_h["reconnects"] == 0
+    labels = 'camera="{}",worker="w-plan"'
+    assert f"gridwatch_camera_error{{{labels.format('still')}}} 1.0" in text, text
+    assert f"gridwatch_camera_error{{{labels.format('cut')}}} 0.0" in text
+    assert f"gridwatch_camera_rate_shortfall{{{labels.format('fire-kf')}}} 1.0" in text
+    assert f"gridwatch_camera_rate_shortfall{{{labels.format('fire-auto')}}} 0.0" in text
+    assert f"gridwatch_camera_analysis_fps{{{labels.format('fire-auto')}}} 2.0" in text
+    assert f"gridwatch_camera_keyframe_interval_s{{{labels.format('fire-kf')}}} 3.0" in text
+    truncated = f"gridwatch_camera_truncated_loops{{{labels.format('cut')}}} "
+    assert float(text.split(truncated)[1].split()[0]) >= 1
