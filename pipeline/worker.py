@@ -119,9 +119,6 @@ class Worker:
             reader = CameraReader(cam, url, mailbox, ring, site.worker, hazard_rates(site.hazards, cam))
             self.slots[cam.id] = _CameraSlot(cam, url, site.grid_path(cam.grid), mailbox, ring, reader,
                                              CameraAnalyzer(site, cam))
-        # Answers /cameras/{id}/debug.jpg requests for these cameras (pipeline/debug_view.py).
-        self.debug = DebugResponder(site.mqtt, f"{self.publisher.client_id}-debug", self.debug_frames,
-                                    self.slots)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
