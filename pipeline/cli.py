@@ -223,6 +223,11 @@ def check_config(file: Annotated[Path, typer.Argument(help="Site YAML to validat
         raise typer.Exit(1)
     zones = sum(len(c.zones) for c in cfg.cameras)
     console.print(f"[green]{file}: OK[/] ({len(cfg.cameras)} cameras, {zones} zones)")
+    from pipeline.ingest.decode_plan import site_rate_warnings
+
+    cfg.base_dir = str(file.resolve().parent)
+    for warning in site_rate_warnings(cfg):  # e.g. `decode: keyframes` on a fire camera with a 3 s GOP
+        print(f"warning: {warning}")
 
 
 @app.command()

@@ -28,7 +28,8 @@ from pathlib import Path
 import av
 
 from pipeline.analyze.incident import Hazard
-from pipeline.config import CameraConfig, DecodeMode, HazardRule
+from pipeline.config import CameraConfig, DecodeMode, HazardRule, SiteConfig
+from pipeline.sources import is_stream_url, resolve_source
 
 # Key frames at 1.9/s meet a 2/s need: timestamps jitter and encoders round GOPs.
 RATE_TOLERANCE = 0.95
@@ -215,3 +216,28 @@ def probe_file(path: str | Path, max_seconds: float = 60.0, gops: int = 3) -> St
                 if keys > gops or pts_s - first > max_seconds:
                     break
         return meter.probe()
+
+
+def site_rate_warnings(site: SiteConfig, probe_files: bool = True) -> list[str]:
+    """Every rate warning of a site: its rules, and each enabled camera (local files probed).
+
+    Args:
+        site: the validated site (``base_dir`` set, so relative file paths resolve).
+        probe_files: read each readable local video file's first packets for its GOP and frame rate
+            (network streams are judged by their config alone).
+    """
+    out = rule_rate_warnings(site.hazards)
+    for camera in site.cameras:
+        rates = hazard_rates(site.hazards, camera)
+        if not camera.enabled or not rates:
+            continue
+        probe = None
+        if probe_files and not is_stream_url(camera.url):
+            path = Path(resolve_source(site, camera.url))
+            if path.is_file():
+                try:
+                    probe = probe_file(path)
+                except (av.FFmpegError, ValueError, OSError):
+                    probe = None  # an unreadable file is reported as a source problem, not here
+        out += camera_rate_warnings(camera, rates, probe)
+    return out

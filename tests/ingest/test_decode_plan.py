@@ -154,3 +154,30 @@ def test_auto_keeps_key_frames_when_they_come_often_enough(cams: Callable[..., C
     # Parking needs no rate: key frames from the start, one per 3 s GOP.
     assert (hp.decode_mode_effective, hp.required_fps, hp.rate_warning) == ("keyframes", 0.0, None)
     assert [f.pts for f in parking.collector.frames] == [0.0, 3.0]
+
+
+def test_check_config_warns_when_a_cameras_mode_cannot_give_fire_its_rate(gop_files: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    grid = [{"code": "T", "name": "t", "children": [{"code": "D", "name": "d", "children": [
+        {"code": "C", "name": "c", "children": [{"code": "G1", "name": "g"}]}]}]}]
+    shutil.copy(gop_files["long"], tmp_path / "house.mp4")
+    cams = [{"id": "house-kf", "url": "house.mp4", "grid": "G1", "decode": "keyframes", "hazards": ["fire"]},
+            {"id": "house-auto", "url": "house.mp4", "grid": "G1", "hazards": ["fire"]},
+            {"id": "lot-kf", "url": "house.mp4", "grid": "G1", "decode": "keyframes", "zones": [
+                {"id": "z", "kind": "no_parking", "polygon": [[0, 0], [1, 0], [1, 1]]}]},
+            {"id": "street", "url": "rtsp://192.0.2.1/1", "grid": "G1", "decode": "keyframes", "hazards": ["fire"]}]
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"grid": grid, "cameras": cams, "hazards": {"poster": {"enabled": False}},
+                                    "detectors": {"coco": {"model": "coco"}, "fire": {"model": "fire"}}}))
+    result = CliRunner().invoke(app, ["check-config", str(site)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    # The file is probed (a key frame every 3 s); the RTSP camera is judged by its config alone.
+    assert len(warnings) == 2, result.output
+    assert "house-kf" in warnings[0] and "0.33 frames/s" in warnings[0] and "fire needs 2" in warnings[0]
+    assert "street" in warnings[1] and "key frame every 0.50 s or less" in warnings[1]
