@@ -23,6 +23,7 @@ from pipeline.alerts.schema import alert_topic, build_alert
 from pipeline.analyze.analyzer import CameraAnalyzer
 from pipeline.analyze.incident import Incident, IncidentEvent
 from pipeline.config import CameraConfig, SiteConfig
+from pipeline.debug_view import DebugFrames, DebugResponder
 from pipeline.detect.detections import Detections
 from pipeline.detect.registry import DetectorRegistry
 from pipeline.detect_requests import split_requests
@@ -108,6 +109,7 @@ class Worker:
         self.incidents_emitted = 0
         self.broken_detectors: dict[str, str] = {}
         self.metrics = WorkerMetrics(self.worker_id)
+        self.debug_frames = DebugFrames()
         self._max_batch = max((d.batch_size for d in site.detectors.values()), default=8)
         for cam in site.cameras:
             if not cam.enabled or (camera_ids is not None and cam.id not in camera_ids):
@@ -119,11 +121,15 @@ class Worker:
             reader = CameraReader(cam, url, mailbox, ring, site.worker, hazard_rates(site.hazards, cam))
             self.slots[cam.id] = _CameraSlot(cam, url, site.grid_path(cam.grid), mailbox, ring, reader,
                                              CameraAnalyzer(site, cam))
+        # Answers /cameras/{id}/debug.jpg requests for these cameras (pipeline/debug_view.py).
+        self.debug = DebugResponder(site.mqtt, f"{self.publisher.client_id}-debug", self.debug_frames,
+                                    self.slots)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the publisher, load detectors, then start readers and analysis threads."""
         self.publisher.start()
+        self.debug.start()
         if self.site.worker.metrics_port is not None:
             self.metrics.serve(self.site.worker.metrics_port)
         for name in sorted({r.detector for s in self.slots.values() for r in s.analyzer.requests(640, 360)}):
@@ -163,6 +169,7 @@ class Worker:
                 # Write the clip now with what is buffered rather than losing it.
                 timer.function(*timer.args)
         self.publisher.stop()
+        self.debug.stop()
 
     def _spawn(self, target: object, name: str) -> None:
         t = threading.Thread(target=target, name=f"gridwatch-{name}", daemon=True)  # type: ignore[arg-type]
@@ -243,6 +250,8 @@ class Worker:
                 incidents = slot.analyzer.analyze(frame, found)
                 slot.frames_analysed += 1
                 slot.last_analysed_ts = frame.ts
+                if self.debug_frames.wants(slot.camera.id):  # keeps a frame only while someone watches
+                    self.debug_frames.offer(frame, found, slot.analyzer)
                 if not any(r.detector in self.broken_detectors
                            for r in slot.analyzer.requests(frame.width, frame.height)):
                     slot.analysis_error = None

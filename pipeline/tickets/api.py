@@ -64,6 +64,7 @@ from pipeline.tickets.schemas import (
     dead_letter_out,
 )
 from pipeline.tickets.service import TicketNotFoundError, TransitionError, transition
+from pipeline.web.debug import install_debug
 from pipeline.web.router import install_web
 
 log = logging.getLogger(__name__)
@@ -329,4 +330,5 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         return _grid_tree(s.site.grid, counts, [])
 
     install_web(app)
+    install_debug(app, site)
     return app
