@@ -34,7 +34,7 @@ from pipeline.analyze.incident import Hazard, Incident
 from pipeline.analyze.occupancy import DEFAULT_VEHICLES, OccupancyCounter
 from pipeline.analyze.parking import NoParkingRule
 from pipeline.analyze.poster import PosterRule
-from pipeline.analyze.rules import FrameView, Rule
+from pipeline.analyze.rules import TIME_EPS, FrameView, Rule
 from pipeline.analyze.zones import BoxPx, ZoneGeometry, union_box
 from pipeline.config import CameraConfig, HazardRule, SiteConfig, ZoneConfig, ZoneKind
 from pipeline.config_hazards import ClutterRuleConfig, FireRuleConfig, ParkingRuleConfig, PosterRuleConfig
@@ -221,7 +221,7 @@ class CameraAnalyzer:
     def due(self, i: int, ts: float | None) -> bool:
         """Whether rule ``i`` judges a frame at ``ts`` (None: any frame) under its analysis interval."""
         last = self.last_judged.get(i)
-        return ts is None or last is None or ts - last + 1e-6 >= self.rules[i].interval_seconds
+        return ts is None or last is None or ts - last + TIME_EPS >= self.rules[i].interval_seconds
 
     def _needs(self, ts: float | None = None) -> list[tuple[str, ZoneConfig | None]]:
         """(detector, zone or None) pairs the rules due at ``ts`` (None: all) and the counters need."""

@@ -125,17 +125,21 @@ def test_occupancy_reports_the_frame_time() -> None:
     assert c.state() == {"used": 1, "free": 2, "capacity": 3, "ts": at(4)}
 
 
-def test_analyzer_intervals_at_unix_time() -> None:
+@pytest.mark.parametrize(("step", "interval", "every"), [(STEP, 1.5, 3), (1 / 3, 1.0, 3), (0.1, 1.0, 10)])
+def test_analyzer_intervals_at_unix_time(step: float, interval: float, every: int) -> None:
+    """A hazard with ``analysis_interval_seconds`` is judged on exactly every ``every``-th frame, also when
+    the frame step is not a binary fraction (1/3 s, 0.1 s) and the times are accumulated like pts."""
     grid = [{"code": "T", "name": "t", "children": [{"code": "D", "name": "d", "children": [
         {"code": "C", "name": "c", "children": [{"code": "G", "name": "g"}]}]}]}]
     site = SiteConfig.model_validate({
-        "grid": grid, "hazards": {"parking": {"analysis_interval_seconds": 1.5, "dwell_seconds": 0}},
+        "grid": grid, "hazards": {"parking": {"analysis_interval_seconds": interval, "dwell_seconds": 0}},
         "cameras": [{"id": "cam1", "url": "x.mp4", "grid": "G", "zones": [
             {"id": "lane", "kind": "no_parking", "polygon": WHOLE}]}]})
     a = CameraAnalyzer(site, site.cameras[0])
-    judged = []
-    for k in range(10):
-        a.analyze(Frame("cam1", np.zeros((48, 64, 3), np.uint8), ts=at(k), pts=k * STEP, seq=k, keyframe=True),
-                  {})
+    judged, times, ts = [], [], T0
+    for k in range(4 * every):
+        a.analyze(Frame("cam1", np.zeros((48, 64, 3), np.uint8), ts=ts, pts=ts - T0, seq=k, keyframe=True), {})
         judged.append(a.last_judged[0])
-    assert sorted(set(judged)) == [at(0), at(3), at(6), at(9)]
+        times.append(ts)
+        ts += step
+    assert sorted(set(judged)) == [times[k] for k in range(0, 4 * every, every)]
