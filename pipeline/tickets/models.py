@@ -94,6 +94,7 @@ class Ticket(Base):
         Index("ix_tickets_status_opened", "status", "opened_at"),
         Index("ix_tickets_grid_path", "grid_path"),
         Index("ix_tickets_opened_at", "opened_at"),
+        Index("ix_tickets_place", "camera_id", "hazard", "zone_id"),  # duplicate-open guard lookup
         UniqueConstraint("incident_id", name="uq_tickets_incident_id"),
     )
 

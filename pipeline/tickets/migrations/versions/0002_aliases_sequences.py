@@ -1,4 +1,4 @@
-"""Incident aliases (duplicate-open guard) and per-worker alert sequence tracking.
+"""Incident aliases and the place index (duplicate-open guard), per-worker alert sequence tracking.
 
 Revision ID: 0002_aliases_sequences
 Revises: 0001_initial
@@ -19,7 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Create ``incident_aliases`` and ``worker_sequences``."""
+    """Create ``incident_aliases``, ``worker_sequences`` and ``ix_tickets_place``."""
+    op.create_index("ix_tickets_place", "tickets", ["camera_id", "hazard", "zone_id"])
     op.create_table(
         "incident_aliases",
         sa.Column("incident_id", sa.String(200), primary_key=True),
@@ -38,7 +39,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop both tables."""
+    """Drop both tables and the index."""
     op.drop_table("worker_sequences")
     op.drop_index("ix_incident_aliases_ticket_id", table_name="incident_aliases")
     op.drop_table("incident_aliases")
+    op.drop_index("ix_tickets_place", table_name="tickets")
