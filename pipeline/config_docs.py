@@ -109,6 +109,48 @@ stops the API at start with the `pip install` line to run.
 Not covered: the config file itself (protect it with file permissions or inject secrets at deploy
 time), and health rows already stored by older workers (masked on output, stored as received).
 """,
+    """## Decoding: how many frames each hazard gets (`cameras[].decode`)
+
+Cameras send a key frame every GOP (typically 1–4 s; "smart" codecs stretch it when the scene is
+still) and predicted frames in between. Decoding key frames only is the cheapest, but gives one
+analysed frame per GOP: a house fire filmed with a key frame every 3 s was judged once per 3 s and never
+met the fire rule's 3-of-5 confirmation. So each hazard says what it needs, `hazards.<h>.min_analysis_fps`:
+fire 2 frames/s by default; parking, clutter and posters 0 (key frames are enough).
+
+- `decode: auto` (default): the reader measures the key-frame interval and frame rate from the stream's
+  packets (from the first two key frames on, re-checked at every key frame, the longest of the last 4
+  GOPs deciding) and decodes key frames only while they come at least as often as the camera's most
+  demanding hazard needs; otherwise it decodes every frame and hands max(`max_fps`, that need) frames/s
+  to analysis. Before the first GOP is measured, a camera that needs a rate decodes every frame.
+- `decode: keyframes`: key frames only, whatever the hazards need.
+- `decode: interval`: every frame decoded, `max_fps` frames/s analysed.
+
+The rate is kept on a stream-time schedule (on average exactly the rate; one gap may be a frame shorter
+after a longer one), and `analysis_interval` stays a hard minimum gap. Each key frame is decoded on its
+own (the decoder is drained after it), so B-frame streams never hold a key frame back.
+
+What a camera gets is in its health (`/cameras`, the retained `<prefix>/health/<camera>` message and
+the worker's metrics): `decode_mode_effective`, `fps`, `keyframe_interval_s`, `analysis_fps`,
+`required_fps`, `rate_warning` (`gridwatch_camera_rate_shortfall` is 1 while it is set). When a mode
+cannot give a hazard its rate, three places say so:
+
+- `gridwatch check-config` prints ``warning: camera house-kf: `decode: keyframes` analyses 0.33 frames/s
+  (a key frame every 3.00 s), but fire needs 2 frames/s. Use `decode: auto` (or `interval`)`` for a
+  camera whose source is a readable file (its first packets are read), and for a stream the same
+  warning from the config alone (`... i.e. a key frame every 0.50 s or less`). It also warns when
+  `max_fps` (in `interval`), `analysis_interval`, the stream's own frame rate, or a rule's
+  `analysis_interval_seconds` is below the need.
+- the worker logs, once per camera after the first GOP, `camera X: 25.0 frames/s, a key frame every
+  3.00 s; decoding interval (2.0 analysed frames/s, hazards need {'fire': 2.0})` and each warning.
+- the health field `rate_warning`.
+
+Sources that are no video: a still image (a `.jpg`, a snapshot URL) is `state: error` with
+`last_error: not a video: the source gave a single picture ...` and is retried only every
+`worker.source_error_retry_seconds` (300 s); `gridwatch_camera_error` is 1. A file that ends before its
+declared duration (truncated) keeps looping its readable part, stays `streaming`, and counts each short
+pass in `truncated_loops` (metric `gridwatch_camera_truncated_loops`) with `last_error: file ends early:
+5.2 s of its declared 12.0 s are readable`; packets the decoder rejects count in `decode_errors`.
+""",
 ]
 
 
