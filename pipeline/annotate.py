@@ -54,7 +54,9 @@ def state_summary(rule: Mapping[str, Any], now: float | None = None, start_ts: f
             parts.append(f"present {max(0.0, now - float(since)):.1f}s")
     tracks = st.get("tracks")
     if isinstance(tracks, list) and tracks:
-        dwell = [float(t["dwell_seconds"]) for t in tracks if isinstance(t, Mapping) and t.get("dwell_seconds")]
+        # Dwell of the objects seen in this frame (tracks kept through an occlusion would overstate it).
+        dwell = [float(t["dwell_seconds"]) for t in tracks if isinstance(t, Mapping) and t.get("dwell_seconds")
+                 and t.get("verdict") != "not seen this frame"]
         parts.append(f"tracks {len(tracks)}" + (f" max dwell {max(dwell):.0f}s" if dwell else ""))
         verdicts = sorted({str(t["verdict"]) for t in tracks if isinstance(t, Mapping) and t.get("verdict")})
         if verdicts:
