@@ -171,7 +171,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     install_host_check(app, site)
     install_validation_errors(app)
 
-    @app.get("/healthz", response_model=HealthzOut, tags=["ops"])
+    @app.get("/healthz", response_model=HealthzOut, tags=["ops"],
+             responses={503: {"model": HealthzOut, "description": "Not ready: the same body, status degraded."}})
     def healthz(request: Request) -> JSONResponse:
         """200 only while a message arriving now would be processed; 503 otherwise.
 

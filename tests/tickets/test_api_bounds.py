@@ -188,6 +188,7 @@ def test_every_route_declares_its_error_answers(client: TestClient) -> None:
         ("get", "/evidence/{incident_id}/{name}"): {"400", "404", "422"},
         ("get", "/dead-letters"): {"400", "422"},
         ("get", "/cameras"): {"400"}, ("get", "/grid"): {"400"}, ("get", "/metrics"): {"400"},
+        ("get", "/healthz"): {"400", "503"},
     }
     for (method, path), codes in expected.items():
         declared = set(paths[path][method]["responses"])
