@@ -156,9 +156,45 @@ async function refreshCameras() {
     return el("li", { "data-camera": c.id },
       el("span", {}, `${c.name || c.id} `, el("span", { class: "muted" }, c.grid_path.join("/"))),
       el("span", { class: `cs-${state}`, title: c.health?.last_error || "" },
-        state, age !== null ? ` · ${age}s ago` : "", c.enabled ? "" : " (disabled)"));
+        state, age !== null ? ` · ${age}s ago` : "", c.enabled ? "" : " (disabled)"),
+      " ", el("button", { type: "button", title: "latest analysed frame, drawn by its worker",
+                          onclick: () => showDebug(c.id) }, "debug"));
   }));
 }
+
+// Live debug view: the worker draws its latest analysed frame on request (GET /cameras/{id}/debug.jpg).
+let debugCamera = null;
+let debugTimer = null;
+async function refreshDebug() {
+  if (debugCamera === null) return;
+  const cam = debugCamera;
+  const res = await fetch(`/cameras/${encodeURIComponent(cam)}/debug.jpg?timeout=5`, { cache: "no-store" });
+  if (cam !== debugCamera) return;
+  const status = document.getElementById("debug-status");
+  if (res.ok) {
+    const img = document.getElementById("debug-img");
+    const old = img.src;
+    img.src = URL.createObjectURL(await res.blob());
+    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+    status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } else {
+    const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+    status.textContent = `${res.status}: ${body?.detail || res.statusText}`;
+  }
+  debugTimer = setTimeout(refreshDebug, 2000);
+}
+function showDebug(cameraId) {
+  clearTimeout(debugTimer);
+  debugCamera = cameraId;
+  document.getElementById("debug-title").textContent = cameraId;
+  document.getElementById("debug-status").textContent = "asking the worker ...";
+  document.getElementById("debug-view").hidden = false;
+  refreshDebug();
+}
+document.getElementById("debug-close").addEventListener("click", () => {
+  debugCamera = null; clearTimeout(debugTimer);
+  document.getElementById("debug-view").hidden = true;
+});
 
 async function refreshGrid() {
   let tree;
