@@ -19,8 +19,9 @@ from rich.table import Table
 from pipeline.config import SiteConfig
 from pipeline.config_errors import ConfigError
 
+# No locals in crash tracebacks: they would print the site config, camera passwords included.
 app = typer.Typer(help="gridwatch: CCTV hazard detection -> MQTT alerts -> tickets.", no_args_is_help=True,
-                  add_completion=False)
+                  add_completion=False, pretty_exceptions_show_locals=False)
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Site YAML file.")]
@@ -76,9 +77,15 @@ def _wait_for_signal() -> None:
 def _start_api(site: SiteConfig) -> Any:
     import uvicorn
 
+    from pipeline.config_checks import DatabaseDriverMissingError
     from pipeline.tickets.api import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(site), host=site.api.host, port=site.api.port,
+    try:
+        ticket_app = create_app(site)
+    except DatabaseDriverMissingError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    server = uvicorn.Server(uvicorn.Config(ticket_app, host=site.api.host, port=site.api.port,
                                            log_level="warning", lifespan="on"))
     threading.Thread(target=server.run, name="gridwatch-api", daemon=True).start()
     deadline = time.monotonic() + 30

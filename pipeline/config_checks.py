@@ -38,6 +38,10 @@ _DRIVER_INSTALL = {"psycopg": "pip install 'gridwatch[postgres]'  (psycopg 3)",
                    "psycopg2": "pip install psycopg2-binary"}
 
 
+class DatabaseDriverMissingError(RuntimeError):
+    """The database URL needs a driver module that is not installed (the message says how to install it)."""
+
+
 def check_camera_url(url: str) -> str:
     """Return ``url`` when it can name a camera source; raise ``ValueError`` saying why not.
 
@@ -127,7 +131,7 @@ def check_database_url(url: str) -> str:
 
 
 def require_database_driver(url: str) -> None:
-    """Raise ``RuntimeError`` with the install command when the URL's driver module is missing.
+    """Raise :class:`DatabaseDriverMissingError` with the install command when the driver is missing.
 
     Args:
         url: a normalised database URL (see :func:`normalise_database_url`).
@@ -142,7 +146,7 @@ def require_database_driver(url: str) -> None:
         driver, driver)
     if importlib.util.find_spec(module) is None:
         how = _DRIVER_INSTALL.get(module, f"pip install {module}")
-        raise RuntimeError(f"api.database_url {redact_url(url)!r} needs the PostgreSQL driver {module!r}, "
+        raise DatabaseDriverMissingError(f"api.database_url {redact_url(url)!r} needs the PostgreSQL driver {module!r}, "
                            f"which is not installed: {how}")
 
 

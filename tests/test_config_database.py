@@ -115,3 +115,22 @@ def test_documented_postgresql_url_runs_the_service(pg_database: str, mosquitto:
     finally:
         publisher.close()
         engine.dispose()
+
+
+def test_api_without_its_driver_stops_with_one_line_and_no_password(tmp_path: Path) -> None:
+    """A real `gridwatch api` process: exit 2 with the install line, no traceback, no credential."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site.yaml"
+    site.write_text("grid: [{code: T1, name: t, children: [{code: D1, name: d, children: [{code: C1, name: c, "
+                    "children: [{code: G1, name: g}]}]}]}]\n"
+                    "cameras: [{id: c1, url: 'rtsp://admin:Hunter22cam@10.0.0.7/ch1', grid: G1}]\n"
+                    "mqtt: {url: 'mqtt://gw:Hunter22mqtt@127.0.0.1:1'}\n"
+                    "api: {database_url: 'postgresql+pg8000://gw:Hunter22db@127.0.0.1:1/x'}\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "api", "-c", str(site)], capture_output=True,
+                          text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert "needs the PostgreSQL driver 'pg8000', which is not installed: pip install pg8000" in output
+    assert "Traceback" not in output and "Hunter22" not in output, output
