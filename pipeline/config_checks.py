@@ -146,8 +146,8 @@ def require_database_driver(url: str) -> None:
         driver, driver)
     if importlib.util.find_spec(module) is None:
         how = _DRIVER_INSTALL.get(module, f"pip install {module}")
-        raise DatabaseDriverMissingError(f"api.database_url {redact_url(url)!r} needs the PostgreSQL driver {module!r}, "
-                           f"which is not installed: {how}")
+        raise DatabaseDriverMissingError(f"api.database_url {redact_url(url)!r} needs the PostgreSQL driver "
+                                         f"{module!r}, which is not installed: {how}")
 
 
 def camera_grid_errors(data: dict[str, Any]) -> list[str]:
