@@ -36,7 +36,7 @@ _SECRET_PARAM = re.compile(
     r"=(?P<value>[^&;#\s'\"<>]+)", re.IGNORECASE)
 # Secrets shorter than this are not replaced in free text: masking "1" or "ab" everywhere would
 # garble messages without protecting anything.
-MIN_SECRET_LENGTH = 4
+MIN_SECRET_LENGTH = 6
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
