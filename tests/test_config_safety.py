@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from pipeline import config_yaml
@@ -237,6 +238,6 @@ def test_camera_url_schemes_match_the_reader() -> None:
 ])
 def test_pure_python_loader_has_the_same_limits(monkeypatch: pytest.MonkeyPatch, text: str, message: str) -> None:
     """Where PyYAML was built without libyaml, the pure-Python composer must not recurse to death."""
-    monkeypatch.setattr(config_yaml.yaml, "__with_libyaml__", False)
+    monkeypatch.setattr(yaml, "__with_libyaml__", False)
     errors = _errors(text)
     assert len(errors) == 1 and message in errors[0], errors

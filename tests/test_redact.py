@@ -14,8 +14,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion
 
 from pipeline.config import CameraConfig, SiteConfig, WorkerConfig
 from pipeline.ingest import CameraReader, LatestFrameMailbox
