@@ -161,10 +161,11 @@ def test_unstorable_transition_bodies_are_422_with_a_json_answer(client: TestCli
 
 def test_body_that_is_not_json_is_a_declared_400(client: TestClient, ticket_id: int) -> None:
     tid = ticket_id
-    for body in (b"[" * 100_000, b"\xff\xfe"):
+    # Too deep for the JSON parser: FastAPI's 400; undecodable bytes: its 422 json_invalid.
+    for body, status in ((b"[" * 100_000, 400), (b"\xff\xfe", 422)):
         r = client.post(f"/tickets/{tid}/transition", content=body, headers={"content-type": "application/json"})
-        assert r.status_code in (400, 422), r.text
-        assert "detail" in r.json()
+        assert r.status_code == status, r.text
+        assert r.json()["detail"]
 
 
 def test_conflict_body_matches_its_declared_schema(client: TestClient, ticket_id: int) -> None:
