@@ -44,6 +44,9 @@ class GridNode(_Model):
 
 
 class DecodeMode(StrEnum):
+    """Which frames a camera reader decodes (see ``CameraConfig.decode``)."""
+
+    AUTO = "auto"
     KEYFRAMES = "keyframes"
     INTERVAL = "interval"
 
@@ -125,10 +128,15 @@ class CameraConfig(_Model):
                      "(looped and paced at real time). Relative paths resolve against the config file.")
     grid: str = Field(description="Code of the micro-grid cell (level 4) the camera watches.")
     enabled: bool = Field(default=True, description="Set false to keep the camera configured but idle.")
-    decode: DecodeMode = Field(default=DecodeMode.KEYFRAMES,
-                               description="`keyframes`: decode only key frames (cheapest); "
-                               "`interval`: decode all and analyse at most `max_fps` frames/s.")
-    max_fps: float = Field(default=2.0, gt=0, le=60, description="Max analysed frames/s in `interval` mode.")
+    decode: DecodeMode = Field(default=DecodeMode.AUTO,
+                               description="`auto`: key frames only while they come often enough for the "
+                               "camera's hazards (`hazards.<h>.min_analysis_fps`, fire 2/s), otherwise decode "
+                               "all and analyse max(`max_fps`, that need) frames/s; the key-frame interval is "
+                               "measured from the stream. `keyframes`: decode only key frames (cheapest; one "
+                               "frame per GOP). `interval`: decode all and analyse at most `max_fps` frames/s.")
+    max_fps: float = Field(default=2.0, gt=0, le=60,
+                           description="Max analysed frames/s in `interval` mode (in `auto` the hazards' "
+                           "`min_analysis_fps` may raise it).")
     analysis_interval: float = Field(default=0.0, ge=0,
                                      description="Minimum seconds between analysed frames (0 = every "
                                      "decoded frame the mode yields).")
@@ -186,6 +194,11 @@ class HazardRule(_Model):
         description="Judge this hazard at most once per this many seconds of video (0: every analysed frame). "
         "A detector runs on a frame only when a rule that is due needs it, so slow hazards (flyers, clutter) "
         "cost little while fire is checked on every analysed frame.")
+    min_analysis_fps: float = Field(
+        default=0.0, ge=0, le=60,
+        description="Frames per second this hazard needs analysed (0: key frames suffice). A camera judging "
+        "it in `decode: auto` decodes at this rate when its key frames come less often; `check-config` and "
+        "the worker warn when a camera's decode mode cannot give it.")
 
     @model_validator(mode="after")
     def _k_le_n(self) -> HazardRule:
@@ -206,7 +219,7 @@ def _default_hazards() -> dict[Hazard, HazardRule]:
                                    min_confidence=0.35, clear_seconds=30, severity=2),
         Hazard.FIRE: HazardRule(detector="fire", classes=["fire", "smoke"], dwell_seconds=0, confirm_k=3,
                                 confirm_n=5, min_confidence=0.4, clear_seconds=30, severity=5,
-                                update_interval_seconds=15),
+                                update_interval_seconds=15, min_analysis_fps=2.0),
         # garbage/overflowing_bin come from the `clutter` model when the site defines it; plain `bin` is normal.
         Hazard.CLUTTER: HazardRule(classes=["bicycle", "motorcycle", "suitcase", "chair", "couch", "bench",
                                             "garbage", "overflowing_bin"],
@@ -334,6 +347,10 @@ class WorkerConfig(_Model):
                                      "(per-camera frames, drops, reconnects, outbox backlog); unset = off.")
     batch_wait_ms: float = Field(default=5.0, ge=0, le=1000,
                                  description="How long a detection thread waits to fill a batch.")
+    source_error_retry_seconds: float = Field(
+        default=300.0, gt=0,
+        description="Retry delay for a source that opens but is no video (a still image): the camera shows "
+        "`error` with the reason instead of reconnecting in a loop.")
 
 
 def _hazards_json_schema(schema: dict[str, Any]) -> None:
