@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.config import MqttConfig
 from pipeline.tickets.consumer import AlertConsumer
 from pipeline.tickets.db import init_db, session_factory
+from pipeline.tickets.handler import MessageHandler
 from pipeline.tickets.limits import DEFAULT_LIMITS
+from pipeline.tickets.metrics import TicketMetrics
 from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket
 from pipeline.tickets.service import apply_alert as service_apply_alert
 
@@ -190,3 +192,24 @@ def test_unforeseen_failure_is_retried_then_dead_lettered(make_consumer: MakeCon
     assert [t.incident_id for t in _tickets(sessions)] == [good.incident_id]
     assert c.metrics.dead_letters.labels("unprocessable")._value.get() == 1
     assert c.metrics.db_errors._value.get() == 2  # two deliveries left unacknowledged, the third stored
+
+
+@pytest.mark.parametrize(("label", "build", "dead_kind"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_payloads_on_sqlite_and_postgresql(db_url: str, label: str,
+                                                   build: Callable[[], tuple[str, bytes]],
+                                                   dead_kind: str | None) -> None:
+    """The handler alone on both stores: PostgreSQL enforces column lengths and rejects NUL, SQLite not."""
+    engine = init_db(db_url)
+    try:
+        store = session_factory(engine)
+        handler = MessageHandler(store, "gwtest", TicketMetrics(), max_attempts=1)
+        topic, payload = build()
+        assert handler.handle(topic, payload)
+        good = make_alert(camera="cam2")
+        assert handler.handle(topic_of(good), good.to_bytes())
+        assert not handler.store_failing
+        dead = _dead(store)
+        assert [r.reason.split(":")[0] for r in dead] == ([] if dead_kind is None else [dead_kind])
+        assert len(_tickets(store)) == (2 if dead_kind is None else 1)
+    finally:
+        engine.dispose()
