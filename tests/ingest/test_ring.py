@@ -27,7 +27,7 @@ def feed(ring: PacketRing, path: Path, limit_s: float | None = None) -> list[flo
         for i, p in enumerate(c.demux(s)):
             if p.size == 0:
                 continue
-            sec = float(p.pts * s.time_base) if p.pts is not None else i / fps
+            sec = float(p.pts * s.time_base) if p.pts is not None and s.time_base else i / fps
             if limit_s is not None and sec > limit_s:
                 break
             ring.push(p, T0 + sec)
@@ -90,7 +90,7 @@ def test_write_clip_remuxes_playable_mp4(h264_clips: dict[str, Path], tmp_path: 
     with av.open(str(out)) as c:
         s = c.streams.video[0]
         assert (s.codec_context.name, s.width, s.height) == ("h264", 768, 432)
-        assert float(c.duration / av.time_base) == pytest.approx(len(expected) * 0.08, abs=0.1)
+        assert float((c.duration or 0) / av.time_base) == pytest.approx(len(expected) * 0.08, abs=0.1)
 
 
 def test_write_clip_outside_buffer_returns_none(h264_clips: dict[str, Path], tmp_path: Path) -> None:
@@ -119,7 +119,8 @@ def test_write_clip_from_annexb_source(annexb_clip: Path, tmp_path: Path, drop_e
     if drop_extradata:
         # White-box: a camera whose SDP had no sprop-parameter-sets gives a stream without
         # extradata; the muxer must then build avcC from the key frame's in-band SPS/PPS.
-        ring._params = dataclasses.replace(ring._params, extradata=b"")  # type: ignore[arg-type]
+        assert ring._params is not None
+        ring._params = dataclasses.replace(ring._params, extradata=b"")
     out = ring.write_clip(tmp_path / "clip.mp4", T0 + 2.0, T0 + 6.0)
     assert out is not None
     expected = [t for t in times if T0 + 2.0 - 1e-6 <= t <= T0 + 6.0]
