@@ -49,9 +49,6 @@ def _setup_logging(verbose: bool) -> None:
     from pipeline.redact import install_log_redaction
 
     install_log_redaction()  # camera and broker passwords never reach the console
-    from pipeline.redact import install_log_redaction
-
-    install_log_redaction()  # camera and broker passwords never reach the console
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(name)s: %(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
     for noisy in ("transitions", "uvicorn.access", "libav", "alembic"):
