@@ -227,11 +227,11 @@ class AlertConsumer:
 
     def _set_connected(self, on: bool) -> None:
         if on:
-            self._connected.set()
+            self._connected.set()  # the gauge goes to 1 once subscribed (_on_subscribe)
         else:
             self._connected.clear()
             self._subscribed.clear()
-        self.metrics.connected.set(1 if on else 0)
+            self.metrics.connected.set(0)
 
     # --------------------------------------------------------------- callbacks
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
@@ -253,6 +253,7 @@ class AlertConsumer:
             return
         self._restart_delay = self._retry
         self._subscribed.set()
+        self.metrics.connected.set(1)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason: ReasonCode, properties: Any) -> None:
