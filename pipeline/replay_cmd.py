@@ -73,6 +73,8 @@ def choose(args: ReplayArgs) -> tuple[SiteConfig, CameraConfig, Path]:
                 camera = site.camera(args.camera_id)
             except KeyError:
                 raise ReplayUsageError(f"no camera {args.camera_id!r} (cameras: {', '.join(ids)})") from None
+    if args.video is None and "://" in camera.url:
+        raise ReplayUsageError(f"camera {camera.id} streams from a URL; pass a recording of it as VIDEO")
     video = args.video if args.video is not None else site.resolve_path(camera.url)
     if not video.is_file():
         raise ReplayUsageError(f"no such video file: {video}")
