@@ -135,8 +135,8 @@ class CameraConfig(_Model):
                                "measured from the stream. `keyframes`: decode only key frames (cheapest; one "
                                "frame per GOP). `interval`: decode all and analyse at most `max_fps` frames/s.")
     max_fps: float = Field(default=2.0, gt=0, le=60,
-                           description="Max analysed frames/s in `interval` mode (in `auto` the hazards' "
-                           "`min_analysis_fps` may raise it).")
+                           description="Max analysed frames/s in `interval` and `auto` modes (in `auto` the "
+                           "hazards' `min_analysis_fps` may raise it); `keyframes` analyses every key frame.")
     analysis_interval: float = Field(default=0.0, ge=0,
                                      description="Minimum seconds between analysed frames (0 = every "
                                      "decoded frame the mode yields).")

@@ -120,9 +120,10 @@ fire 2 frames/s by default; parking, clutter and posters 0 (key frames are enoug
 - `decode: auto` (default): the reader measures the key-frame interval and frame rate from the stream's
   packets (from the first two key frames on, re-checked at every key frame, the longest of the last 4
   GOPs deciding) and decodes key frames only while they come at least as often as the camera's most
-  demanding hazard needs; otherwise it decodes every frame and hands max(`max_fps`, that need) frames/s
-  to analysis. Before the first GOP is measured, a camera that needs a rate decodes every frame.
-- `decode: keyframes`: key frames only, whatever the hazards need.
+  demanding hazard needs; otherwise it decodes every frame. Either way at most max(`max_fps`, that need)
+  frames/s go to analysis (an intra-only stream such as MJPEG has nothing but key frames). Before the
+  first GOP is measured, a camera that needs a rate decodes every frame.
+- `decode: keyframes`: every key frame and nothing else, whatever the hazards need.
 - `decode: interval`: every frame decoded, `max_fps` frames/s analysed.
 
 The rate is kept on a stream-time schedule (on average exactly the rate; one gap may be a frame shorter

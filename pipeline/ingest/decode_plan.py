@@ -128,12 +128,25 @@ def interval_fps(camera: CameraConfig, required_fps: float) -> float:
     return max(camera.max_fps, required_fps)
 
 
+def handover_fps(camera: CameraConfig, effective: DecodeMode, required_fps: float) -> float | None:
+    """The rate cap of frames handed to analysis, or None for one frame per key frame.
+
+    ``interval`` and ``auto`` cap at :func:`interval_fps`, in ``auto`` also while decoding key frames
+    (an intra-only stream, e.g. MJPEG, has nothing but key frames); explicit ``keyframes`` hands over
+    every key frame.
+    """
+    if effective is DecodeMode.INTERVAL or camera.decode is DecodeMode.AUTO:
+        return interval_fps(camera, required_fps)
+    return None
+
+
 def analysis_fps(camera: CameraConfig, effective: DecodeMode, required_fps: float,
                  probe: StreamProbe) -> float | None:
     """Frames per second the camera's analysis gets in ``effective`` mode, or None while unknown."""
     caps = [1.0 / camera.analysis_interval] if camera.analysis_interval > 0 else []
-    if effective is DecodeMode.INTERVAL:
-        caps.append(interval_fps(camera, required_fps))
+    cap = handover_fps(camera, effective, required_fps)
+    if cap is not None:
+        caps.append(cap)
     source = probe.keyframe_fps if effective is DecodeMode.KEYFRAMES else probe.fps
     if source is not None:
         caps.append(source)

@@ -21,7 +21,7 @@ from av.container import InputContainer
 from av.video.stream import VideoStream
 
 from pipeline.config import CameraConfig, DecodeMode
-from pipeline.ingest.decode_plan import GopMeter, analysis_fps, camera_rate_warnings, effective_mode, interval_fps
+from pipeline.ingest.decode_plan import GopMeter, analysis_fps, camera_rate_warnings, effective_mode, handover_fps
 from pipeline.ingest.frame import Frame
 from pipeline.ingest.health import CameraHealth, CameraState
 from pipeline.ingest.mailbox import LatestFrameMailbox
@@ -142,9 +142,10 @@ class DecodeLoop:
 
     def _set_mode(self, mode: DecodeMode, ctx: Any = None) -> None:
         self._mode = mode
-        # Interval mode hands over frames on a schedule in stream time: B-frames leave the decoder in
-        # bursts, and a plain "at least 1/fps apart" test would round every gap up to the next frame.
-        self._period = 1.0 / interval_fps(self.camera, self.required_fps) if mode is DecodeMode.INTERVAL else 0.0
+        # A rate cap is kept on a schedule in stream time: B-frames leave the decoder in bursts, and a
+        # plain "at least 1/fps apart" test would round every gap up to the next frame.
+        cap = handover_fps(self.camera, mode, self.required_fps)
+        self._period = 1.0 / cap if cap else 0.0
         self._next_due: float | None = None
         if ctx is not None:
             # Belt and braces in keyframes mode: only key packets are fed, and the decoder skips others.

@@ -148,9 +148,12 @@ def test_auto_keeps_key_frames_when_they_come_often_enough(cams: Callable[..., C
     hf, hp = fire.reader.health(), parking.reader.health()
     fire.close()
     parking.close()
-    # 2.5 key frames/s meet fire's 2/s: after the first GOP (measured), key frames only.
-    assert (hf.decode_mode_effective, hf.keyframe_interval_s, hf.analysis_fps) == ("keyframes", 0.4, 2.5)
-    assert all(f.keyframe for f in fire.collector.frames if (f.pts or 0) >= 0.4)
+    # 2.5 key frames/s meet fire's 2/s: after the first GOP (measured), key frames only, 2 of them per second.
+    assert (hf.decode_mode_effective, hf.keyframe_interval_s, hf.analysis_fps) == ("keyframes", 0.4, 2.0)
+    late = [f for f in fire.collector.frames if (f.pts or 0) >= 0.4]
+    assert late and all(f.keyframe for f in late)
+    span = (late[-1].pts or 0) - (late[0].pts or 0)
+    assert 2 * span - 1 <= len(late) + hf.frames_dropped <= 2 * span + 1
     # Parking needs no rate: key frames from the start, one per 3 s GOP.
     assert (hp.decode_mode_effective, hp.required_fps, hp.rate_warning) == ("keyframes", 0.0, None)
     assert [f.pts for f in parking.collector.frames] == [0.0, 3.0]
@@ -181,3 +184,19 @@ def test_check_config_warns_when_a_cameras_mode_cannot_give_fire_its_rate(gop_fi
     assert len(warnings) == 2, result.output
     assert "house-kf" in warnings[0] and "0.33 frames/s" in warnings[0] and "fire needs 2" in warnings[0]
     assert "street" in warnings[1] and "key frame every 0.50 s or less" in warnings[1]
+
+
+def test_auto_caps_an_intra_only_stream_at_max_fps(cams: Callable[..., Cam], tmp_path: Path) -> None:
+    # MJPEG in Matroska: every packet is a key frame, and the container does not count its frames
+    # (the reader first reads two packets to tell it from a still image, then keeps them).
+    mjpeg = encode_test_pattern(tmp_path / "mjpeg.mkv", 6.0, "mjpeg", gop=1, bframes=0)
+    cam = cams("mjpeg", str(mjpeg), DecodeMode.AUTO, max_fps=2.0)
+    assert wait_for(lambda: cam.reader.health().keyframe_interval_s is not None, 5)
+    time.sleep(2.0)
+    h = cam.reader.health()
+    cam.close()
+    assert (h.decode_mode_effective, h.keyframe_interval_s, h.fps, h.analysis_fps) == ("keyframes", 0.04, 25.0, 2.0)
+    pts = [f.pts for f in cam.collector.frames if f.pts is not None]
+    assert pts[0] == 0.0  # the packets read to rule out a still image were decoded too
+    assert 2 * (pts[-1] - pts[0]) - 1 <= len(pts) + h.frames_dropped <= 2 * (pts[-1] - pts[0]) + 1
+    assert h.frames_decoded >= 25 * (pts[-1] - pts[0])  # every key frame decoded, 2/s analysed
