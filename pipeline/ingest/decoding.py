@@ -208,9 +208,8 @@ class DecodeLoop:
         image = frame.to_ndarray(format="bgr24")
         self.mailbox.put(Frame(self.camera.id, image, ts=ts, pts=pts_s, seq=seq, keyframe=key))
 
-
     def _due(self, pts_s: float | None, ts: float) -> bool:
-        """Whether a decoded frame goes to analysis (``analysis_interval`` and the interval-mode rate)."""
+        """Whether a decoded frame goes to analysis (``analysis_interval`` and the mode's rate cap)."""
         gap = self.camera.analysis_interval
         if gap > 0 and ts - self._last_handover < gap:
             return False
