@@ -209,7 +209,7 @@ class DebugRequester:
     Args:
         mqtt: the site's MQTT settings.
         client_id: MQTT client id.
-        connect_timeout: how long the first request waits for the broker connection.
+        connect_timeout: how long the first request waits for the broker connection (later ones do not).
     """
 
     def __init__(self, mqtt: MqttConfig, client_id: str, connect_timeout: float = 5.0) -> None:
@@ -219,11 +219,13 @@ class DebugRequester:
         self._client = _client(mqtt, client_id)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._subscribed = threading.Event()
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[threading.Event, list[bytes]]] = {}
         self._started = False
+        self._connect_wait = connect_timeout
 
     def _start(self) -> None:
         with self._lock:
@@ -247,6 +249,10 @@ class DebugRequester:
                       properties: Any = None) -> None:
         self._subscribed.set()
 
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any = None) -> None:
+        self._subscribed.clear()  # requests fail fast (503) until the reconnect has subscribed again
+
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:
             waiting = self._pending.get(msg.topic)
@@ -262,7 +268,10 @@ class DebugRequester:
             DebugUnavailable: not connected to the broker within ``connect_timeout``.
         """
         self._start()
-        if not self._subscribed.wait(self.connect_timeout):
+        # Only the first request waits for the connection; while the broker stays away (paho keeps
+        # reconnecting in the background) the others answer at once instead of piling up.
+        wait, self._connect_wait = self._connect_wait, 0.0
+        if not self._subscribed.wait(wait):
             raise DebugUnavailable(f"not connected to the MQTT broker {self._address.describe()}")
         reply_to = reply_prefix(self.prefix, camera_id) + uuid.uuid4().hex
         done = threading.Event()

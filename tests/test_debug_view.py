@@ -111,3 +111,25 @@ def test_frames_are_kept_only_while_watched(shared_dir: Path) -> None:
     assert jpeg is not None and jpeg.shape == (240, 320, 3)
     time.sleep(0.35)
     assert not frames.wants("c") and "c" not in frames._views  # the frame is released
+
+
+def test_without_a_broker_the_api_answers_503(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    site = SiteConfig.model_validate({
+        "grid": GRID, "cameras": [{"id": "c", "url": "x.mp4", "grid": "G1"}],
+        "mqtt": {"url": f"mqtt://127.0.0.1:{port}"},  # nothing listens there
+        "api": {"database_url": f"sqlite:///{tmp_path / 't.db'}", "evidence_dir": str(tmp_path / "ev")}})
+    app = create_app(site, start_consumer=False)
+    try:
+        with TestClient(app) as client:
+            r = client.get("/cameras/c/debug.jpg")  # the first request waits for the connection (5 s)
+            assert r.status_code == 503 and "not connected to the MQTT broker" in r.json()["detail"]
+            assert app.state.debug_requester._connect_wait == 0  # later ones answer at once
+            r = client.get("/cameras/c/debug.jpg", params={"timeout": 30})
+            assert r.status_code == 503
+    finally:
+        app.state.debug_requester.stop()
