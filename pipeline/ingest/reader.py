@@ -3,7 +3,9 @@
 Each :class:`CameraReader` owns its thread, container and decoder, so a dead or slow camera never
 stalls another: PyAV releases the GIL inside FFmpeg's network reads and decoding. Every demuxed
 video packet goes into the camera's :class:`~pipeline.ingest.ring.PacketRing` (evidence clips);
-decoded frames are handed over through a :class:`~pipeline.ingest.mailbox.LatestFrameMailbox`.
+decoded frames are handed over through a :class:`~pipeline.ingest.mailbox.LatestFrameMailbox`. What is
+decoded and handed over (key frames, every frame, ``decode: auto``) is the
+:class:`~pipeline.ingest.decoding.DecodeLoop` half; this module opens, paces, loops and reconnects.
 
 Example:
     >>> from pipeline.config import CameraConfig, WorkerConfig
