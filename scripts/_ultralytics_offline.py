@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -157,10 +158,11 @@ def bn_is_folded(model) -> bool:  # type: ignore[no-untyped-def]
     """
     import torch
 
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    return bool(bns) and all(
-        float(m.running_mean.abs().max()) == 0.0 and float((m.running_var - 1).abs().max()) < 0.01
-        and float((m.weight - 1).abs().max()) == 0.0 for m in bns)
+    bns: list[Any] = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        return bool(bns) and all(
+            float(m.running_mean.abs().max()) == 0.0 and float((m.running_var - 1).abs().max()) < 0.01
+            and float((m.weight - 1).abs().max()) == 0.0 for m in bns)
 
 
 def unfold_batchnorm(model, images: list[Path], imgsz: int, batch: int = 8) -> int:  # type: ignore[no-untyped-def]
@@ -178,7 +180,7 @@ def unfold_batchnorm(model, images: list[Path], imgsz: int, batch: int = 8) -> i
     import torch
 
     model = model.float().eval()
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    bns: list[Any] = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     stats: dict[int, list] = {i: [0.0, 0.0, 0] for i in range(len(bns))}  # type: ignore[type-arg]
 
     def hook(i: int):  # type: ignore[no-untyped-def]
@@ -238,7 +240,8 @@ def prepare_start_weights(model_path: Path, data_yaml: Path, imgsz: int, out: Pa
         return model_path
     doc = yaml.safe_load(Path(data_yaml).read_text(encoding="utf-8"))
     root = Path(doc["path"])
-    imgs = sorted(p for p in (root / doc["train"]).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    train = doc["train"] if isinstance(doc["train"], list) else [doc["train"]]  # a merged set lists several
+    imgs = sorted(p for t in train for p in (root / t).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     step = max(1, len(imgs) // n_images)
     n = unfold_batchnorm(model, imgs[::step][:n_images], imgsz)
     ck["model"], ck["ema"] = model, None  # float32: the shifted biases need the precision
@@ -248,4 +251,102 @@ def prepare_start_weights(model_path: Path, data_yaml: Path, imgsz: int, out: Pa
     torch.save(ck, str(out))
     print(f"[train.py] {model_path.name}: BatchNorm folded into the convolutions; re-estimated {n} BN layers "
           f"on {min(len(imgs), n_images)} training images -> {out}", flush=True)
+    return out
+
+
+def pt_from_onnx(onnx_path: Path, base_pt: Path, out: Path) -> Path:
+    """A trainable checkpoint with the weights of an Ultralytics-exported ONNX detector (e.g. fire v2).
+
+    Ultralytics exports with BatchNorm fused into each convolution and keeps the parameter names
+    (``model.0.conv.weight`` / ``model.0.conv.bias``). The architecture comes from ``base_pt``'s yaml with the
+    class count and names of the ONNX metadata; every ``Conv`` gets the fused weight and a placeholder
+    BatchNorm (mean 0, var ``1 - eps``, weight 1, bias = fused bias), exact in eval mode and recognised by
+    :func:`bn_is_folded`, so :func:`prepare_start_weights` re-estimates real statistics before training.
+    Lets a new run continue from a deployed model whose ``.pt`` was not kept.
+
+    Raises:
+        ValueError: an ONNX initializer has no parameter of that name and shape, or a parameter stays unset.
+    """
+    import ast
+    import copy
+
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from ultralytics.nn.tasks import DetectionModel
+
+    proto = onnx.load(str(onnx_path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    names = {int(k): str(v) for k, v in ast.literal_eval(meta["names"]).items()}
+    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
+    ck: dict[str, Any] = torch.load(str(base_pt), map_location="cpu", weights_only=False)
+    base = ck.get("ema") or ck["model"]
+    model: Any = DetectionModel(copy.deepcopy(base.yaml), nc=len(names), verbose=False)  # type: ignore[no-untyped-call]
+    model = model.float()
+    # Ultralytics trains the class branch at the base model's width (80 for COCO, not 64 for 2 classes):
+    # DetectionModel.load rebuilds it at the source width, as the trainer did for the ONNX's model.
+    model.load(copy.deepcopy(base).float(), verbose=False)
+    params = dict(model.named_parameters())
+    bufs = dict(model.named_buffers())
+    unset = {k for k in params}
+    with torch.no_grad():
+        for name, w in weights.items():
+            if name in params and params[name].shape == w.shape:
+                params[name].copy_(w)
+                unset.discard(name)
+                continue
+            stem, _, kind = name.rpartition(".")  # model.i.<...>.conv + weight|bias
+            if kind == "bias" and stem.endswith(".conv"):
+                bn = stem[: -len("conv")] + "bn"
+                if f"{bn}.bias" in params and params[f"{bn}.bias"].shape == w.shape:
+                    params[f"{bn}.bias"].copy_(w)
+                    params[f"{bn}.weight"].fill_(1.0)
+                    eps = dict(model.named_modules())[bn].eps
+                    bufs[f"{bn}.running_mean"].zero_()
+                    bufs[f"{bn}.running_var"].fill_(1.0 - eps)
+                    unset -= {f"{bn}.bias", f"{bn}.weight"}
+                    continue
+            if name.endswith("dfl.conv.weight"):  # fixed, not a parameter
+                continue
+            raise ValueError(f"{onnx_path}: initializer {name} {tuple(w.shape)} has no matching parameter")
+    if unset:
+        raise ValueError(f"{onnx_path}: parameters without an ONNX weight: {sorted(unset)[:5]} ...")
+    model.names = names
+    model.args = dict(ck.get("train_args") or {})
+    ck.update(model=model, ema=None, updates=None, optimizer=None,
+              note=f"weights of {Path(onnx_path).name} (BatchNorm fused, placeholders) on {Path(base_pt).name}'s "
+                   f"architecture, rebuilt by scripts/_ultralytics_offline.pt_from_onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ck, str(out))
+    return out
+
+
+def merged_data_yaml(datas: list[str | Path], out_dir: Path) -> Path:
+    """Several YOLO data sets with the same class names as one: each linked under ``out_dir/<set>``.
+
+    ``train`` and ``val`` become lists of the sets' own split folders, so every set keeps its own val split
+    (held out by source) and nothing of one set's val enters the train split.
+
+    Raises:
+        ValueError: the sets' class names differ, or two sets have the same folder name.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = None
+    splits: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for data in datas:
+        set_name = Path(data).resolve().parent.name
+        if set_name in seen:
+            raise ValueError(f"two data sets named {set_name}")
+        seen.add(set_name)
+        sub = yaml.safe_load(linked_data_yaml(data, out_dir / set_name).read_text(encoding="utf-8"))
+        if names is not None and sub["names"] != names:
+            raise ValueError(f"{data}: classes {sub['names']} differ from {names}")
+        names = sub["names"]
+        for split in ("train", "val", "test"):
+            if split in sub:
+                splits.setdefault(split, []).append(f"{set_name}/{sub[split]}")
+    out = out_dir / "data.yaml"
+    out.write_text(yaml.safe_dump({"path": str(out_dir), **splits, "nc": len(names or {}), "names": names},
+                                  sort_keys=False, allow_unicode=True), encoding="utf-8")
     return out

@@ -16,6 +16,9 @@ Measures, per model file:
 - false-alarm rate: fraction of negative images (empty label file in the split, plus every image of
   ``--extra-negatives`` folders) with any detection >= ``--conf``; also the lowest threshold that keeps it
   at or under 1 %.
+- frame-level operating point (what an operator feels): at that 1 %-false-alarm threshold, the share of
+  positive frames (any box in the label) with any detection at or above it, per class the share of the
+  class's frames with a detection of that class, and the box recall (IoU 0.5) there.
 - speed: median ms per frame of ``detect()`` on ``--time-n`` val images with ``threads=1`` (wall clock and
   process CPU time; CPU time is what one free core would take, wall clock includes contention).
 
@@ -39,6 +42,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -70,6 +74,14 @@ def load_split(data_yaml: Path, split: str = "val") -> tuple[list[str], list[tup
     return names, out
 
 
+def read_image(path: Path) -> np.ndarray:
+    """BGR image of ``path``; a file OpenCV cannot read is an error that names it."""
+    img = cv2.imread(str(path))
+    if img is None:
+        raise SystemExit(f"cannot read image {path}")
+    return img
+
+
 def to_pixels(rows: np.ndarray, w: int, h: int) -> np.ndarray:
     g = np.zeros((len(rows), 5))
     if len(rows):
@@ -91,7 +103,8 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.clip(rb - lt, 0, None).prod(-1)
     aa = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
     ab = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
-    return inter / np.maximum(aa[:, None] + ab[None, :] - inter, 1e-12)
+    out: np.ndarray = inter / np.maximum(aa[:, None] + ab[None, :] - inter, 1e-12)
+    return out
 
 
 def match(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[np.ndarray], thr: float
@@ -146,6 +159,28 @@ def class_metrics(dets, gts, conf: float) -> dict[str, float]:  # type: ignore[n
             "gt": n, "tp": tp, "pred": npred}
 
 
+def operating_point(per_img, names: list[str], thr: float, neg_scores: np.ndarray) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Frame-level recall at threshold ``thr`` (the 1 %-false-alarm point of ``neg_scores``).
+
+    ``per_img`` holds (boxes, scores, classes, gt) per val image, gt rows (class, x1, y1, x2, y2).
+    """
+    pos = [(s, c, g) for _, s, c, g in per_img if len(g)]
+    fa_rate = float((neg_scores >= thr).mean()) if len(neg_scores) else float("nan")
+    alarmed = float(np.mean([bool((s >= thr).any()) for s, _, _ in pos])) if pos else float("nan")
+    out: dict[str, Any] = {"threshold": thr, "false_alarm_rate": fa_rate, "negative_frames": int(len(neg_scores)),
+                           "positive_frames": len(pos), "frames_alarmed": alarmed, "classes": {}}
+    for k, cname in enumerate(names):
+        frames = [bool((s[c == k] >= thr).any()) for s, c, g in pos if (g[:, 0] == k).any()]
+        if not frames:
+            continue
+        dets = [(b[c == k], s[c == k]) for b, s, c, _ in per_img]
+        gts = [g[g[:, 0] == k, 1:] for *_, g in per_img]
+        sc, tp, n_gt = match(dets, gts, 0.5)
+        out["classes"][cname] = {"frames": len(frames), "frames_alarmed": float(np.mean(frames)),
+                                 "box_recall": float(tp[sc >= thr].sum() / n_gt) if n_gt else float("nan")}
+    return out
+
+
 # --------------------------------------------------------------------------------------------- run
 
 def tile_regions(w: int, h: int, n: int, overlap: float = 0.2) -> list[tuple[int, int, int, int]]:
@@ -159,7 +194,7 @@ def tile_regions(w: int, h: int, n: int, overlap: float = 0.2) -> list[tuple[int
     return regs
 
 
-def evaluate_model(model: Path, names: list[str], items, negatives: list[Path], args) -> dict:  # type: ignore[no-untyped-def]
+def evaluate_model(model: Path, names: list[str], items, negatives: list[Path], args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from pipeline.detect import YoloDetector
 
     det = YoloDetector(model, input_size=args.imgsz, threads=args.threads, nms_iou=args.nms_iou,
@@ -184,7 +219,7 @@ def evaluate_model(model: Path, names: list[str], items, negatives: list[Path], 
     n_neg_in_split = 0
     fa_scores = []  # max score per negative image
     for p, rows in items:
-        img = cv2.imread(str(p))
+        img = read_image(p)
         h, w = img.shape[:2]
         b, s, c = run(img)
         per_img.append((b, s, c, to_pixels(rows, w, h)))
@@ -192,13 +227,10 @@ def evaluate_model(model: Path, names: list[str], items, negatives: list[Path], 
             n_neg_in_split += 1
             fa_scores.append(float(s.max()) if len(s) else 0.0)
     for p in negatives:
-        img = cv2.imread(str(p))
-        if img is None:
-            continue
-        _, s, _ = run(img)
+        _, s, _ = run(read_image(p))
         fa_scores.append(float(s.max()) if len(s) else 0.0)
 
-    res: dict = {"file": str(model), "classes": {}}
+    res: dict[str, Any] = {"file": str(model), "classes": {}}
     for k, cname in enumerate(names):
         dets = [(b[c == k], s[c == k]) for b, s, c, _ in per_img]
         gts = [g[g[:, 0] == k, 1:] for *_, g in per_img]
@@ -222,10 +254,11 @@ def evaluate_model(model: Path, names: list[str], items, negatives: list[Path], 
         srt = np.sort(fa)[::-1]
         allowed = int(np.floor(0.01 * len(fa)))  # images allowed to alarm for <= 1 %
         res["negatives"]["threshold_for_1pct"] = float(np.nextafter(srt[allowed], 1)) if allowed < len(srt) else 0.0
+        res["operating_point"] = operating_point(per_img, names, res["negatives"]["threshold_for_1pct"], fa)
     # speed on one thread
     tdet = YoloDetector(model, input_size=args.imgsz, threads=1, nms_iou=args.nms_iou,
                         min_confidence=args.conf)
-    imgs = [cv2.imread(str(p)) for p, _ in items[: args.time_n]]
+    imgs = [read_image(p) for p, _ in items[: args.time_n]]
     for im in imgs[:3]:
         tdet.detect(im)
     wall, cpu = [], []
@@ -251,15 +284,15 @@ def sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def attributions(sources_csv: Path) -> list[dict]:
+def attributions(sources_csv: Path) -> list[dict[str, Any]]:
     if not sources_csv.is_file():
         return []
-    cnt: Counter = Counter()
+    cnt: Counter[tuple[str, str, str]] = Counter()
     with sources_csv.open(encoding="utf-8") as f:
         for r in csv.DictReader(f):
             split = "train" if r["file"].startswith("images/train") else "val"
             cnt[(r["source_repo"], r["license"], split)] += 1
-    agg: dict = {}
+    agg: dict[tuple[str, str], dict[str, Any]] = {}
     for (repo, lic, split), n in cnt.items():
         a = agg.setdefault((repo, lic), {"repository": f"https://github.com/{repo}", "license": lic})
         a[f"{split}_images"] = n
@@ -272,8 +305,8 @@ def rel_to_manifest(p: Path) -> str:
     return os.path.relpath(p.resolve(), MANIFEST.parent.resolve())
 
 
-def training_info(run_dir: Path | None, data_yaml: Path) -> dict:
-    info: dict = {}
+def training_info(run_dir: Path | None, data_yaml: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {}
     if run_dir and (run_dir / "args.yaml").is_file():
         a = yaml.safe_load((run_dir / "args.yaml").read_text())
         info = {k: a.get(k) for k in ("epochs", "imgsz", "batch", "lr0", "optimizer", "seed")}
@@ -291,7 +324,7 @@ def training_info(run_dir: Path | None, data_yaml: Path) -> dict:
     return info
 
 
-def rounded(x):  # type: ignore[no-untyped-def]
+def rounded(x: Any) -> Any:
     if isinstance(x, float):
         return round(x, 4)
     if isinstance(x, dict):
@@ -301,7 +334,7 @@ def rounded(x):  # type: ignore[no-untyped-def]
     return x
 
 
-def update_manifest(entries: list[dict]) -> None:
+def update_manifest(entries: list[dict[str, Any]]) -> None:
     doc = yaml.safe_load(MANIFEST.read_text()) if MANIFEST.is_file() else None
     doc = doc or {"models": []}
     models = doc.setdefault("models", [])
@@ -319,7 +352,7 @@ def update_manifest(entries: list[dict]) -> None:
     MANIFEST.write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110))
 
 
-def metrics_table(name: str, runs: list[tuple[str, dict]]) -> str:
+def metrics_table(name: str, runs: list[tuple[str, dict[str, Any]]]) -> str:
     lines = []
     for label, r in runs:
         m = r
@@ -336,6 +369,13 @@ def metrics_table(name: str, runs: list[tuple[str, dict]]) -> str:
             lines.append(f"- false alarms: {n['false_alarm_rate']:.1%} of {n['images']} negative images "
                          f"({n['in_split']} in the split: {n['false_alarm_rate_in_split']:.1%}; {n['extra']} extra); "
                          f"threshold keeping it ≤ 1 %: {n.get('threshold_for_1pct', float('nan')):.3f}")
+        op = m.get("operating_point")
+        if op:
+            per = "; ".join(f"{c} {v['frames_alarmed']:.1%} of {v['frames']} frames, box recall {v['box_recall']:.1%}"
+                            for c, v in op["classes"].items())
+            lines.append(f"- **operating point** (threshold {op['threshold']:.3f}, {op['false_alarm_rate']:.1%} of "
+                         f"{op['negative_frames']} negative frames alarmed): **{op['frames_alarmed']:.1%}** of "
+                         f"{op['positive_frames']} positive frames alarmed ({per})")
         t = m["ms_per_frame_1thread"]
         lines.append(f"- speed, 1 thread: {t['cpu_median']:.1f} ms CPU / {t['wall_median']:.1f} ms wall per frame "
                      f"(median of {t['frames']})\n")
@@ -430,6 +470,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{n['false_alarm_rate_in_split']:.2%}); thr for <=1%: {n.get('threshold_for_1pct', float('nan')):.3f}; "
               f"{r['ms_per_frame_1thread']['cpu_median']:.1f} ms CPU / "
               f"{r['ms_per_frame_1thread']['wall_median']:.1f} ms wall per frame, 1 thread", flush=True)
+        op = r.get("operating_point")
+        if op:
+            print(f"  operating point: thr {op['threshold']:.3f} -> {op['false_alarm_rate']:.2%} of "
+                  f"{op['negative_frames']} negatives alarm, {op['frames_alarmed']:.1%} of {op['positive_frames']} "
+                  f"positive frames alarmed; " + "; ".join(
+                      f"{c}: {v['frames_alarmed']:.1%} of {v['frames']} frames, box recall {v['box_recall']:.1%}"
+                      for c, v in op["classes"].items()), flush=True)
     if "int8" in out:
         d = out["int8"]["map50"] - out["fp32"]["map50"]
         d2 = out["int8"]["map50_95"] - out["fp32"]["map50_95"]
@@ -450,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics = {"eval": label, "command": cmd, "conf": args.conf, "imgsz": args.imgsz, "tiles": args.tiles,
                        "images": r["images"], "date": r["date"], "map50": r["map50"],
                        "map50_95": r["map50_95"], "classes": r["classes"], "negatives": r["negatives"],
+                       **({"operating_point": r["operating_point"]} if "operating_point" in r else {}),
                        "ms_per_frame_1thread": r["ms_per_frame_1thread"]}
             if key == "int8":
                 metrics["vs_fp32"] = {"map50": out["int8"]["map50"] - out["fp32"]["map50"],

@@ -60,3 +60,25 @@ def test_tiles_cover_the_frame(ev) -> None:  # type: ignore[no-untyped-def]
     regs = ev.tile_regions(640, 480, 2)
     assert regs[0] == (0, 0, 640, 480) and len(regs) == 5
     assert max(r[2] for r in regs[1:]) == 640 and max(r[3] for r in regs[1:]) == 480
+
+
+def test_operating_point_counts_frames_and_boxes_at_the_threshold(ev) -> None:  # type: ignore[no-untyped-def]
+    """Three positive frames (two fire, one smoke) and a negative; threshold 0.5."""
+    box = np.array([[0, 0, 10, 10]], float)
+    far = np.array([[50, 50, 60, 60]], float)
+    gt_fire = np.array([[0, 0, 0, 10, 10]], float)
+    gt_smoke = np.array([[1, 0, 0, 10, 10]], float)
+    per_img = [
+        (box, np.array([0.9]), np.array([0]), gt_fire),      # fire found
+        (far, np.array([0.7]), np.array([0]), gt_fire),      # alarmed, but the box misses the fire
+        (box, np.array([0.6]), np.array([0]), gt_smoke),     # alarmed on the smoke frame, by a fire box
+        (box, np.array([0.4]), np.array([0]), np.zeros((0, 5))),  # negative in the split: not a positive frame
+    ]
+    op = ev.operating_point(per_img, ["fire", "smoke"], 0.5, np.array([0.1, 0.2, 0.6, 0.0]))
+    assert op["positive_frames"] == 3 and op["frames_alarmed"] == pytest.approx(1.0)
+    assert op["false_alarm_rate"] == pytest.approx(0.25) and op["negative_frames"] == 4
+    assert op["classes"]["fire"] == {"frames": 2, "frames_alarmed": 1.0, "box_recall": 0.5}
+    # the smoke frame alarmed only through a fire box: no smoke found
+    assert op["classes"]["smoke"] == {"frames": 1, "frames_alarmed": 0.0, "box_recall": 0.0}
+    higher = ev.operating_point(per_img, ["fire", "smoke"], 0.8, np.array([0.1]))
+    assert higher["frames_alarmed"] == pytest.approx(1 / 3) and higher["classes"]["fire"]["frames_alarmed"] == 0.5

@@ -101,3 +101,58 @@ def test_unfolding_batchnorm_keeps_eval_output_and_makes_train_mode_agree(tmp_pa
     assert torch.allclose(net(x), before, atol=1e-4)
     unfolded_train = copy.deepcopy(net).train()(x).detach()
     assert (unfolded_train - before).abs().mean() < (folded_train - before).abs().mean() / 3
+
+
+def test_merged_sets_keep_each_val_split_out_of_train(tmp_path: Path) -> None:
+    a = _make_set(tmp_path / "fire", ["fire", "smoke"])
+    b = _make_set(tmp_path / "fire2", ["fire", "smoke"])
+    out = uo.merged_data_yaml([a, b], tmp_path / "merged")
+    doc = yaml.safe_load(out.read_text())
+    assert doc["train"] == ["fire/images/train", "fire2/images/train"]
+    assert doc["val"] == ["fire/images/val", "fire2/images/val"]
+    assert doc["names"] == {0: "fire", 1: "smoke"} and doc["nc"] == 2
+    root = Path(doc["path"])
+    train = {p.resolve() for t in doc["train"] for p in (root / t).iterdir()}
+    val = {p.resolve() for v in doc["val"] for p in (root / v).iterdir()}
+    assert len(train) == 4 and len(val) == 2 and not train & val
+    assert (root / "fire2" / "labels" / "train" / "b.txt").read_text() == ""  # negatives stay in train
+
+
+def test_merging_sets_with_other_classes_is_refused(tmp_path: Path) -> None:
+    a = _make_set(tmp_path / "fire", ["fire", "smoke"])
+    b = _make_set(tmp_path / "cars", ["car", "bus"])
+    with pytest.raises(ValueError, match="differ"):
+        uo.merged_data_yaml([a, b], tmp_path / "merged")
+
+
+def test_checkpoint_rebuilt_from_the_deployed_fire_onnx_computes_the_same(tmp_path: Path) -> None:
+    """models/fire.onnx (BatchNorm fused) back into a trainable checkpoint: same scores, placeholder BN."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import importlib.util
+
+    import numpy as np
+    import onnxruntime as ort
+
+    repo = Path(__file__).resolve().parents[2]
+    onnx_path = repo / "models" / "fire.onnx"
+    if not (onnx_path.is_file() and uo.BASE_PT.is_file()):
+        pytest.skip("needs models/fire.onnx and the shared base checkpoint")
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("needs ultralytics (the train extra)")
+    uo.setup()  # before ultralytics is imported: offline settings, torchvision stub
+    out = uo.pt_from_onnx(onnx_path, uo.BASE_PT, tmp_path / "fire.init.pt")
+    ck = torch.load(str(out), map_location="cpu", weights_only=False)
+    model = ck["model"].eval()
+    assert model.names == {0: "fire", 1: "smoke"} and uo.bn_is_folded(model)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        ours = model(x)[0].numpy()
+    ref = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    assert ours.shape == ref.shape
+    assert np.abs(ours[:, 4:] - ref[:, 4:]).max() < 1e-4  # class scores
+    assert np.abs(ours[:, :4] - ref[:, :4]).max() < 0.05  # boxes in input pixels
+    with torch.no_grad():  # a wrong weight would show: zero one conv and the scores move
+        model.model[0].conv.weight.zero_()
+        assert np.abs(model(x)[0].numpy()[:, 4:] - ref[:, 4:]).max() > 1e-3
