@@ -1,0 +1,126 @@
+"""Set-up pieces of the soak (scripts/soak.py): the camera clip, the site config, a scratch PostgreSQL database.
+
+The clip: ../shared/clips/car-detection.mp4 from 16 s on, with the frame at 27.6 s (a car at the bottom-left)
+held for 20 s: 34 s per loop, the car parked in the zone for ~20 s of it, so a camera with ``dwell 4 s``,
+``clear 6 s`` opens, updates and clears one parking incident per loop. H.264, no B-frames, a key frame
+every second (what scripts/rtsp_server.py and key-frame decoding want). Detection stays cheap: key frames
+only (1/s), the ``vehicles`` model at 320 px (~35 ms a frame on one core).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE_CLIP = REPO.parent / "shared" / "clips" / "car-detection.mp4"
+GRID = [{"code": "T01", "name": "Soak town", "children": [{"code": "D01", "name": "District", "children": [
+    {"code": "C01", "name": "Community", "children": [{"code": "G001", "name": "Cell 1", "patrol": "soak"}]}]}]}]
+PARKING_ZONE = [[0.05, 0.70], [0.50, 0.70], [0.50, 1.00], [0.05, 1.00]]
+"""Where the held car rests (the zone of configs/demo.yaml and tests/test_e2e_parking.py)."""
+
+
+def make_clip(out: Path, src: Path = SOURCE_CLIP, start: float = 16.0, hold_at: float = 27.6,
+              hold_seconds: float = 20.0) -> Path:
+    """Write (once) the soak's parking clip to ``out`` (see the module docstring); returns ``out``."""
+    if out.is_file():
+        return out
+    if not src.is_file():
+        raise FileNotFoundError(f"source clip not found: {src} (pass --clip with an H.264 parking clip)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".part.mp4")
+    rng = np.random.default_rng(0)
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as dst:
+        ins = inp.streams.video[0]
+        rate = ins.average_rate or 25
+        gop = max(1, round(float(rate)))
+        outs = dst.add_stream("libx264", rate=rate)
+        outs.width, outs.height, outs.pix_fmt = ins.width, ins.height, "yuv420p"
+        outs.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0",
+                        "preset": "veryfast"}
+        held = False
+        for frame in inp.decode(ins):
+            t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
+            if t + 1e-6 < start:
+                continue
+            img = frame.to_ndarray(format="bgr24")
+            copies = [img]
+            if not held and t + 1e-6 >= hold_at:
+                held = True  # light sensor noise, as a fixed camera sees a parked car
+                copies += [np.clip(img + rng.normal(0, 2.0, img.shape), 0, 255).astype(np.uint8)
+                           for _ in range(int(round(hold_seconds * float(rate))))]
+            for im in copies:
+                for pkt in outs.encode(av.VideoFrame.from_ndarray(im, format="bgr24")):
+                    dst.mux(pkt)
+        for pkt in outs.encode():
+            dst.mux(pkt)
+    tmp.replace(out)
+    return out
+
+
+def site_config(urls: dict[str, str], broker_port: int, api_port: int, database_url: str, workdir: Path,
+                prefix: str, run_id: str, outbox: Path) -> dict[str, Any]:
+    """The soak's site YAML (as a dict): one no-parking zone per camera, production defaults elsewhere."""
+    return {
+        "site": "soak",
+        "grid": GRID,
+        "cameras": [{"id": cam, "name": f"soak {cam}", "url": url, "grid": "G001", "decode": "keyframes",
+                     "zones": [{"id": "np1", "kind": "no_parking", "polygon": PARKING_ZONE}]}
+                    for cam, url in urls.items()],
+        "hazards": {"parking": {"detector": "vehicles", "dwell_seconds": 4, "clear_seconds": 6,
+                                "update_interval_seconds": 10, "cooldown_seconds": 0}},
+        "detectors": {"vehicles": {"model": "vehicles", "input_size": 320, "threads": 1, "batch_size": 4}},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "topic_prefix": prefix, "client_id": f"soak-{run_id}"},
+        "api": {"host": "127.0.0.1", "port": api_port, "database_url": database_url,
+                "evidence_dir": str(workdir / "evidence")},
+        "worker": {"outbox_path": str(outbox), "clip_pre_seconds": 2, "clip_post_seconds": 2,
+                   "health_interval_seconds": 5, "reconnect_min_seconds": 0.5, "reconnect_max_seconds": 5,
+                   "analysis_threads": 1, "start_spread_seconds": 0.5},
+    }
+
+
+def _engine_url(url: str) -> str:
+    """SQLAlchemy URL with the PostgreSQL driver the project pins (psycopg 3)."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
+def scratch_database(server_url: str, name: str) -> tuple[str, Callable[[], None]]:
+    """Create database ``name`` on the server of ``server_url``; returns its URL and a function dropping it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(_engine_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+def store_sequences(database_url: str) -> dict[str, dict[str, int]]:
+    """Per worker: the last alert ``seq`` the ticket service applied and the gaps/late it counted (persisted)."""
+    from sqlalchemy import create_engine, select
+
+    from pipeline.tickets.models import WorkerSequence
+
+    engine = create_engine(_engine_url(database_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(WorkerSequence.worker_id, WorkerSequence.last_seq,
+                                       WorkerSequence.missing_total, WorkerSequence.late_total)).all()
+    finally:
+        engine.dispose()
+    return {str(w): {"last_seq": int(s), "missing_total": int(m or 0), "late_total": int(lt or 0)}
+            for w, s, m, lt in rows}
