@@ -351,6 +351,15 @@ class WorkerConfig(_Model):
         default=300.0, gt=0,
         description="Retry delay for a source that opens but is no video (a still image): the camera shows "
         "`error` with the reason instead of reconnecting in a loop.")
+    incident_journal_path: str | None = Field(
+        default=None,
+        description="SQLite file of the incidents this worker has open, so a restart takes them back (same "
+        "incident ids: no second ticket for the same parked car) instead of reopening or orphaning them; "
+        "unset = beside the outbox (`<outbox_path>.incidents`).")
+    camera_down_clear_seconds: float = Field(
+        default=600.0, gt=0,
+        description="A camera that delivers no frame for this long clears its open incidents (`cleared`, "
+        "details.clear_reason `camera_down`): nobody can see whether the hazard is still there.")
 
 
 def _hazards_json_schema(schema: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from pipeline.alerts.publisher import MqttPublisher
 from pipeline.alerts.schema import alert_topic, build_alert
 from pipeline.analyze.analyzer import CameraAnalyzer
 from pipeline.analyze.incident import Incident, IncidentEvent
+from pipeline.analyze.journal import IncidentJournal, orphan_cleared
 from pipeline.config import CameraConfig, SiteConfig
 from pipeline.debug_view import DebugFrames, DebugResponder
 from pipeline.detect.detections import Detections
@@ -121,6 +122,13 @@ class Worker:
             reader = CameraReader(cam, url, mailbox, ring, site.worker, hazard_rates(site.hazards, cam))
             self.slots[cam.id] = _CameraSlot(cam, url, site.grid_path(cam.grid), mailbox, ring, reader,
                                              CameraAnalyzer(site, cam))
+        # Incidents the previous run left open go back to their rules: a restart must not open a second case.
+        journal = site.worker.incident_journal_path
+        self.journal = IncidentJournal(site.resolve_path(journal) if journal else outbox.with_name(
+            outbox.name + ".incidents"))
+        self._started_at = now = time.time()
+        self._orphans = [orphan_cleared(e, now, "rule_removed") for slot in self.slots.values()
+                         for e in slot.analyzer.restore_incidents(self.journal.open_incidents(slot.camera.id), now)]
         # Answers /cameras/{id}/debug.jpg requests for these cameras (pipeline/debug_view.py).
         self.debug = DebugResponder(site.mqtt, f"{self.publisher.client_id}-debug", self.debug_frames,
                                     self.slots)
@@ -130,6 +138,9 @@ class Worker:
         """Start the publisher, load detectors, then start readers and analysis threads."""
         self.publisher.start()
         self.debug.start()
+        for incident in self._orphans:
+            self._emit(self.slots[incident.camera_id], None, incident)
+        self._orphans = []
         if self.site.worker.metrics_port is not None:
             self.metrics.serve(self.site.worker.metrics_port)
         for name in sorted({r.detector for s in self.slots.values() for r in s.analyzer.requests(640, 360)}):
@@ -170,6 +181,7 @@ class Worker:
                 timer.function(*timer.args)
         self.publisher.stop()
         self.debug.stop()
+        self.journal.close()
 
     def _spawn(self, target: object, name: str) -> None:
         t = threading.Thread(target=target, name=f"gridwatch-{name}", daemon=True)  # type: ignore[arg-type]
@@ -265,9 +277,9 @@ class Worker:
         log.exception("camera %s: analysis failed", slot.camera.id)
 
     # -- incidents -> evidence + alerts ----------------------------------------------------------
-    def _emit(self, slot: _CameraSlot, frame: Frame, incident: Incident) -> None:
+    def _emit(self, slot: _CameraSlot, frame: Frame | None, incident: Incident) -> None:
         urls = evidence_urls(self.site, incident.id)
-        if incident.event is IncidentEvent.OPENED:
+        if incident.event is IncidentEvent.OPENED and frame is not None:
             try:
                 self.evidence.snapshot(frame, incident, slot.analyzer.zone_polygons_px(frame.width,
                                                                                         frame.height))
@@ -277,6 +289,7 @@ class Worker:
         alert = build_alert(incident, self.site, urls)
         topic = alert_topic(self.site.mqtt.topic_prefix, slot.grid_path, slot.camera.id, incident.hazard)
         self.publisher.publish(topic, alert.model_dump_json().encode(), qos=self.site.mqtt.qos)
+        self.journal.record(incident)  # after the outbox has it: a crash in between re-sends, never loses
         self.incidents_emitted += 1
         log.info("%s %s %s on %s", incident.event.value, incident.hazard.value, incident.id, slot.camera.id)
 
@@ -312,7 +325,22 @@ class Worker:
         wait = min(2.0, interval)
         while not self._stop.wait(wait):
             self.publish_health()
+            self.clear_down_cameras(time.time())
             wait = interval
+
+    def clear_down_cameras(self, now: float) -> None:
+        """Clear the open incidents of every camera that has delivered no frame for
+        ``worker.camera_down_clear_seconds`` (``clear_reason: camera_down``)."""
+        limit = self.site.worker.camera_down_clear_seconds
+        for slot in self.slots.values():
+            last = slot.reader.health().last_frame_ts or self._started_at
+            if now - last < limit or not slot.lock.acquire(timeout=1.0):
+                continue
+            try:
+                for incident in slot.analyzer.clear_open(now, "camera_down"):
+                    self._emit(slot, None, incident)
+            finally:
+                slot.lock.release()
 
     def publish_health(self) -> None:
         """Publish each camera's health, and parking occupancy per zone, as retained JSON gauges."""

@@ -200,3 +200,20 @@ def test_broker_down_while_alert_fires_delivers_once_after_restart(stack: Stack)
     assert len(tickets) == 1 and _get(f"{base}/tickets").json()["total"] == 1
     assert len({p["incident_id"] for p in listener.events("opened")}) == 1
     assert worker.publisher.stats()["pending"] == 0
+
+
+def test_worker_restart_continues_the_open_incident(stack: Stack) -> None:
+    """kill/restart of the worker while a car is parked: the new process takes the incident back from its
+    journal (no second ``opened`` on MQTT, the same incident id goes on with ``updated``), one ticket."""
+    base, listener = stack.base, stack.listener
+    opened = wait_for(lambda: listener.events("opened"), 90, "the parking alert")
+    incident_id = opened[0]["incident_id"]
+    stack.worker.stop()
+    stack.worker = Worker(stack.site, worker_id="w-e2e")
+    stack.worker.start()
+    # The car stays at rest until ~47.6 s of the 50 s loop and parks again ~30 s later (< clear_seconds).
+    wait_for(lambda: any(p["incident_id"] == incident_id for p in listener.events("updated")), 60,
+             "the restored incident's update")
+    time.sleep(20)
+    assert [p["incident_id"] for p in listener.events("opened")] == [incident_id]
+    assert _get(f"{base}/tickets").json()["total"] == 1

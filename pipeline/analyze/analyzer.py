@@ -31,6 +31,7 @@ import numpy as np
 from pipeline.analyze.clutter import ClutterRule
 from pipeline.analyze.fire import FireRule
 from pipeline.analyze.incident import Hazard, Incident
+from pipeline.analyze.journal import JournalEntry
 from pipeline.analyze.occupancy import DEFAULT_VEHICLES, OccupancyCounter
 from pipeline.analyze.parking import NoParkingRule
 from pipeline.analyze.poster import PosterRule
@@ -312,6 +313,25 @@ class CameraAnalyzer:
             out.append({"hazard": r.hazard.value, "zone": r.zone_id, "rule": type(r).__name__,
                         "state": state, "last_judged": self.last_judged.get(i), "errors": self.errors.get(i, 0)})
         return out
+
+    def restore_incidents(self, entries: list[JournalEntry], ts: float) -> list[JournalEntry]:
+        """Hand each incident a previous run left open back to its rule (same zone and hazard; see
+        :meth:`IncidentLifecycle.restore`), as last seen at ``ts``. Returns the entries no rule takes (zone or
+        hazard gone from the config): the caller clears those."""
+        left: list[JournalEntry] = []
+        for e in entries:
+            rule = next((r for r in self.rules if r.hazard is e.hazard and r.zone_id == e.zone_id
+                         and not r.lifecycle.is_open), None)
+            if rule is None:
+                left.append(e)
+                continue
+            rule.lifecycle.restore(e.incident_id, e.started_at, e.opened_at, ts, e.confidence)
+        return left
+
+    def clear_open(self, ts: float, reason: str) -> list[Incident]:
+        """Clear every open incident now (its ``cleared`` event says ``clear_reason``), e.g. when the camera
+        has been down too long to know whether the hazard is still there."""
+        return [e for r in self.rules if (e := r.lifecycle.clear_now(ts, reason)) is not None]
 
     def occupancy(self) -> dict[str, dict[str, object]]:
         """Parking occupancy: ``{zone_id: {"used", "free", "capacity", "ts"}}`` for every ``parking`` zone

@@ -82,6 +82,7 @@ class Rule(Protocol):
             defines (``rule.detector`` always), never ``ocr`` (a rule that reads text runs OCR itself).
         interval_seconds: judge at most once per this many seconds of video (0: every analysed frame);
             the analyzer skips the rule on frames in between.
+        lifecycle: the rule's incident (restored after a worker restart, cleared when its camera is down).
     """
 
     hazard: Hazard
@@ -90,6 +91,7 @@ class Rule(Protocol):
     rule: HazardRule
     detectors: tuple[str, ...]
     interval_seconds: float
+    lifecycle: IncidentLifecycle
 
     def judge(self, view: FrameView) -> list[Incident]:
         """Judge one analysed frame; returns the incident events it causes."""
@@ -263,6 +265,47 @@ class IncidentLifecycle:
             "confirm": self.confirm.state(),
             "opened_count": self.count,
         }
+
+    def restore(self, incident_id: str, started_at: float, opened_at: float, ts: float,
+                confidence: float = 0.0) -> None:
+        """Take over an incident a previous run of the worker left open (see
+        :class:`~pipeline.analyze.journal.IncidentJournal`), so a restart neither reopens nor orphans it.
+
+        The rule has to see the hazard ripen again after the restart (a parked car needs its
+        ``dwell_seconds`` anew), so the incident counts as present until ``ts + rule.dwell_seconds``:
+        confirmed by then, it goes on with ``updated`` events under the same id; not seen again, it is
+        ``cleared`` ``rule.clear_seconds`` after that.
+
+        Example:
+            >>> from pipeline.config import HazardRule
+            >>> lc = IncidentLifecycle("cam1", "z1", Hazard.PARKING, HazardRule(dwell_seconds=20, clear_seconds=10))
+            >>> lc.restore("cam1-z1-parking-100-3", 100.0, 101.0, ts=500.0)
+            >>> lc.step(525.0, None) is None, lc.step(530.0, None).id
+            (True, 'cam1-z1-parking-100-3')
+            >>> lc.count
+            3
+        """
+        self.incident_id = incident_id
+        self.started_at = float(started_at)
+        self.opened_at = float(opened_at)
+        self.last_event_ts = float(ts)
+        self.last_present_ts = float(ts) + self.rule.dwell_seconds
+        self.last_observation = Observation(started_at=float(started_at), confidence=float(confidence))
+        tail = incident_id.rsplit("-", 1)[-1]
+        # The id's last part is the opened count: the next incident of this rule must not reuse the id.
+        self.count = max(self.count, int(tail) if tail.isdigit() else 0)
+
+    def clear_now(self, ts: float, reason: str) -> Incident | None:
+        """Clear the open incident at once (e.g. its camera has been down too long); None when none is open.
+
+        The event's details say ``clear_reason``.
+        """
+        if not self.is_open:
+            return None
+        obs = self.last_observation or Observation(started_at=self.started_at or ts, confidence=0.0)
+        self.last_observation = Observation(obs.started_at, obs.confidence, obs.boxes,
+                                            {**obs.details, "clear_reason": reason})
+        return self._clear(ts)
 
     def step(self, ts: float, observation: Observation | None) -> Incident | None:
         """Advance by one analysed frame; returns the event it causes, if any."""
