@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.analyze.incident import Incident, IncidentEvent
 from pipeline.config import SiteConfig
 from pipeline.worker import Worker
 from tests.fixtures.media import corrupt_copy
@@ -212,3 +213,45 @@ def test_decode_plan_and_source_faults_in_health_and_metrics(tmp_path: Path, mos
     assert f"gridwatch_camera_keyframe_interval_s{{{labels.format('fire-kf')}}} 3.0" in text
     truncated = f"gridwatch_camera_truncated_loops{{{labels.format('cut')}}} "
     assert float(text.split(truncated)[1].split()[0]) >= 1
+
+
+def test_journalled_incidents_of_down_camera_and_removed_zone_are_cleared(tmp_path: Path, shared_dir: Path,
+                                                                         mosquitto: Any) -> None:
+    """What a previous run left open is never orphaned: an incident of a zone no longer configured is cleared
+    at start, and one whose camera delivers no frame is cleared after ``camera_down_clear_seconds``."""
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    from pipeline.analyze.incident import Hazard
+    from pipeline.analyze.journal import IncidentJournal
+
+    broker = mosquitto()
+    site = _site(tmp_path, broker.url, {"gone": str(tmp_path / "no.mp4")},
+                 str(shared_dir / "models" / "yolo11n-coco.onnx"))
+    site.worker.camera_down_clear_seconds = 2.0
+    t0 = time.time() - 100
+    journal = IncidentJournal(tmp_path / "outbox.db.incidents")
+    for zone in ("z", "old"):
+        journal.record(Incident(f"gone-{zone}-parking-{int(t0)}-1", IncidentEvent.OPENED, Hazard.PARKING, "gone",
+                                zone, t0, t0 + 5, 0.9))
+    journal.close()
+    got: list[dict[str, Any]] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
+    client.connect(broker.host, broker.port)
+    client.subscribe("gridwatch/alerts/#", qos=1)
+    client.loop_start()
+    worker = Worker(site, worker_id="w-journal")
+    worker.start()
+    try:
+        done = _wait(lambda: len(got) >= 2 and got, 30)
+        assert done, got
+        assert worker.journal.open_incidents() == []
+    finally:
+        worker.stop()
+        client.loop_stop()
+        client.disconnect()
+    reasons = {p["incident_id"]: (p["event"], p["details"].get("clear_reason")) for p in got}
+    assert reasons == {f"gone-old-parking-{int(t0)}-1": ("cleared", "rule_removed"),
+                       f"gone-z-parking-{int(t0)}-1": ("cleared", "camera_down")}, got
