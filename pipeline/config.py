@@ -291,6 +291,44 @@ ALLOWED_HOST_PATTERN = r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)$"
 """``*``, a host name or IPv4 address, or ``*.`` plus a domain (what Starlette's TrustedHostMiddleware matches)."""
 
 
+class AuthConfig(_Model):
+    """Logins of the ticket API: sessions, lockout and an optional trusted reverse proxy (docs/operations.md)."""
+
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 90,
+                                 description="Lifetime of a login (browser cookie and bearer token), hours.")
+    cookie_secure: bool | None = Field(default=None,
+                                       description="Mark the session cookie Secure; unset = when the request "
+                                       "came over https (or the trusted proxy says so).")
+    lockout_failures: int = Field(default=5, ge=1, le=1000,
+                                  description="Failed logins (per user name and per client address) before "
+                                  "each further attempt has to wait.")
+    lockout_base_seconds: float = Field(default=2.0, gt=0, le=3600,
+                                        description="First wait after `lockout_failures` failures; it doubles "
+                                        "with each further failure.")
+    lockout_max_seconds: float = Field(default=900.0, gt=0, le=86400,
+                                       description="Longest wait between attempts.")
+    lockout_reset_seconds: float = Field(default=3600.0, gt=0,
+                                         description="A failure count with no new failure for this long "
+                                         "starts again from zero.")
+    trusted_user_header: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9\-]+$",
+        description="Header (e.g. X-Remote-User) naming the logged-in user, set by a single-sign-on reverse "
+        "proxy (OIDC) in front; honoured only from `trusted_proxies`. The user must exist (gridwatch user add).")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of the reverse proxies whose `trusted_user_header` is believed "
+        "(e.g. [127.0.0.1, 10.0.0.0/24]); requests from anywhere else are logged in the usual way.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad entry
+        return v
+
+
 class ApiConfig(_Model):
     """Ticket API, database and evidence store."""
 
@@ -307,6 +345,7 @@ class ApiConfig(_Model):
         description="Host header names the API answers (others get 400): e.g. [tickets.example.org, "
         "localhost, 127.0.0.1]; `*.example.org` matches subdomains; ['*'] (default, for the zero-config "
         "demo) checks nothing. No ports, no IPv6 literals.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="Logins, sessions, lockout, SSO proxy.")
 
     @field_validator("allowed_hosts")
     @classmethod
