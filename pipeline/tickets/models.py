@@ -199,3 +199,8 @@ class WorkerSequence(Base):
     missing_total: Mapped[int] = mapped_column(BigInteger, default=0)
     late_total: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The user, token and audit tables live in their own module; importing it here puts them on Base.metadata
+# wherever the ticket tables are (migrations, schema comparisons).
+from pipeline.tickets import users as _users  # noqa: E402,F401
