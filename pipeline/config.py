@@ -258,6 +258,11 @@ class MqttConfig(_Model):
                                description="Port of the embedded broker when `url` is unset (0 = any free).")
     username: str | None = Field(default=None, description="Broker user name.")
     password: str | None = Field(default=None, description="Broker password.")
+    service_username: str | None = Field(
+        default=None, description="The ticket service's own broker user (alert consumer, debug requests), so "
+        "the broker ACL (`gridwatch mqtt-acl`) can tell it from the workers; unset = `username` / the URL's.")
+    service_password: str | None = Field(default=None,
+                                         description="Password of `service_username`; unset = `password`.")
     tls_ca: str | None = Field(default=None, description="CA bundle for mqtts://.")
     tls_insecure: bool = Field(default=False, description="Skip broker certificate host check (testing only).")
     topic_prefix: str = Field(default="gridwatch", description="First topic level of everything published.")
@@ -284,6 +289,8 @@ class MqttConfig(_Model):
         addr = broker_address(self)
         if addr.password is not None and addr.username is None:
             raise ValueError("a broker password needs a user name (mqtt.username or user:password@ in mqtt.url)")
+        if self.service_password is not None and broker_address(self, "service").username is None:
+            raise ValueError("mqtt.service_password needs a user name (mqtt.service_username or mqtt.username)")
         return self
 
 
@@ -527,4 +534,5 @@ def load_config(path: str | Path) -> SiteConfig:
     # Passwords of this site are masked wherever they turn up in logs, even outside an URL.
     register_url_secrets([*(c.url for c in cfg.cameras), cfg.mqtt.url, cfg.api.database_url])
     register_secret(cfg.mqtt.password)
+    register_secret(cfg.mqtt.service_password)
     return cfg

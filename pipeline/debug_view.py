@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import paho.mqtt.client as paho
@@ -124,8 +124,8 @@ class DebugFrames:
             return self._views[camera_id]
 
 
-def _client(mqtt: MqttConfig, client_id: str) -> paho.Client:
-    addr = broker_address(mqtt)
+def _client(mqtt: MqttConfig, client_id: str, side: Literal["worker", "service"]) -> paho.Client:
+    addr = broker_address(mqtt, side)
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id[:128], clean_session=True,
                     protocol=MQTTProtocolVersion.MQTTv311, transport=addr.transport)
     configure_client(c, addr, mqtt)
@@ -151,7 +151,7 @@ class DebugResponder:
         self.empty = 0
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gridwatch-debug")
         self._address = broker_address(mqtt)
-        self._client = _client(mqtt, client_id)
+        self._client = _client(mqtt, client_id, "worker")
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
 
@@ -215,8 +215,8 @@ class DebugRequester:
     def __init__(self, mqtt: MqttConfig, client_id: str, connect_timeout: float = 5.0) -> None:
         self.prefix = mqtt.topic_prefix
         self.connect_timeout = connect_timeout
-        self._address = broker_address(mqtt)
-        self._client = _client(mqtt, client_id)
+        self._address = broker_address(mqtt, "service")  # the API's broker user (ACL: requests, replies)
+        self._client = _client(mqtt, client_id, "service")
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect

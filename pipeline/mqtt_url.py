@@ -109,10 +109,15 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
                          transport=transport, path=path)
 
 
-def broker_address(cfg: MqttConfig) -> BrokerAddress:
+def broker_address(cfg: MqttConfig, client: Literal["worker", "service"] = "worker") -> BrokerAddress:
     """The broker of a config: ``mqtt.url`` with ``username``/``password`` fields overriding the URL's.
 
     With ``url`` unset it is the embedded broker on ``127.0.0.1:<embedded_port>``.
+
+    Args:
+        cfg: the MQTT settings.
+        client: ``"service"`` (the ticket service) logs in as ``service_username`` /
+            ``service_password`` where they are set, so the broker ACL can tell it from the workers.
 
     Example:
         >>> from pipeline.config import MqttConfig
@@ -124,6 +129,10 @@ def broker_address(cfg: MqttConfig) -> BrokerAddress:
     addr = parse_mqtt_url(cfg.url) if cfg.url else BrokerAddress("127.0.0.1", cfg.embedded_port, False)
     username = cfg.username if cfg.username is not None else addr.username
     password = cfg.password if cfg.password is not None else addr.password
+    if client == "service" and cfg.service_username is not None:
+        username, password = cfg.service_username, cfg.service_password
+    elif client == "service" and cfg.service_password is not None:
+        password = cfg.service_password
     return BrokerAddress(addr.host, addr.port, addr.tls, username, password, addr.transport, addr.path)
 
 

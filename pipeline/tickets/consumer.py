@@ -83,7 +83,7 @@ class AlertConsumer:
         self._db_failing = False
         self._beat = time.monotonic()
         self._supervisor: threading.Thread | None = None
-        self.address: BrokerAddress = broker_address(cfg)
+        self.address: BrokerAddress = broker_address(cfg, "service")  # its own broker user (ACL)
         self._host, self._port = self.address.host, self.address.port
         self._stop = threading.Event()
         self._connected = threading.Event()
