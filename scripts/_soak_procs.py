@@ -252,8 +252,11 @@ def log_has_line(marker: str) -> Callable[[Managed], bool]:
 
 # -- the processes ---------------------------------------------------------------------------------
 
-def mosquitto_conf(port: int, data_dir: Path, log_path: Path) -> str:
-    """The production config (deploy/mosquitto/mosquitto.conf, unlimited queues) on a private port and folder."""
+def mosquitto_conf(port: int, data_dir: Path, log_path: Path, max_queued: int | None = None) -> str:
+    """The production config (deploy/mosquitto/mosquitto.conf, unlimited queues) on a private port and folder.
+
+    ``max_queued`` replaces ``max_queued_messages`` (stock Mosquitto: 1000), to show what a finite queue loses.
+    """
     lines = []
     for line in PRODUCTION_MOSQUITTO_CONF.read_text().splitlines():
         key = line.split(maxsplit=1)[0] if line.strip() and not line.lstrip().startswith("#") else ""
@@ -261,6 +264,8 @@ def mosquitto_conf(port: int, data_dir: Path, log_path: Path) -> str:
             line = f"listener {port} 127.0.0.1"
         elif key == "persistence_location":
             line = f"persistence_location {data_dir}/"
+        elif key == "max_queued_messages" and max_queued is not None:
+            line = f"max_queued_messages {max_queued}"
         elif key in ("log_dest", "log_type"):
             continue
         lines.append(line)
@@ -270,12 +275,12 @@ def mosquitto_conf(port: int, data_dir: Path, log_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def broker(workdir: Path, port: int) -> Managed:
+def broker(workdir: Path, port: int, max_queued: int | None = None) -> Managed:
     """Mosquitto with the production settings, persistence in ``workdir/mosquitto``."""
     data = workdir / "mosquitto"
     data.mkdir(parents=True, exist_ok=True)
     conf = data / "mosquitto.conf"
-    conf.write_text(mosquitto_conf(port, data, data / "mosquitto.log"))
+    conf.write_text(mosquitto_conf(port, data, data / "mosquitto.log", max_queued))
     return Managed("broker", [MOSQUITTO_BIN, "-c", str(conf)], workdir / "logs" / "broker.log",
                    ready=lambda m: mqtt_ready("127.0.0.1", port), ready_timeout=15.0)
 

@@ -8,7 +8,7 @@ simulated camera (scripts/rtsp_server.py looping a parking clip made from ../sha
 a car parks for 20 s of every 34 s, so each camera opens, updates and clears a parking incident per loop).
 Chaos on a seeded schedule: RTSP server ``kill -9``, worker ``kill -9``, broker restart (SIGTERM), API
 restart (SIGTERM or ``kill -9``) and one QoS 1 burst of valid ``AlertV1`` payloads straight to the broker.
-One fault at a time; the last worker (with two or more) is never killed, so its memory is measured over
+Broker and API go down one at a time; the last worker (with two or more) is never killed, so its memory is measured over
 the whole run. At the end the cameras stop, the system drains, and the report compares alerts queued by
 the workers, seen on the broker and applied as tickets. Exit 1 when anything is lost or duplicated (or the
 drain times out, or a process died on its own), 2 on a set-up error, 130 on Ctrl-C.
@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "(default SQLite in the work folder)")
     ap.add_argument("--clip", type=Path, default=REPO / "var" / "soak" / "parks-16-27.6-20.mp4",
                     help="camera clip (made from ../shared/clips/car-detection.mp4 when missing)")
+    ap.add_argument("--broker-max-queued", type=int, default=None, metavar="N",
+                    help="Mosquitto max_queued_messages instead of the production 0 (unlimited); e.g. the stock "
+                    "1000, to see the soak catch what a finite queue drops")
     ap.add_argument("--workdir", type=Path, default=None, help="keep configs, logs and databases here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     ap.add_argument("--json", action="store_true", help="JSON report on stdout (the table goes to stderr)")
@@ -111,6 +114,7 @@ class Soak:
         self.fleet = procs.Fleet()
         self.cameras = [f"cam{i}" for i in range(args.cameras)]
         self.events: list[dict[str, Any]] = []
+        self.plan: list[tuple[float, str]] = []
         self.unexpected: list[dict[str, Any]] = []
         self.restarts: list[tuple[float, procs.Managed, int]] = []  # (due, process, tries)
         self.burst: BurstPublisher | None = None
@@ -155,7 +159,7 @@ class Soak:
             cfg = site_config(urls, broker_port, api_port, self.db_url, wd, PREFIX, self.run_id,
                               outbox=wd / f"outbox-{max(i, 0)}.db")
             (wd / f"{name}.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
-        self.fleet.add(procs.broker(wd, broker_port)).start()
+        self.fleet.add(procs.broker(wd, broker_port, a.broker_max_queued)).start()
         self.tap = AlertTap(broker_port, PREFIX, f"soak-tap-{self.run_id}")
         self.tap.start()
         for m in self.fleet.of_role("camera-"):
@@ -187,29 +191,43 @@ class Soak:
         return list(zip(times, plan, strict=True))
 
     # -- chaos -----------------------------------------------------------------------------------
-    def fault(self, kind: str) -> None:
-        """Inject one fault now; the restart is scheduled."""
+    def target(self, kind: str) -> procs.Managed | None:
+        """The process a fault hits now, or None while it must wait.
+
+        Camera and worker kills overlap with anything (another process that is down is not theirs); the
+        broker and the API go down one at a time (the API is ready only with a broker), the broker not
+        while the burst is being published, the burst not while the broker is down.
+        """
+        down = {m.name for _, m, _ in self.restarts}
+        if kind == "camera_kill":
+            up = [m for m in self.fleet.of_role("camera-") if m.name not in down]
+            return self.rng.choice(up) if up else None
+        if kind == "worker_kill":
+            workers = self.fleet.of_role("worker-")
+            up = [m for m in (workers[:-1] if len(workers) > 1 else workers) if m.name not in down]
+            return self.rng.choice(up) if up else None
+        if kind == "burst":
+            return self.fleet["broker"] if "broker" not in down else None
+        if down & {"broker", "api"} or (kind == "broker_restart" and self.burst is not None and self.burst.running):
+            return None
+        return self.fleet["broker" if kind == "broker_restart" else "api"]
+
+    def fault(self, kind: str, m: procs.Managed) -> None:
+        """Inject one fault now into ``m``; its restart is scheduled."""
         event: dict[str, Any] = {"t": round(self.elapsed(), 1), "action": kind}
         if kind == "burst":
             self.burst = BurstPublisher(self.broker_port, self.burst_msgs)
             self.burst.start()
             event["alerts"] = len(self.burst_msgs)
         else:
-            if kind == "camera_kill":
-                m = self.fleet[f"camera-{self.rng.choice(self.cameras)}"]
-                m.kill()
-            elif kind == "worker_kill":
-                workers = self.fleet.of_role("worker-")
-                m = self.rng.choice(workers[:-1] if len(workers) > 1 else workers)
-                m.kill()
-            elif kind == "broker_restart":
-                m = self.fleet["broker"]
-                m.stop()
-            else:
-                m = self.fleet["api"]
+            if kind == "api_restart":
                 how = self.rng.choice(("SIGTERM", "SIGKILL"))
-                m.kill() if how == "SIGKILL" else m.stop()
                 event["signal"] = how
+                m.kill() if how == "SIGKILL" else m.stop()
+            elif kind == "broker_restart":
+                m.stop()  # SIGTERM: Mosquitto saves its persistence (a kill -9 loses up to autosave_interval)
+            else:
+                m.kill()
             down = self.rng.uniform(*DOWN_SECONDS[kind])
             self.restarts.append((time.monotonic() + down, m, 0))
             event.update(target=m.name, down_s=round(down, 1))
@@ -266,25 +284,24 @@ class Soak:
             self.lag["max_seconds"] = round(max(float(self.lag["max_seconds"]), age), 1)
 
     def chaos_phase(self) -> None:
-        """Run the schedule for ``--minutes``; one fault at a time."""
-        plan = self.schedule()
+        """Run the schedule for ``--minutes`` (a fault that must wait keeps the later ones waiting)."""
+        self.plan = self.schedule()
         self.t0 = time.monotonic()
         end = self.t0 + self.args.minutes * 60
         next_sample = time.monotonic()
         while time.monotonic() < end:
             self.do_restarts()
             self.check_alive()
-            if plan and self.elapsed() >= plan[0][0] and not self.restarts:
-                kind = plan[0][1]
-                if not (kind == "broker_restart" and self.burst is not None and self.burst.running):
-                    plan.pop(0)
-                    self.fault(kind)
+            if self.plan and self.elapsed() >= self.plan[0][0]:
+                kind = self.plan[0][1]
+                target = self.target(kind)
+                if target is not None:
+                    self.plan.pop(0)
+                    self.fault(kind, target)
             if time.monotonic() >= next_sample:
                 self.sample()
                 next_sample += self.args.sample_seconds
             time.sleep(0.2)
-        for t, kind in plan:
-            self.events.append({"t": round(t, 1), "action": kind, "skipped": "run ended first"})
 
     # -- drain and report ------------------------------------------------------------------------
     def pending(self) -> tuple[int, int]:
@@ -305,6 +322,13 @@ class Soak:
         """Bring everything back, stop the cameras, wait for outboxes and the consumer; the final verdict."""
         t = time.monotonic()
         self.do_restarts(force=True)
+        for at, kind in self.plan:
+            if kind == "burst":  # the burst always runs, late if it must: the verdict counts on it
+                self.fault(kind, self.fleet["broker"])
+                self.events[-1]["late"] = True
+            else:
+                self.events.append({"t": round(at, 1), "action": kind, "skipped": "run ended first"})
+        self.plan = []
         if self.burst is not None:
             self.burst.join(max(1.0, self.args.drain_timeout / 2))
         for m in self.fleet.of_role("camera-"):
