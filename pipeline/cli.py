@@ -1,4 +1,4 @@
-"""The `gridwatch` command line: run, api, worker, check-config, schema, replay."""
+"""The `gridwatch` command line: run, api, worker, check-config, schema, replay, mqtt-acl."""
 
 from __future__ import annotations
 
@@ -291,6 +291,47 @@ def replay(
             raise
         console.print(f"[red]replay failed: {type(exc).__name__}: {exc}[/]", highlight=False)
         raise typer.Exit(1) from None
+
+
+@app.command("mqtt-acl")
+def mqtt_acl(config: ConfigOpt = DEFAULT_CONFIG,
+             out: Annotated[Path, typer.Option("--out", help="Folder for passwd, acl and auth.conf.")]
+             = Path("var/mqtt"),
+             users: Annotated[Path | None, typer.Option(help="YAML users file: users: [{username, role, grids, "
+                                                       "password}] (docs/operations.md).")] = None,
+             db: Annotated[bool | None, typer.Option("--db/--no-db", help="Read the ticket service's users "
+                                                     "table (default: when it exists).")] = None,
+             broker_dir: Annotated[str | None, typer.Option(help="--out as the broker sees it, for the paths "
+                                                            "in auth.conf (e.g. /mosquitto/config/conf.d).")]
+             = None,
+             generate: Annotated[bool, typer.Option("--generate/--no-generate", help="Make a random password "
+                                                    "for a user without one (new-passwords.txt).")] = True) -> None:
+    """Write the Mosquitto password file and ACL for the workers, the ticket service and the users."""
+    from pipeline.mqtt_acl import AclError, db_principals, load_users_file, site_principals, write_broker_files
+
+    site = _load(config)
+    try:
+        principals = site_principals(site) + (load_users_file(users) if users else [])
+        if db is not False:
+            try:
+                principals += db_principals(site)
+            except AclError as exc:
+                if db:
+                    raise
+                console.print(f"[yellow]users table not read: {exc}[/]", highlight=False)
+        report = write_broker_files(site, principals, out, broker_dir, generate)
+    except AclError as exc:
+        console.print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    for line in report.warnings + [f"no login for {s}" for s in report.skipped]:
+        console.print(f"[yellow]warning: {line}[/]", highlight=False)
+    if report.generated:
+        console.print(f"new passwords for {', '.join(sorted(report.generated))}: {out / 'new-passwords.txt'}")
+    if report.changed:
+        console.print(f"{len(report.users)} broker users; wrote {', '.join(report.changed)} in {out}: "
+                      "reload Mosquitto (SIGHUP) to apply")
+    else:
+        console.print(f"{len(report.users)} broker users; {out} is current (nothing changed)")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -160,11 +160,15 @@ def db_principals(site: SiteConfig) -> list[Principal]:
         AclError: the database has no ``users`` table (start the API once to migrate it).
     """
     from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
 
     from pipeline.tickets.db import create_db_engine, session_factory
     from pipeline.tickets.users import list_users
 
-    engine = create_db_engine(site.database_url())
+    url = make_url(site.database_url())
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        raise AclError(f"no ticket database at {url.database} (start `gridwatch api` once, or --no-db)")
+    engine = create_db_engine(url.render_as_string(hide_password=False))
     try:
         if not inspect(engine).has_table("users"):
             raise AclError("the ticket database has no users table yet (start `gridwatch api` once, or --no-db)")
