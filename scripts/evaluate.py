@@ -255,6 +255,7 @@ def evaluate_model(model: Path, names: list[str], items, negatives: list[Path], 
         allowed = int(np.floor(0.01 * len(fa)))  # images allowed to alarm for <= 1 %
         res["negatives"]["threshold_for_1pct"] = float(np.nextafter(srt[allowed], 1)) if allowed < len(srt) else 0.0
         res["operating_point"] = operating_point(per_img, names, res["negatives"]["threshold_for_1pct"], fa)
+        res["threshold_sweep"] = [operating_point(per_img, names, thr, fa) for thr in args.sweep]
     # speed on one thread
     tdet = YoloDetector(model, input_size=args.imgsz, threads=1, nms_iou=args.nms_iou,
                         min_confidence=args.conf)
@@ -419,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--map", nargs="*", default=[], help="model_class=data_class renames")
     ap.add_argument("--extra-negatives", type=Path, nargs="*", default=[], help="folders of images without "
                     "the data set's classes (files also present in the training split are skipped)")
+    ap.add_argument("--sweep", type=float, nargs="*", default=[0.25, 0.3, 0.4, 0.5, 0.6, 0.7],
+                    help="thresholds at which the frame-level numbers are also reported (json, printed)")
     ap.add_argument("--time-n", type=int, default=30)
     ap.add_argument("--run", type=Path, help="Ultralytics run dir (args.yaml, results.csv) for the card")
     ap.add_argument("--version", default="1")
@@ -477,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"positive frames alarmed; " + "; ".join(
                       f"{c}: {v['frames_alarmed']:.1%} of {v['frames']} frames, box recall {v['box_recall']:.1%}"
                       for c, v in op["classes"].items()), flush=True)
+        for sw in r.get("threshold_sweep", []):
+            print(f"    at {sw['threshold']:.2f}: {sw['false_alarm_rate']:.2%} negatives, {sw['frames_alarmed']:.1%} "
+                  "positive frames; " + ", ".join(f"{c} {v['frames_alarmed']:.1%} / box R {v['box_recall']:.1%}"
+                                                  for c, v in sw["classes"].items()))
     if "int8" in out:
         d = out["int8"]["map50"] - out["fp32"]["map50"]
         d2 = out["int8"]["map50_95"] - out["fp32"]["map50_95"]

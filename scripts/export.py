@@ -100,8 +100,9 @@ def split_images(data_yaml: Path, split: str) -> list[Path]:
     doc = yaml.safe_load(data_yaml.read_text())
     root = Path(doc.get("path") or data_yaml.parent)
     root = root if root.is_absolute() else data_yaml.parent / root
-    d = root / doc[split]
-    return sorted(p for p in d.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
+    dirs = doc[split] if isinstance(doc[split], list) else [doc[split]]  # a merged set lists several folders
+    exts = {".jpg", ".jpeg", ".png", ".bmp"}
+    return [p for d in dirs for p in sorted((root / d).iterdir()) if p.suffix.lower() in exts]
 
 
 def quantize(fp32: Path, out: Path, calib: list[Path], imgsz: int) -> Path:
