@@ -9,6 +9,7 @@ only (1/s), the ``vehicles`` model at 320 px (~35 ms a frame on one core).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,42 @@ GRID = [{"code": "T01", "name": "Soak town", "children": [{"code": "D01", "name"
     {"code": "C01", "name": "Community", "children": [{"code": "G001", "name": "Cell 1", "patrol": "soak"}]}]}]}]
 PARKING_ZONE = [[0.05, 0.70], [0.50, 0.70], [0.50, 1.00], [0.05, 1.00]]
 """Where the held car rests (the zone of configs/demo.yaml and tests/test_e2e_parking.py)."""
+
+
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    """The soak's command line (``description``: scripts/soak.py's docstring)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0, help="chaos phase length (default 10)")
+    ap.add_argument("--cameras", type=int, default=4, help="simulated cameras (default 4)")
+    ap.add_argument("--workers", type=int, default=0, help="worker processes (default: 1 per 2 cameras)")
+    ap.add_argument("--burst", type=int, default=5000, help="alerts in the one burst (0 = none; default 5000)")
+    ap.add_argument("--seed", type=int, default=1, help="chaos schedule seed (default 1)")
+    ap.add_argument("--chaos-interval", type=float, default=30.0, help="mean seconds between faults (default 30)")
+    ap.add_argument("--warmup-seconds", type=float, default=None,
+                    help="no faults before, memory measured after (default min(60, 25 %% of the run))")
+    ap.add_argument("--sample-seconds", type=float, default=5.0, help="memory/lag sampling period (default 5)")
+    ap.add_argument("--drain-timeout", type=float, default=300.0, help="max seconds to wait for the drain")
+    ap.add_argument("--source", choices=("rtsp", "file"), default="rtsp",
+                    help="cameras as RTSP servers (default; killable) or looped files (no camera kills)")
+    ap.add_argument("--database-url", default=None, help="postgresql://... server for a scratch database "
+                    "(default SQLite in the work folder)")
+    ap.add_argument("--clip", type=Path, default=REPO / "var" / "soak" / "parks-16-27.6-20.mp4",
+                    help="camera clip (made from ../shared/clips/car-detection.mp4 when missing)")
+    ap.add_argument("--broker-max-queued", type=int, default=None, metavar="N",
+                    help="Mosquitto max_queued_messages instead of the production 0 (unlimited); e.g. the stock "
+                    "1000, to see the soak catch what a finite queue drops")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep configs, logs and databases here")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    ap.add_argument("--json", action="store_true", help="JSON report on stdout (the table goes to stderr)")
+    args = ap.parse_args(argv)
+    if args.cameras < 1 or args.minutes <= 0:
+        ap.error("--cameras must be >= 1 and --minutes > 0")
+    args.workers = args.workers or max(1, (args.cameras + 1) // 2)
+    args.workers = min(args.workers, args.cameras)
+    duration = args.minutes * 60
+    if args.warmup_seconds is None:
+        args.warmup_seconds = min(60.0, 0.25 * duration)
+    return args
 
 
 def make_clip(out: Path, src: Path = SOURCE_CLIP, start: float = 16.0, hold_at: float = 27.6,

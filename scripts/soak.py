@@ -8,8 +8,9 @@ simulated camera (scripts/rtsp_server.py looping a parking clip made from ../sha
 a car parks for 20 s of every 34 s, so each camera opens, updates and clears a parking incident per loop).
 Chaos on a seeded schedule: RTSP server ``kill -9``, worker ``kill -9``, broker restart (SIGTERM), API
 restart (SIGTERM or ``kill -9``) and one QoS 1 burst of valid ``AlertV1`` payloads straight to the broker.
-Broker and API go down one at a time; the last worker (with two or more) is never killed, so its memory is measured over
-the whole run. At the end the cameras stop, the system drains, and the report compares alerts queued by
+The fault times and kinds follow ``--seed``; camera and worker kills overlap with anything, the broker and
+the API go down one at a time. The last worker (of two or more) is never killed, so its memory is measured
+over the whole run. At the end the cameras stop, the system drains, and the report compares alerts queued by
 the workers, seen on the broker and applied as tickets. Exit 1 when anything is lost or duplicated (or the
 drain times out, or a process died on its own), 2 on a set-up error, 130 on Ctrl-C.
 
@@ -47,7 +48,7 @@ import _soak_procs as procs  # noqa: E402
 import yaml  # noqa: E402
 from _soak_observe import AlertTap, BurstPublisher, TicketApi, burst_alerts, outbox_counts  # noqa: E402
 from _soak_report import dead_letter_reasons, memory_growth, render, verdict  # noqa: E402
-from _soak_setup import make_clip, scratch_database, site_config, store_sequences  # noqa: E402
+from _soak_setup import make_clip, parse_args, scratch_database, site_config, store_sequences  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 PREFIX = "soak"
@@ -55,42 +56,6 @@ FAULTS = ("camera_kill", "worker_kill", "broker_restart", "api_restart")
 FAULT_WEIGHTS = {"camera_kill": 3, "worker_kill": 2, "broker_restart": 1, "api_restart": 1}
 DOWN_SECONDS = {"camera_kill": (5.0, 15.0), "worker_kill": (1.0, 5.0), "broker_restart": (2.0, 8.0),
                 "api_restart": (1.0, 5.0)}
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command line."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=10.0, help="chaos phase length (default 10)")
-    ap.add_argument("--cameras", type=int, default=4, help="simulated cameras (default 4)")
-    ap.add_argument("--workers", type=int, default=0, help="worker processes (default: 1 per 2 cameras)")
-    ap.add_argument("--burst", type=int, default=5000, help="alerts in the one burst (0 = none; default 5000)")
-    ap.add_argument("--seed", type=int, default=1, help="chaos schedule seed (default 1)")
-    ap.add_argument("--chaos-interval", type=float, default=30.0, help="mean seconds between faults (default 30)")
-    ap.add_argument("--warmup-seconds", type=float, default=None,
-                    help="no faults before, memory measured after (default min(60, 25 %% of the run))")
-    ap.add_argument("--sample-seconds", type=float, default=5.0, help="memory/lag sampling period (default 5)")
-    ap.add_argument("--drain-timeout", type=float, default=300.0, help="max seconds to wait for the drain")
-    ap.add_argument("--source", choices=("rtsp", "file"), default="rtsp",
-                    help="cameras as RTSP servers (default; killable) or looped files (no camera kills)")
-    ap.add_argument("--database-url", default=None, help="postgresql://... server for a scratch database "
-                    "(default SQLite in the work folder)")
-    ap.add_argument("--clip", type=Path, default=REPO / "var" / "soak" / "parks-16-27.6-20.mp4",
-                    help="camera clip (made from ../shared/clips/car-detection.mp4 when missing)")
-    ap.add_argument("--broker-max-queued", type=int, default=None, metavar="N",
-                    help="Mosquitto max_queued_messages instead of the production 0 (unlimited); e.g. the stock "
-                    "1000, to see the soak catch what a finite queue drops")
-    ap.add_argument("--workdir", type=Path, default=None, help="keep configs, logs and databases here")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
-    ap.add_argument("--json", action="store_true", help="JSON report on stdout (the table goes to stderr)")
-    args = ap.parse_args(argv)
-    if args.cameras < 1 or args.minutes <= 0:
-        ap.error("--cameras must be >= 1 and --minutes > 0")
-    args.workers = args.workers or max(1, (args.cameras + 1) // 2)
-    args.workers = min(args.workers, args.cameras)
-    duration = args.minutes * 60
-    if args.warmup_seconds is None:
-        args.warmup_seconds = min(60.0, 0.25 * duration)
-    return args
 
 
 class Interrupted(Exception):
@@ -391,7 +356,7 @@ class Soak:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one soak; see the module docstring for the exit codes."""
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__ or "")
     log = Console(stderr=True)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
