@@ -68,6 +68,15 @@ class FireRuleConfig(_Knobs):
         default="coco", description="Detector whose `person` boxes hide fire boxes (used when it ran).")
     person_min_confidence: float = Field(
         default=0.35, ge=0, le=1, description="Person boxes below this confidence hide nothing.")
+    confirm_model: str | None = Field(
+        default=None,
+        description="Second-stage crop classifier (fire / smoke / neither) that must confirm each box: a "
+        "`models/manifest.yaml` entry name (e.g. `fire-confirm`) or an ONNX path relative to the config; "
+        "null = off (see docs/detectors.md, Fire second stage).")
+    confirm_min_score: float = Field(
+        default=0.5, ge=0, le=1,
+        description="With `confirm_model`: a box counts only when the classifier's p(fire) + p(smoke) on "
+        "its crop reaches this.")
 
 
 class ClutterRuleConfig(_Knobs):

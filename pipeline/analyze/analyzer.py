@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -40,6 +41,8 @@ from pipeline.analyze.zones import BoxPx, ZoneGeometry, union_box
 from pipeline.config import CameraConfig, HazardRule, SiteConfig, ZoneConfig, ZoneKind
 from pipeline.config_hazards import ClutterRuleConfig, FireRuleConfig, ParkingRuleConfig, PosterRuleConfig
 from pipeline.detect.detections import Detections
+from pipeline.detect.fire_confirm import FireConfirmClassifier
+from pipeline.detect.fire_confirm import resolve_model as resolve_fire_confirm
 from pipeline.detect.ocr import TextDetector
 from pipeline.ingest.frame import Frame
 
@@ -61,12 +64,24 @@ class RuleContext:
     site: SiteConfig
     camera: CameraConfig
     _text: TextDetector | None = field(default=None, repr=False)
+    _fire_confirm: dict[str, FireConfirmClassifier] = field(default_factory=dict, repr=False)
 
     def text_detector(self) -> TextDetector:
         """The camera's one OCR engine, created on first call (its models load on first use)."""
         if self._text is None:
             self._text = TextDetector(threads=1)
         return self._text
+
+    def fire_confirm(self, model: str) -> FireConfirmClassifier:
+        """The camera's fire second-stage classifier ``model`` (a manifest entry or a config-relative path),
+        loaded on first call and hash-checked like a detector."""
+        if model not in self._fire_confirm:
+            rel = "models/manifest.yaml"
+            manifests = [self.site.resolve_path(rel), self.site.resolve_path("../" + rel), Path.cwd() / rel]
+            manifest = next((p for p in manifests if p.is_file()), None)
+            path = resolve_fire_confirm(model, manifest, self.site.resolve_path(model))
+            self._fire_confirm[model] = FireConfirmClassifier(path, threads=1)
+        return self._fire_confirm[model]
 
 
 RuleFactory = Callable[[str, ZoneConfig | None, HazardRule, RuleContext], Rule | None]
@@ -93,7 +108,9 @@ def _fire(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleCo
     cfg = FireRuleConfig.of(rule)
     return FireRule(camera_id, zone, cfg, window_seconds=cfg.window_seconds, min_flicker=cfg.min_flicker,
                     min_fire_colour=cfg.min_fire_colour, person_cover=cfg.person_cover,
-                    person_detector=cfg.person_detector, person_min_confidence=cfg.person_min_confidence)
+                    person_detector=cfg.person_detector, person_min_confidence=cfg.person_min_confidence,
+                    confirm=ctx.fire_confirm(cfg.confirm_model) if cfg.confirm_model else None,
+                    confirm_min_score=cfg.confirm_min_score)
 
 
 def _clutter(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:

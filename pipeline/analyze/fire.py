@@ -14,7 +14,11 @@ every *suppressor* (each is measurable, see :class:`FireBoxCheck` and docs/rules
    *vary*: the coefficient of variation of box area or mean brightness, or the mean change of the box
    content resampled to a small patch in box coordinates (which a rigidly moving object - a car's
    tail light, an orange jacket walking by - does not show) reaches ``min_flicker``. A red lamp or a
-   sunset is static and never counts. The first frame of a track has no flicker yet.
+   sunset is static and never counts. The first frame of a track has no flicker yet;
+5. **second stage** (optional, ``confirm``): a small crop classifier
+   (:class:`~pipeline.detect.fire_confirm.FireConfirmClassifier`) must give the box's crop
+   ``p(fire) + p(smoke) >= confirm_min_score`` (a red room, a lamp, a sunset sky that the detector calls
+   fire is dropped). Checked after the colour test, so it runs only on boxes that are still candidates.
 
 Presence is confirmed over time: at least ``rule.confirm_k`` of the last ``rule.confirm_n`` analysed
 frames that lie within ``window_seconds`` (default 3 of 5 within 10 s). The incident opens at once after
@@ -43,6 +47,7 @@ from pipeline.analyze.rules import (
 from pipeline.analyze.tracking import IoUTracker, max_cover
 from pipeline.analyze.zones import ZoneGeometry, ZoneGeometryCache
 from pipeline.config import HazardRule, ZoneConfig
+from pipeline.detect.fire_confirm import NEITHER, FireConfirmClassifier
 
 DEFAULT_CLASSES = ("fire", "smoke")
 PERSON_DETECTOR = "coco"
@@ -132,7 +137,10 @@ class FireBoxCheck:
     flicker: float
     counted: bool
     reason: str = "counted"
-    """``counted`` or the first suppressor that dropped the box: ``person``, ``colour``, ``flicker``."""
+    """``counted`` or the first suppressor that dropped the box: ``person``, ``colour``, ``confirm``,
+    ``flicker``."""
+    confirm_score: float | None = None
+    """The second stage's p(fire) + p(smoke) of the box crop (None: no classifier, no image, or not reached)."""
 
 
 class FireRule:
@@ -150,6 +158,8 @@ class FireRule:
         person_cover: a box covered by a person box at least this much is ignored; > 1 turns it off.
         person_detector: detector whose ``person`` boxes are used when present in the frame's detections.
         person_min_confidence: person boxes below this confidence hide nothing.
+        confirm: second-stage crop classifier that must confirm each box; None = off.
+        confirm_min_score: p(fire) + p(smoke) a box crop needs from ``confirm``.
 
     Example:
         >>> from pipeline.detect.detections import Detections
@@ -170,7 +180,8 @@ class FireRule:
     def __init__(self, camera_id: str, zone: ZoneConfig | None, rule: HazardRule, *,
                  window_seconds: float = 10.0, min_flicker: float = 0.04, min_fire_colour: float = 0.05,
                  person_cover: float = 0.5, person_detector: str = PERSON_DETECTOR,
-                 person_min_confidence: float = 0.35) -> None:
+                 person_min_confidence: float = 0.35, confirm: FireConfirmClassifier | None = None,
+                 confirm_min_score: float = 0.5) -> None:
         self.camera_id = camera_id
         self.zone = zone
         self.zone_id: str | None = zone.id if zone is not None else None
@@ -182,6 +193,8 @@ class FireRule:
         self.person_cover = float(person_cover)
         self.person_detector = person_detector
         self.person_min_confidence = float(person_min_confidence)
+        self.confirm = confirm
+        self.confirm_min_score = float(confirm_min_score)
         self.detectors: tuple[str, ...] = (rule.detector,)
         """Detectors the analyzer must run for this rule (persons are used only when present)."""
         self.interval_seconds = rule.analysis_interval_seconds
@@ -256,23 +269,35 @@ class FireRule:
             colour = fire_colour_share(image, t.box) if image is not None else 1.0
             flick = flicker_score(list(hist.samples)[-self.rule.confirm_n:])
             pc = float(cover[i]) if i is not None and len(cover) else 0.0
+            confirm_score: float | None = None
             if pc >= self.person_cover:
                 reason = "person"
             elif label == "fire" and image is not None and colour < self.min_fire_colour:
                 reason = "colour"
+            elif (confirm_score := self._confirm_score(image, t.box)) is not None \
+                    and confirm_score < self.confirm_min_score:
+                reason = "confirm"
             elif self.min_flicker > 0 and flick < self.min_flicker:
                 reason = "flicker"
             else:
                 reason = "counted"
             ok = reason == "counted"
             checks.append(FireBoxCheck(label, t.confidence, (box[0], box[1], box[2], box[3]), round(pc, 3),
-                                       round(colour, 3), round(flick, 4), ok, reason))
+                                       round(colour, 3), round(flick, 4), ok, reason,
+                                       None if confirm_score is None else round(confirm_score, 4)))
             if ok:
                 counted.append((t.box, label, t.confidence))
         self.last_checks = checks
         obs = self._confirm(ts, counted, width, height)
         event = self.lifecycle.step(ts, obs)
         return [event] if event is not None else []
+
+    def _confirm_score(self, image: np.ndarray | None, box: np.ndarray) -> float | None:
+        """The second stage's p(fire) + p(smoke) of a box crop; None without a classifier or an image."""
+        if self.confirm is None or image is None:
+            return None
+        probs = self.confirm.score_boxes(image, np.asarray(box, np.float64).reshape(1, 4))
+        return float(1.0 - probs[0, NEITHER])
 
     def _confirm(self, ts: float, counted: list[tuple[np.ndarray, str, float]], width: int,
                  height: int) -> Observation | None:
