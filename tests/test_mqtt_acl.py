@@ -260,6 +260,22 @@ def test_worker_and_consumer_work_with_their_logins(secure: Secure, tmp_path: Pa
     assert (t.incident_id, t.grid_path) == (alert.incident_id, "T1/D1/C1/G2")
 
 
+def test_debug_view_round_trip_with_logins(secure: Secure) -> None:
+    from pipeline.debug_view import DebugFrames, DebugRequester, DebugResponder
+
+    s = secure()
+    responder = DebugResponder(s.site.mqtt, "t-debug-worker", DebugFrames(), ["cam1"])
+    responder.start()
+    requester = DebugRequester(s.site.mqtt, "t-debug-api", connect_timeout=10)
+    try:
+        # cam1 has no analysed frame: its worker answers with an empty reply (None = no answer at all)
+        assert requester.fetch("cam1", timeout=15) == b""
+    finally:
+        requester.stop()
+        responder.stop()
+    assert responder.empty == 1
+
+
 def test_ticket_users_get_broker_logins(secure: Secure, tmp_path: Path, sessions: sessionmaker[Session]) -> None:
     from pipeline.tickets.auth import hash_password
     from pipeline.tickets.users import add_user
