@@ -266,8 +266,8 @@ def mosquitto_conf(port: int, data_dir: Path, log_path: Path, max_queued: int | 
             line = f"persistence_location {data_dir}/"
         elif key == "max_queued_messages" and max_queued is not None:
             line = f"max_queued_messages {max_queued}"
-        elif key in ("log_dest", "log_type"):
-            continue
+        elif key in ("log_dest", "log_type", "include_dir"):
+            continue  # include_dir: the deployment's conf.d (generated broker users, ACL), not part of a soak
         lines.append(line)
     if os.geteuid() == 0:
         lines.append("user root")  # otherwise it drops to `mosquitto`, which cannot write data_dir
