@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.auth import TEST_ADMIN_PASSWORD
+
+# Every app a test starts creates its first admin with this password (GRIDWATCH_ADMIN_PASSWORD), so tests
+# log in with tests.fixtures.auth.login(); subprocesses (`gridwatch run`) inherit it.
+os.environ.setdefault("GRIDWATCH_ADMIN_PASSWORD", TEST_ADMIN_PASSWORD)
+
 pytest_plugins = ["tests.fixtures.media", "tests.fixtures.rtsp", "tests.fixtures.mqtt", "tests.fixtures.hazard_media"]
 
 REPO = Path(__file__).resolve().parents[1]

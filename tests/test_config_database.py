@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 from pipeline.config import SiteConfig
 from pipeline.config_checks import normalise_database_url
 from pipeline.config_errors import validate_text
+from tests.fixtures.auth import login
 from tests.tickets.conftest import CAMERAS, GRID, Publisher, make_alert, topic_of, wait_for
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -105,6 +106,7 @@ def test_documented_postgresql_url_runs_the_service(pg_database: str, mosquitto:
     publisher = Publisher(broker.host, broker.port)
     try:
         with TestClient(app) as client:
+            login(client)
             assert app.state.tickets.consumer.wait_subscribed(15)
             publisher.publish(topic_of(alert), alert.to_bytes())
             tickets = wait_for(lambda: client.get("/tickets").json()["items"], 15)

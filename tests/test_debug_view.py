@@ -19,6 +19,7 @@ from pipeline.detect.detections import Detections
 from pipeline.ingest.frame import Frame
 from pipeline.tickets.api import create_app
 from pipeline.worker import Worker
+from tests.fixtures.auth import login
 
 pytestmark = pytest.mark.integration
 GRID = [{"code": "T1", "name": "t", "children": [{"code": "D1", "name": "d", "children": [
@@ -62,6 +63,7 @@ def test_debug_jpeg_comes_from_the_cameras_worker(tmp_path: Path, shared_dir: Pa
         # Nobody watched yet: the worker keeps no frame for any camera.
         assert not worker.debug_frames._views
         with TestClient(app) as client:
+            login(client)
             r = client.get("/cameras/lot/debug.jpg", params={"timeout": 10})
             assert r.status_code == 200, r.text
             assert r.headers["content-type"] == "image/jpeg"
@@ -126,6 +128,7 @@ def test_without_a_broker_the_api_answers_503(tmp_path: Path) -> None:
     app = create_app(site, start_consumer=False)
     try:
         with TestClient(app) as client:
+            login(client)
             r = client.get("/cameras/c/debug.jpg")  # the first request waits for the connection (5 s)
             assert r.status_code == 503 and "not connected to the MQTT broker" in r.json()["detail"]
             assert app.state.debug_requester._connect_wait == 0  # later ones answer at once

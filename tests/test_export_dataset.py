@@ -14,6 +14,7 @@ from pipeline.tickets.api import create_app
 from pipeline.tickets.db import init_db, session_factory
 from pipeline.tickets.payload import parse_alert
 from pipeline.tickets.service import apply_alert
+from tests.fixtures.auth import login
 from tests.scripts_loader import load_script
 from tests.tickets.conftest import make_alert, make_site
 
@@ -38,6 +39,7 @@ def test_export_verified_and_false_alarm_tickets(tmp_path: Path) -> None:
             folder.mkdir(parents=True)
             cv2.imwrite(str(folder / "frame.jpg"), np.full((90, 160, 3), 80, np.uint8))
     with TestClient(create_app(site, start_consumer=False)) as client:
+        login(client)
         for name, path in (("real", ["assigned", "in_progress", "resolved", "verified"]), ("fake", ["false_alarm"]),
                            ("noframe", ["assigned", "in_progress", "resolved", "verified"])):
             for to in path:

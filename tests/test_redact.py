@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pipeline.config import CameraConfig, SiteConfig, WorkerConfig
 from pipeline.ingest import CameraReader, LatestFrameMailbox
 from pipeline.redact import install_log_redaction, redact_text, redact_url, register_secret
+from tests.fixtures.auth import login
 from tests.fixtures.mqtt import free_port
 
 PASSWORD = "Sup3rS3cret"
@@ -158,6 +159,7 @@ def test_worker_health_and_api_cameras_carry_no_password(tmp_path: Path, mosquit
     worker = Worker(site, worker_id="w-redact")
     try:
         with TestClient(create_app(site)) as client:
+            login(client)
             worker.start()
             health = _wait(watcher.with_error, 20)
             assert health, watcher.payloads

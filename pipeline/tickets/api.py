@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine, func, or_, select, text
@@ -41,10 +41,13 @@ from pipeline.tickets.api_contract import (
     install_host_check,
     install_validation_errors,
 )
+from pipeline.tickets.auth import AnyPrincipal, Authenticator, AuthMetrics, CurrentUser, Principal, require_roles
+from pipeline.tickets.auth_routes import AUTH_ERRORS, install_auth_routes
 from pipeline.tickets.consumer import AlertConsumer
 from pipeline.tickets.db import init_db, session_factory
 from pipeline.tickets.metrics import TicketMetrics
-from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket, TicketStatus
+from pipeline.tickets.models import CameraHealthRow, DeadLetter, IncidentAlias, Ticket, TicketStatus
+from pipeline.tickets.roles import OPS_ROLES, move_refusal, prune_grid, ticket_scope
 from pipeline.tickets.schemas import (
     NO_NUL_PATTERN,
     TIME_PATTERN,
@@ -64,6 +67,7 @@ from pipeline.tickets.schemas import (
     dead_letter_out,
 )
 from pipeline.tickets.service import TicketNotFoundError, TransitionError, transition
+from pipeline.tickets.users import TokenKind, audit
 from pipeline.web.debug import install_debug
 from pipeline.web.router import install_web
 
@@ -82,7 +86,10 @@ class TicketState:
     sessions: sessionmaker[Session]
     metrics: TicketMetrics
     evidence_dir: Path
+    auth: Authenticator
     consumer: AlertConsumer | None = None
+    initial_admin_password: str | None = None
+    """The one-time password of the first admin when this start created it (shown once by the CLI)."""
 
 
 def database_url(site: SiteConfig) -> str:
@@ -149,8 +156,11 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     """
     engine = init_db(database_url(site))
     sessions = session_factory(engine)
-    st = TicketState(site=site, engine=engine, sessions=sessions, metrics=TicketMetrics(sessions),
-                     evidence_dir=site.resolve_path(site.api.evidence_dir))
+    ticket_metrics = TicketMetrics(sessions)
+    st = TicketState(site=site, engine=engine, sessions=sessions, metrics=ticket_metrics,
+                     evidence_dir=site.resolve_path(site.api.evidence_dir),
+                     auth=Authenticator(site.api.auth, sessions, AuthMetrics(ticket_metrics.registry)))
+    st.initial_admin_password = st.auth.ensure_admin()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -196,14 +206,17 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=Response,
-             responses={200: {"description": "Prometheus text format.", "content": PLAIN_TEXT}})
-    def metrics(request: Request) -> Response:
-        """Prometheus metrics."""
+             responses={200: {"description": "Prometheus text format.", "content": PLAIN_TEXT}, **AUTH_ERRORS})
+    def metrics(request: Request, principal: AnyPrincipal) -> Response:
+        """Prometheus metrics (admin, engineer or a metrics token)."""
+        if principal.token_kind is not TokenKind.METRICS and principal.role not in OPS_ROLES:
+            raise HTTPException(403, "metrics need role admin or engineer, or a metrics token")
         return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/tickets", response_model=TicketPage, tags=["tickets"])
+    @app.get("/tickets", response_model=TicketPage, tags=["tickets"], responses=AUTH_ERRORS)
     def list_tickets(
         request: Request,
+        user: CurrentUser,
         status: Annotated[StatusList | None, Query(description="Status(es), repeatable or comma-separated.")
                           ] = None,
         hazard: Annotated[HazardList | None, Query(description="Hazard(s), repeatable or comma-separated.")
@@ -221,13 +234,15 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
         offset: OffsetQuery = 0,
     ) -> TicketPage:
-        """Tickets matching every given filter, newest first."""
-        q = select(Ticket)
+        """Tickets matching every given filter inside the user's grid scope, newest first."""
+        q = select(Ticket).where(ticket_scope(user))
         if statuses := _split(status):
             q = q.where(Ticket.status.in_(statuses))
         if hazards := _split(hazard):
             q = q.where(Ticket.hazard.in_(hazards))
         if grid and (g := grid.strip("/")):
+            if not user.overlaps(g):
+                raise HTTPException(403, f"grid {g!r} is outside your grid scope")
             q = q.where(or_(Ticket.grid_path == g, Ticket.grid_path.startswith(g + "/", autoescape=True)))
         if camera:
             q = q.where(Ticket.camera_id == camera)
@@ -241,61 +256,87 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                                    .limit(limit).offset(offset)).all()
             return TicketPage(items=[TicketOut.of(t) for t in rows], total=total, limit=limit, offset=offset)
 
-    def _detail(session: Session, ticket_id: int) -> TicketDetail:
+    def _detail(session: Session, ticket_id: int, user: Principal) -> TicketDetail:
         t = session.scalars(select(Ticket).options(selectinload(Ticket.events))
                             .where(Ticket.id == ticket_id)).first()
         if t is None:
             raise HTTPException(404, f"ticket {ticket_id} not found")
+        if not user.covers(t.grid_path):
+            raise HTTPException(403, f"ticket {ticket_id} is outside your grid scope")
         return TicketDetail(**TicketOut.of(t).model_dump(), events=[EventOut.of(e) for e in t.events])
 
-    @app.get("/tickets/{ticket_id}", response_model=TicketDetail, tags=["tickets"], responses=error_responses(404))
-    def get_ticket(request: Request, ticket_id: TicketIdPath) -> TicketDetail:
+    @app.get("/tickets/{ticket_id}", response_model=TicketDetail, tags=["tickets"],
+             responses={**error_responses(404), **AUTH_ERRORS})
+    def get_ticket(request: Request, user: CurrentUser, ticket_id: TicketIdPath) -> TicketDetail:
         """One ticket with its history."""
         with _state(request).sessions() as session:
-            return _detail(session, ticket_id)
+            return _detail(session, ticket_id, user)
 
     @app.post("/tickets/{ticket_id}/transition", response_model=TicketDetail, tags=["tickets"],
-              responses={**error_responses(400, 404),
+              responses={**error_responses(400, 404), **AUTH_ERRORS,
                          409: {"model": TransitionConflictOut, "description": "Not allowed from the current "
                                "status; `detail.allowed` lists the allowed next statuses."}})
-    def post_transition(request: Request, ticket_id: TicketIdPath, body: TransitionIn) -> TicketDetail:
-        """Move a ticket along its life cycle."""
-        with _state(request).sessions() as session:
+    def post_transition(request: Request, user: CurrentUser, ticket_id: TicketIdPath,
+                        body: TransitionIn) -> TicketDetail:
+        """Move a ticket along its life cycle; the actor is the logged-in user (roles: docs/operations.md)."""
+        s = _state(request)
+        with s.sessions() as session:
             try:
                 with session.begin():
-                    transition(session, ticket_id, body.to.value, actor=body.actor, note=body.note,
+                    # Locked before the checks, so the role check and the move see the same status.
+                    ticket = session.scalars(select(Ticket).where(Ticket.id == ticket_id).with_for_update()).first()
+                    if ticket is not None and (refusal := move_refusal(user, ticket, body.to.value)):
+                        raise HTTPException(403, refusal)
+                    before = ticket.status if ticket is not None else None
+                    transition(session, ticket_id, body.to.value, actor=user.username, note=body.note,
                                assignee=body.assignee)
+                    audit(session, user.username, "ticket.transition", f"ticket:{ticket_id}",
+                          s.auth.client_address(request), from_status=before, to_status=body.to.value,
+                          note=body.note, assignee=body.assignee)
             except TicketNotFoundError as exc:
                 raise HTTPException(404, f"ticket {ticket_id} not found") from exc
             except TransitionError as exc:
                 conflict = TransitionConflict(current=exc.current, requested=exc.requested,
                                               allowed=exc.allowed)
                 raise HTTPException(409, conflict.model_dump()) from exc
-            return _detail(session, ticket_id)
+            return _detail(session, ticket_id, user)
 
     @app.get("/tickets/{ticket_id}/evidence/{kind}", tags=["evidence"], response_class=FileResponse,
-             responses={**EVIDENCE_200, **error_responses(400, 404, bad_request=BAD_EVIDENCE)})
-    def ticket_evidence(request: Request, ticket_id: TicketIdPath,
+             responses={**EVIDENCE_200, **error_responses(400, 404, bad_request=BAD_EVIDENCE), **AUTH_ERRORS})
+    def ticket_evidence(request: Request, user: CurrentUser, ticket_id: TicketIdPath,
                         kind: Literal["snapshot", "clip", "frame"]) -> FileResponse:
         """The ticket's annotated snapshot or raw frame (JPEG) or clip (MP4); 404 until written."""
         s = _state(request)
         with s.sessions() as session:
-            incident_id = session.scalar(select(Ticket.incident_id).where(Ticket.id == ticket_id))
-        if incident_id is None:
+            row = session.execute(select(Ticket.incident_id, Ticket.grid_path).where(Ticket.id == ticket_id)).first()
+        if row is None:
             raise HTTPException(404, f"ticket {ticket_id} not found")
+        incident_id, grid_path = row.tuple()
+        if not user.covers(grid_path):
+            raise HTTPException(403, f"ticket {ticket_id} is outside your grid scope")
         path = safe_evidence_path(s.evidence_dir, incident_id, EVIDENCE_FILES[kind])
         return FileResponse(path, media_type=evidence_media_type(path))
 
     @app.get("/evidence/{incident_id}/{name}", tags=["evidence"], response_class=FileResponse,
-             responses={**EVIDENCE_200, **error_responses(400, 404, bad_request=BAD_EVIDENCE)})
-    def evidence(request: Request, incident_id: EvidenceName, name: EvidenceName) -> FileResponse:
-        """An evidence file by the URL the worker puts into alerts."""
-        path = safe_evidence_path(_state(request).evidence_dir, incident_id, name)
+             responses={**EVIDENCE_200, **error_responses(400, 404, bad_request=BAD_EVIDENCE), **AUTH_ERRORS})
+    def evidence(request: Request, user: CurrentUser, incident_id: EvidenceName, name: EvidenceName) -> FileResponse:
+        """An evidence file by the URL the worker puts into alerts (scope: the incident's ticket; a file of an
+        incident without a ticket yet is for admins only)."""
+        s = _state(request)
+        path = safe_evidence_path(s.evidence_dir, incident_id, name)
+        if not user.site_wide:
+            with s.sessions() as session:
+                grid_path = session.scalar(select(Ticket.grid_path).where(Ticket.incident_id == incident_id)) \
+                    or session.scalar(select(Ticket.grid_path).join(IncidentAlias, IncidentAlias.ticket_id == Ticket.id)
+                                      .where(IncidentAlias.incident_id == incident_id))
+            if not user.covers(grid_path):
+                raise HTTPException(403, f"incident {incident_id!r} is outside your grid scope")
         return FileResponse(path, media_type=evidence_media_type(path))
 
-    @app.get("/cameras", response_model=list[CameraOut], tags=["cameras"])
-    def cameras(request: Request) -> list[CameraOut]:
-        """Configured cameras with their latest health (plus unknown cameras that report health)."""
+    @app.get("/cameras", response_model=list[CameraOut], tags=["cameras"], responses=AUTH_ERRORS)
+    def cameras(request: Request, user: CurrentUser) -> list[CameraOut]:
+        """Configured cameras in the user's scope with their latest health (plus, for admin and engineer,
+        unknown cameras that report health)."""
         s = _state(request)
         with s.sessions() as session:
             # Health comes from workers (any version): mask URL credentials quoted in their errors.
@@ -303,33 +344,38 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                       for h in session.scalars(select(CameraHealthRow))}
         out: list[CameraOut] = []
         for c in s.site.cameras:
+            if not user.covers(s.site.grid_path(c.grid)):
+                health.pop(c.id, None)
+                continue
             out.append(CameraOut(id=c.id, name=c.name, grid=c.grid, grid_path=s.site.grid_path(c.grid),
                                  enabled=c.enabled, configured=True, zones=[z.id for z in c.zones],
                                  health=health.pop(c.id, None)))
-        for cam_id, h in sorted(health.items()):
+        for cam_id, h in sorted(health.items()) if user.role in OPS_ROLES else []:
             out.append(CameraOut(id=cam_id, name=None, grid=None, grid_path=[], enabled=True,
                                  configured=False, zones=[], health=h))
         return out
 
-    @app.get("/dead-letters", response_model=list[DeadLetterOut], tags=["ops"])
-    def dead_letters(request: Request, limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 100,
+    @app.get("/dead-letters", response_model=list[DeadLetterOut], tags=["ops"], responses=AUTH_ERRORS)
+    def dead_letters(request: Request, user: Annotated[Principal, Depends(require_roles(*OPS_ROLES))],
+                     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 100,
                      offset: OffsetQuery = 0) -> list[DeadLetterOut]:
-        """Messages the consumer could not use, newest first."""
+        """Messages the consumer could not use, newest first (admin, engineer: they carry no trusted grid)."""
         with _state(request).sessions() as session:
             rows = session.scalars(select(DeadLetter).order_by(DeadLetter.id.desc())
                                    .limit(limit).offset(offset)).all()
             return [dead_letter_out(d) for d in rows]
 
-    @app.get("/grid", response_model=list[GridNodeOut], tags=["grid"])
-    def grid_tree(request: Request) -> list[GridNodeOut]:
-        """The grid tree with active ticket counts per node."""
+    @app.get("/grid", response_model=list[GridNodeOut], tags=["grid"], responses=AUTH_ERRORS)
+    def grid_tree(request: Request, user: CurrentUser) -> list[GridNodeOut]:
+        """The grid tree down to and inside the user's scopes, with active ticket counts (in scope) per node."""
         s = _state(request)
         with s.sessions() as session:
             counts = {p: int(n) for p, n in session.execute(
-                select(Ticket.grid_path, func.count()).where(Ticket.status.not_in(INACTIVE))
+                select(Ticket.grid_path, func.count()).where(Ticket.status.not_in(INACTIVE), ticket_scope(user))
                 .group_by(Ticket.grid_path)).all()}
-        return _grid_tree(s.site.grid, counts, [])
+        return prune_grid(_grid_tree(s.site.grid, counts, []), user)
 
+    install_auth_routes(app)
     install_web(app)
     install_debug(app, site)
     return app

@@ -159,15 +159,13 @@ class TicketPage(BaseModel):
 
 
 class TransitionIn(BaseModel):
-    """A status change request."""
+    """A status change request (the actor is the logged-in user; an `actor` field in the body is ignored)."""
 
     to: TicketStatus = Field(description="Target status.")
-    actor: str | None = Field(default=None, max_length=200, pattern=NO_NUL_PATTERN,
-                              description="Who makes the change.")
     note: str | None = Field(default=None, max_length=4000, pattern=NO_NUL_PATTERN,
                              description="Free text kept on the ticket.")
     assignee: str | None = Field(default=None, max_length=200, pattern=NO_NUL_PATTERN,
-                                 description="For `assigned`: who gets it (default: actor).")
+                                 description="For `assigned`: who gets it (default: the logged-in user).")
 
 
 class TransitionConflict(BaseModel):

@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from pipeline.config import SiteConfig
 from pipeline.debug_view import DebugRequester, DebugUnavailable
+from pipeline.tickets.auth import Principal, require_roles
+from pipeline.tickets.auth_routes import AUTH_ERRORS
+from pipeline.tickets.roles import DEBUG_ROLES
 
 DEFAULT_TIMEOUT_S = 5.0
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -31,18 +34,22 @@ def _requester(request: Request, site: SiteConfig) -> DebugRequester:
 
 def install_debug(app: FastAPI, site: SiteConfig) -> None:
     """Add the debug picture route to ``app`` (its MQTT client connects on the first request)."""
-    cameras = {c.id for c in site.cameras}
+    cameras = {c.id: site.grid_path(c.grid) for c in site.cameras}
 
     @app.get("/cameras/{camera_id}/debug.jpg", tags=["cameras"], response_class=Response,
-             responses={200: {"content": {"image/jpeg": {}}, "description": "The debug picture."}, **_ERRORS})
-    async def camera_debug(request: Request,
+             responses={200: {"content": {"image/jpeg": {}}, "description": "The debug picture."}, **_ERRORS,
+                        **AUTH_ERRORS})
+    async def camera_debug(request: Request, user: Annotated[Principal, Depends(require_roles(*DEBUG_ROLES))],
                            camera_id: Annotated[str, Path(max_length=128)],
                            timeout: Annotated[float, Query(ge=0.1, le=30, description="Seconds to wait for "
                                                            "the worker.")] = DEFAULT_TIMEOUT_S) -> Response:
         """The camera's latest analysed frame with every detection box, its zones (red while an incident
-        is open there) and one line of state per rule, drawn by the worker running the camera."""
+        is open there) and one line of state per rule, drawn by the worker running the camera (admin,
+        engineer, dispatcher; camera in scope)."""
         if camera_id not in cameras:
             raise HTTPException(404, f"unknown camera {camera_id!r}")
+        if not user.covers(cameras[camera_id]):
+            raise HTTPException(403, f"camera {camera_id!r} is outside your grid scope")
         try:
             jpeg = await run_in_threadpool(_requester(request, site).fetch, camera_id, timeout)
         except DebugUnavailable as exc:

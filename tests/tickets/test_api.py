@@ -16,6 +16,7 @@ from pipeline.config import SiteConfig
 from pipeline.tickets.api import create_app
 from pipeline.tickets.payload import AlertIn, HealthIn
 from pipeline.tickets.service import apply_alert, record_dead_letter, upsert_camera_health
+from tests.fixtures.auth import login
 
 from .conftest import Publisher, make_alert, make_site, topic_of, wait_for
 
@@ -28,6 +29,7 @@ def site(tmp_path: Path) -> SiteConfig:
 @pytest.fixture
 def client(site: SiteConfig) -> Iterator[TestClient]:
     with TestClient(create_app(site, start_consumer=False)) as c:
+        login(c)
         yield c
 
 
@@ -42,7 +44,7 @@ def seeded(client: TestClient) -> dict[str, int]:
     spec = {"a": ("cam1", "parking", 1000.0), "b": ("cam1", "fire", 2000.0), "c": ("cam2", "clutter", 3000.0),
             "d": ("cam3", "parking", 4000.0), "e": ("cam9", "poster", 5000.0)}
     ids = {k: _apply(client, make_alert(camera=cam, hazard=hz, ts=ts)) for k, (cam, hz, ts) in spec.items()}
-    client.post(f"/tickets/{ids['b']}/transition", json={"to": "assigned", "actor": "li"})
+    client.post(f"/tickets/{ids['b']}/transition", json={"to": "assigned", "assignee": "li"})
     client.post(f"/tickets/{ids['c']}/transition", json={"to": "false_alarm", "actor": "li"})
     return ids
 
@@ -169,6 +171,7 @@ def test_healthz_without_consumer(client: TestClient) -> None:
 def test_end_to_end_mqtt_to_api(tmp_path: Path, broker: Any, publisher: Publisher) -> None:
     site = make_site(tmp_path, mqtt_url=broker.url, client_id=f"e2e-{tmp_path.name[-8:]}")
     with TestClient(create_app(site)) as c:
+        login(c)
         wait_for(lambda: c.get("/healthz").status_code == 200)
         assert c.get("/healthz").json()["mqtt"] == "connected"
         c.app.state.tickets.consumer.wait_subscribed(10)  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ from pipeline.tickets.api import create_app
 from pipeline.tickets.payload import AlertIn
 from pipeline.tickets.schemas import DB_INT_MAX, ID_MAX, TransitionConflictOut
 from pipeline.tickets.service import apply_alert
+from tests.fixtures.auth import login
 
 from .conftest import make_alert, make_site
 
@@ -42,6 +43,7 @@ def client(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     """The API on SQLite and on PostgreSQL, with one open ticket; a server error is a 500, not raised."""
     app = create_app(_site(tmp_path, db_url), start_consumer=False)
     with TestClient(app, raise_server_exceptions=False) as c:
+        login(c)
         apply_alert(app.state.tickets.sessions, AlertIn.model_validate(make_alert().model_dump(mode="json")))
         yield c
 
@@ -141,12 +143,12 @@ def test_unknown_status_or_hazard_is_422_naming_the_allowed_values(client: TestC
 
 
 UNSTORABLE_BODIES = [
-    b'{"to": "assigned", "actor": "\\u0000"}',     # NUL: PostgreSQL cannot store it
+    b'{"to": "assigned", "note": "\\u0000"}',      # NUL: PostgreSQL cannot store it
     b'{"to": "assigned", "note": "\\ud800"}',      # lone surrogate: not encodable as UTF-8
     b'{"to": "\\udfff"}',
     b'["\\ud800"]',
     b'{"to": NaN}',                                 # echoed in the 422 body, which JSON cannot hold as a number
-    b'{"to": "assigned", "actor": Infinity}',
+    b'{"to": "assigned", "note": Infinity}',
 ]
 
 
@@ -206,7 +208,8 @@ def sqlite_site(tmp_path: Path) -> Any:
 def test_foreign_host_header_is_400(sqlite_site: Any) -> None:
     site = sqlite_site(allowed_hosts=["Tickets.Example.org", "*.gridwatch.test"])
     assert site.api.allowed_hosts == ["tickets.example.org", "*.gridwatch.test"]
-    with TestClient(create_app(site, start_consumer=False)) as c:
+    with TestClient(create_app(site, start_consumer=False), base_url="http://tickets.example.org") as c:
+        login(c)
         for host in ("evil.example", "testserver", "127.0.0.1", "example.org", "gridwatch.test.evil.example"):
             r = c.get("/tickets", headers={"host": host})
             assert (r.status_code, r.text) == (400, "Invalid host header"), host
@@ -218,6 +221,7 @@ def test_default_allows_any_host_and_warns_on_a_public_bind(sqlite_site: Any,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="pipeline.tickets.api_contract"):
         with TestClient(create_app(sqlite_site(), start_consumer=False)) as c:
+            login(c)
             assert c.get("/tickets", headers={"host": "anything.example"}).status_code == 200
         assert not caplog.records
         create_app(sqlite_site(host="0.0.0.0"), start_consumer=False)

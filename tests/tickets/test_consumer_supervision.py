@@ -16,6 +16,7 @@ from pipeline.tickets import service
 from pipeline.tickets.api import create_app
 from pipeline.tickets.consumer import AlertConsumer
 from pipeline.tickets.models import Ticket
+from tests.fixtures.auth import login
 
 from .conftest import Publisher, make_alert, make_site, topic_of, wait_for
 
@@ -25,6 +26,7 @@ def app_with_consumer(tmp_path: Path, broker: Any) -> Iterator[tuple[TestClient,
     """The API with a consumer on the private broker (short back-offs)."""
     site = make_site(tmp_path, mqtt_url=broker.url, client_id=f"sup-{tmp_path.name[-8:]}")
     with TestClient(create_app(site, start_consumer=False)) as client:
+        login(client)
         st = client.app.state.tickets  # type: ignore[attr-defined]
         consumer = AlertConsumer(site.mqtt, st.sessions, st.metrics, retry_seconds=0.2)
         st.consumer = consumer

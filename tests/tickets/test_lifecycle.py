@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from pipeline.tickets.api import create_app
 from pipeline.tickets.payload import AlertIn
 from pipeline.tickets.service import TRANSITIONS, apply_alert
+from tests.fixtures.auth import login
 
 from .conftest import make_alert, make_site
 
@@ -41,6 +42,7 @@ PAIRS = list(product(EXPECTED, EXPECTED))
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     site = make_site(tmp_path_factory.mktemp("lifecycle"))
     with TestClient(create_app(site, start_consumer=False)) as c:
+        login(c)
         yield c
 
 
@@ -65,14 +67,14 @@ def test_code_table_matches_the_specification() -> None:
 def test_valid_transition(client: TestClient, current: str, to: str) -> None:
     tid = _new_ticket(client)
     _walk(client, tid, current)
-    r = client.post(f"/tickets/{tid}/transition", json={"to": to, "actor": "ann", "note": f"to {to}"})
+    r = client.post(f"/tickets/{tid}/transition", json={"to": to, "actor": "ann", "note": f"to {to}"})  # actor ignored
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == to
     assert set(body["allowed_next"]) == EXPECTED[to]
     last = body["events"][-1]
     got = (last["kind"], last["from_status"], last["to_status"], last["actor"])
-    assert got == ("transition", current, to, "ann")
+    assert got == ("transition", current, to, "admin")  # the logged-in user, never the body's actor
     assert body["note"] == f"to {to}"
 
 
@@ -97,7 +99,7 @@ def test_assigned_sets_assignee(client: TestClient) -> None:
     assert r.json()["assignee"] == "li"
     tid2 = _new_ticket(client)
     r = client.post(f"/tickets/{tid2}/transition", json={"to": "assigned", "actor": "wang"})
-    assert r.json()["assignee"] == "wang"
+    assert r.json()["assignee"] == "admin"  # default: the logged-in user
 
 
 @pytest.mark.parametrize(("path", "body", "code"), [

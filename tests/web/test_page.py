@@ -11,12 +11,14 @@ from fastapi.testclient import TestClient
 
 from pipeline.tickets.api import create_app
 from pipeline.web.router import STATIC_DIR
+from tests.fixtures.auth import login
 from tests.tickets.conftest import make_site
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     with TestClient(create_app(make_site(tmp_path), start_consumer=False)) as c:
+        login(c)
         yield c
 
 
