@@ -236,12 +236,26 @@ def check_config(file: Annotated[Path, typer.Argument(help="Site YAML to validat
 
 @app.command()
 def schema(alert: Annotated[bool, typer.Option("--alert", help="The MQTT alert payload schema instead.")]
-           = False) -> None:
-    """Print the JSON Schema of the site config (or of the alert payload)."""
-    if alert:
-        from pipeline.alerts.schema import AlertV1
+           = False,
+           message: Annotated[str | None, typer.Option(
+               "--message", help="One MQTT message's schema instead: alert, health, occupancy, worker-status, "
+               "debug-request, camera-check-request, camera-check-result, notification.")] = None,
+           messages: Annotated[Path | None, typer.Option(
+               "--messages", help="Write every MQTT message's schema into this folder (docs/messages).")]
+           = None) -> None:
+    """Print the JSON Schema of the site config (or of an MQTT message; or write all messages' schemas)."""
+    from pipeline.contract.schemas import MESSAGE_MODELS, json_schema, write_schemas
 
-        print(json.dumps(AlertV1.model_json_schema(), indent=2, ensure_ascii=False))
+    if messages is not None:
+        for path in write_schemas(messages):
+            print(path)
+        return
+    name = "alert" if alert else message
+    if name is not None:
+        if name not in MESSAGE_MODELS:
+            typer.echo(f"unknown message {name!r}; one of: {', '.join(MESSAGE_MODELS)}", err=True)
+            raise typer.Exit(2)
+        print(json.dumps(json_schema(name), indent=2, ensure_ascii=False))
     else:
         print(json.dumps(SiteConfig.model_json_schema(), indent=2, ensure_ascii=False))
 
@@ -305,7 +319,9 @@ def mqtt_acl(config: ConfigOpt = DEFAULT_CONFIG,
                                                             "in auth.conf (e.g. /mosquitto/config/conf.d).")]
              = None,
              generate: Annotated[bool, typer.Option("--generate/--no-generate", help="Make a random password "
-                                                    "for a user without one (new-passwords.txt).")] = True) -> None:
+                                                    "for a user without one (new-passwords.txt).")] = True,
+             emqx: Annotated[bool, typer.Option("--emqx", help="Also write emqx/acl.conf (EMQX file "
+                                                "authorizer).")] = False) -> None:
     """Write the Mosquitto password file and ACL for the workers, the ticket service and the users."""
     from pipeline.mqtt_acl import AclError, db_principals, load_users_file, site_principals, write_broker_files
 
@@ -319,7 +335,7 @@ def mqtt_acl(config: ConfigOpt = DEFAULT_CONFIG,
                 if db:
                     raise
                 console.print(f"[yellow]users table not read: {exc}[/]", highlight=False)
-        report = write_broker_files(site, principals, out, broker_dir, generate)
+        report = write_broker_files(site, principals, out, broker_dir, generate, emqx)
     except AclError as exc:
         console.print(f"[red]{exc}[/]", highlight=False)
         raise typer.Exit(2) from None

@@ -81,7 +81,7 @@ class AclReport:
 
     Attributes:
         users: user names written to ``passwd`` (sorted).
-        changed: the files whose content changed (``passwd``, ``acl``, ``auth.conf``).
+        changed: the files whose content changed (``passwd``, ``acl``, ``auth.conf``, ``emqx/acl.conf``).
         kept: users without a password in the input whose existing ``passwd`` line was kept.
         generated: ``{user: password}`` made for users that had none (also in ``new-passwords.txt``).
         skipped: ``user: reason`` for principals left out of ``passwd`` (they cannot log in).
@@ -256,6 +256,21 @@ def render_acl(site: SiteConfig, principals: Sequence[BrokerUser], report: AclRe
     return "".join(lines)
 
 
+def render_emqx_acl(site: SiteConfig, principals: Sequence[BrokerUser]) -> str:
+    """The same rules as an EMQX 5 ``acl.conf`` (file authorizer; Erlang terms, first match wins, deny last)."""
+    lines = [GENERATED.replace("#", "%%", 1)]
+    for user, (owners, rules) in sorted(_merge(site, principals, AclReport()).items()):
+        lines.append(f"%% {'+'.join(o.role for o in owners)}\n")
+        for access, action in (("write", "publish"), ("read", "subscribe")):
+            filters = [f for a, f in rules if a == access]
+            if filters:
+                quoted = ", ".join(f'"{f}"' for f in filters)
+                lines.append(f'{{allow, {{username, "{user}"}}, {action}, [{quoted}]}}.\n')
+    lines.append("%% Everyone else, anonymous clients included: nothing (also set authorization.no_match = deny).\n"
+                 "{deny, all}.\n")
+    return "".join(lines)
+
+
 def render_passwd(principals: Sequence[BrokerUser], previous: dict[str, str], report: AclReport,
                   generate_missing: bool = True) -> str:
     """The Mosquitto ``password_file`` text.
@@ -311,7 +326,8 @@ def _write_if_changed(path: Path, text: str, mode: int) -> bool:
 
 
 def write_broker_files(site: SiteConfig, principals: Iterable[BrokerUser], out_dir: str | Path,
-                       broker_dir: str | None = None, generate_missing: bool = True) -> AclReport:
+                       broker_dir: str | None = None, generate_missing: bool = True,
+                       emqx: bool = False) -> AclReport:
     """Write ``passwd`` (0600), ``acl`` and ``auth.conf`` (0644) into ``out_dir``.
 
     Args:
@@ -322,6 +338,8 @@ def write_broker_files(site: SiteConfig, principals: Iterable[BrokerUser], out_d
             absolute; e.g. ``/mosquitto/config/conf.d`` in Docker).
         generate_missing: make a random password for a user that has none (written once to
             ``new-passwords.txt``, 0600) instead of leaving it out.
+        emqx: also write ``emqx/acl.conf``, the rules for EMQX's file authorizer (a sub-folder: Mosquitto's
+            ``include_dir`` would read a ``*.conf`` file beside ``auth.conf`` as its own config).
 
     Raises:
         AclError: a principal the rules cannot place (nothing is written then).
@@ -335,7 +353,11 @@ def write_broker_files(site: SiteConfig, principals: Iterable[BrokerUser], out_d
     previous = parse_passwd(passwd_path.read_text(encoding="utf-8")) if passwd_path.exists() else {}
     passwd = render_passwd(people, previous, report, generate_missing)
     auth = render_auth_conf(broker_dir or str(out.resolve()))
-    for name, text, mode in (("passwd", passwd, 0o600), ("acl", acl, 0o644), ("auth.conf", auth, 0o644)):
+    files = [("passwd", passwd, 0o600), ("acl", acl, 0o644), ("auth.conf", auth, 0o644)]
+    if emqx:
+        (out / "emqx").mkdir(exist_ok=True)
+        files.append(("emqx/acl.conf", render_emqx_acl(site, people), 0o644))
+    for name, text, mode in files:
         if _write_if_changed(out / name, text, mode):
             report.changed.append(name)
     if report.generated:

@@ -179,6 +179,19 @@ def test_acl_rules(tmp_path: Path) -> None:
     assert "write gwtest/alerts" not in blocks["tickets"]
 
 
+def test_emqx_rules_mirror_the_mosquitto_ones(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "mqtt://127.0.0.1:1883")
+    write_broker_files(site, site_principals(site) + PATROL_USERS, tmp_path / "mqtt", emqx=True)
+    rules = [line for line in (tmp_path / "mqtt" / "emqx" / "acl.conf").read_text().splitlines()
+             if line.startswith("{")]
+    assert rules[-1] == "{deny, all}."  # first match wins: anonymous and everyone unnamed get nothing
+    assert [r for r in rules if '"li"' in r] == [
+        '{allow, {username, "li"}, subscribe, ["gwtest/alerts/T1/D1/C1/G1/#", "gwtest/notify/T1/D1/C1/G1/#"]}.']
+    worker = [r for r in rules if '"worker"' in r]
+    assert worker[0].startswith('{allow, {username, "worker"}, publish, ["gwtest/alerts/#"')
+    assert not list((tmp_path / "mqtt").glob("*.conf"))[1:]  # only auth.conf where Mosquitto includes *.conf
+
+
 @pytest.mark.parametrize(("user", "message"), [
     (BrokerUser("ghost", "patrol", ("G77",), "x"), "no grid node 'G77'"),
     (BrokerUser("zhao", "dispatcher", (), "x"), "needs at least one grid scope"),
