@@ -318,6 +318,30 @@ def test_ticket_users_get_broker_logins(secure: Secure, tmp_path: Path, sessions
     assert again.changed == [] and sorted(again.kept) == ["old", "zhou"]  # their passwords stay
 
 
+def test_regenerated_files_apply_on_sighup(secure: Secure) -> None:
+    import signal
+
+    s = secure()
+    li = s.client("li", "li-pass")
+    li.subscribe("gwtest/alerts/#")
+    assert s.client("zhao", "zhao-pass").refused
+    zhao_user = BrokerUser("zhao", "patrol", ("G2",), "zhao-pass")
+    report = write_broker_files(s.site, site_principals(s.site) + PATROL_USERS + [zhao_user], s.out)
+    assert sorted(report.changed) == ["acl", "passwd"]
+    assert s.broker.proc is not None
+    s.broker.proc.send_signal(signal.SIGHUP)  # Mosquitto re-reads password file and ACL
+    wait_for(lambda: not s.client("zhao", "zhao-pass").refused)
+    zhao = s.client("zhao", "zhao-pass")
+    zhao.subscribe("gwtest/alerts/#")
+    g1, g2, g1_again = make_alert(camera="cam1"), make_alert(camera="cam2"), make_alert(camera="cam1")
+    worker = s.client("worker", "worker-pass")
+    for a in (g1, g2, g1_again):
+        worker.publish(topic_of(a), a.to_bytes())
+    wait_for(lambda: zhao.received and len(li.received) == 2)
+    assert zhao.topics() == [topic_of(g2)]
+    assert li.topics() == [topic_of(g1), topic_of(g1_again)]  # li's session survived the reload, still G1 only
+
+
 def test_cli_writes_the_files(tmp_path: Path) -> None:
     from pipeline.cli import app
 
