@@ -152,6 +152,18 @@ def _started_publisher(mqtt: MqttConfig, tmp_path: Path) -> MqttPublisher:
 # -- the files -------------------------------------------------------------------------------
 
 
+def test_the_service_has_its_own_broker_login() -> None:
+    cfg = MqttConfig(url="mqtts://wk:wk-pass@broker:8883", service_username="api", service_password="api-pass")
+    worker, service = broker_address(cfg), broker_address(cfg, "service")
+    assert (worker.username, worker.password, service.username, service.password) == ("wk", "wk-pass", "api",
+                                                                                        "api-pass")
+    assert (service.host, service.port, service.tls) == ("broker", 8883, True)
+    shared = MqttConfig(url="mqtt://wk:wk-pass@broker")  # no service login: both use the worker's
+    assert broker_address(shared, "service").username == "wk"
+    with pytest.raises(ValueError, match="service_password needs a user name"):
+        MqttConfig(url="mqtt://broker", service_password="x")
+
+
 def test_files_are_stable_and_follow_passwords(tmp_path: Path) -> None:
     site = make_site(tmp_path, "mqtt://127.0.0.1:1883")
     out = tmp_path / "mqtt"
@@ -190,6 +202,14 @@ def test_emqx_rules_mirror_the_mosquitto_ones(tmp_path: Path) -> None:
     worker = [r for r in rules if '"worker"' in r]
     assert worker[0].startswith('{allow, {username, "worker"}, publish, ["gwtest/alerts/#"')
     assert not list((tmp_path / "mqtt").glob("*.conf"))[1:]  # only auth.conf where Mosquitto includes *.conf
+
+
+def test_one_login_for_worker_and_service_gets_both_rule_sets_and_a_warning(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "mqtt://127.0.0.1:1883", service_username=None, service_password=None)
+    report = write_broker_files(site, site_principals(site), tmp_path / "mqtt")
+    assert report.users == ["worker"] and "cannot keep them apart" in report.warnings[0]
+    acl = (tmp_path / "mqtt" / "acl").read_text()
+    assert "topic readwrite gwtest/alerts/#" in acl and "topic readwrite gwtest/debug/reply/#" in acl
 
 
 @pytest.mark.parametrize(("user", "message"), [
