@@ -27,6 +27,7 @@ from pipeline.analyze.incident import Hazard
 # Re-exported (their home is pipeline.config_checks, which must not import this module).
 from pipeline.config_checks import GRID_LEVELS as GRID_LEVELS
 from pipeline.config_checks import camera_grid_errors as camera_grid_errors
+from pipeline.contract.ids import CONFIG_ID_PATTERN
 
 
 class _Model(BaseModel):
@@ -37,7 +38,7 @@ class GridNode(_Model):
     """One node of the four-level grid tree: town -> district -> community -> micro-grid cell."""
 
     code: str = Field(description="Short unique code, used as an MQTT topic level (no '/', '+', '#').",
-                      pattern=r"^[A-Za-z0-9_\-]+$")
+                      pattern=CONFIG_ID_PATTERN)
     name: str = Field(description="Human-readable name, e.g. 'Xinhua Community'.")
     patrol: str | None = Field(default=None, description="Patrol worker or team responsible (cells only).")
     children: list[GridNode] = Field(default_factory=list, description="Sub-nodes one level down.")
@@ -79,7 +80,7 @@ class RuleOverride(_Model):
 class ZoneConfig(_Model):
     """A polygon on one camera's image where hazards are judged."""
 
-    id: str = Field(description="Zone id, unique within its camera.", pattern=r"^[A-Za-z0-9_\-]+$")
+    id: str = Field(description="Zone id, unique within its camera.", pattern=CONFIG_ID_PATTERN)
     name: str | None = Field(default=None, description="Human-readable name.")
     kind: ZoneKind = Field(description="What the area is; decides which hazards make sense there.")
     polygon: list[Point] = Field(description="Vertices [x, y] in normalised 0..1 image coordinates.")
@@ -122,7 +123,7 @@ class CameraConfig(_Model):
     """One camera (or a video file looped as a camera)."""
 
     id: str = Field(description="Camera id, unique in the site; used as an MQTT topic level.",
-                    pattern=r"^[A-Za-z0-9_\-]+$")
+                    pattern=CONFIG_ID_PATTERN)
     name: str | None = Field(default=None, description="Human-readable name.")
     url: str = Field(description="rtsp://, rtmp://, http(s):// stream URL, or a local video file path "
                      "(looped and paced at real time). Relative paths resolve against the config file.")

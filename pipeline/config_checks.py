@@ -22,9 +22,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.contract.topics import GRID_LEVELS as GRID_LEVELS
 from pipeline.redact import redact_url
-
-GRID_LEVELS = ("town", "district", "community", "cell")
 
 # Must match pipeline.ingest.reader.NETWORK_SCHEMES (a test keeps them equal); file:// is a local path.
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")

@@ -6,21 +6,18 @@ with its detections, zones and rule states (:class:`DebugFrames`; one frame per 
 first request to an unwatched camera waits for its next analysed frame. The picture is drawn by
 :func:`pipeline.annotate.draw_debug`, the same drawing as ``gridwatch replay --annotate``.
 
-Topics (under ``mqtt.topic_prefix``), QoS 0, never retained (a stale picture is worse than none):
+Topics (under ``mqtt.topic_prefix``, built in :mod:`pipeline.contract.topics`), QoS 0, never retained (a
+stale picture is worse than none):
 
-* ``<prefix>/debug/request/<camera>``: API -> workers, JSON ``{"reply_to": "<prefix>/debug/reply/<camera>/<id>"}``.
-  Every worker sees it; the one running the camera answers.
+* ``<prefix>/debug/request/<camera>``: API -> workers, :class:`~pipeline.contract.messages.DebugRequestV1`
+  ``{"reply_to": "<prefix>/debug/reply/<camera>/<id>"}``. Every worker sees it; the one running the camera
+  answers.
 * ``<prefix>/debug/reply/<camera>/<id>``: that worker -> API, the JPEG bytes; an empty payload means the
   camera had no analysed frame within the wait (e.g. it is not streaming).
-
-Example:
-    >>> request_topic("gw", "cam1"), reply_prefix("gw", "cam1")
-    ('gw/debug/request/cam1', 'gw/debug/reply/cam1/')
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -38,6 +35,16 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pipeline.analyze.analyzer import CameraAnalyzer
 from pipeline.annotate import draw_debug, encode_jpeg
 from pipeline.config import MqttConfig
+from pipeline.contract.messages import DebugRequestV1
+from pipeline.contract.topics import (
+    debug_reply_filter,
+    debug_reply_prefix,
+    debug_reply_topic,
+    debug_request_filter,
+    debug_request_topic,
+    parse_debug_request_topic,
+    valid_debug_reply_to,
+)
 from pipeline.detect.detections import Detections
 from pipeline.ingest.frame import Frame
 from pipeline.mqtt_url import broker_address, configure_client
@@ -48,14 +55,6 @@ WATCH_SECONDS = 30.0
 """How long after a request a camera's analysed frames are kept for the next one."""
 FRAME_WAIT_SECONDS = 3.0
 """How long a worker waits for an unwatched camera's next analysed frame."""
-
-
-def request_topic(prefix: str, camera_id: str) -> str:
-    return f"{prefix}/debug/request/{camera_id}"
-
-
-def reply_prefix(prefix: str, camera_id: str) -> str:
-    return f"{prefix}/debug/reply/{camera_id}/"
 
 
 @dataclass(frozen=True)
@@ -167,21 +166,20 @@ class DebugResponder:
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any = None) -> None:
         if not reason_code.is_failure:
-            client.subscribe(f"{self.prefix}/debug/request/+", qos=0)
+            client.subscribe(debug_request_filter(self.prefix), qos=0)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        camera_id = msg.topic.rsplit("/", 1)[-1]
-        if camera_id not in self.cameras:
+        camera_id = parse_debug_request_topic(msg.topic, self.prefix)
+        if camera_id is None or camera_id not in self.cameras:
             return
         try:
-            reply_to = str(json.loads(msg.payload)["reply_to"])
-        except (ValueError, KeyError, TypeError):
+            reply_to = DebugRequestV1.model_validate_json(msg.payload).reply_to
+        except ValueError:  # pydantic's ValidationError: not JSON, or no usable reply_to
             log.warning("debug request for %s without a valid reply_to: %r", camera_id, msg.payload[:100])
             return
-        rest = reply_to.removeprefix(reply_prefix(self.prefix, camera_id))
-        if rest == reply_to or not rest or any(ch in rest for ch in "/+#"):
+        if not valid_debug_reply_to(reply_to, self.prefix, camera_id):
             log.warning("debug request for %s: reply_to %r is not under %s", camera_id, reply_to,
-                        reply_prefix(self.prefix, camera_id))
+                        debug_reply_prefix(self.prefix, camera_id))
             return
         self._pool.submit(self._answer, camera_id, reply_to)  # drawing must not block the network loop
 
@@ -243,7 +241,7 @@ class DebugRequester:
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any = None) -> None:
         if not reason_code.is_failure:
-            client.subscribe(f"{self.prefix}/debug/reply/#", qos=0)
+            client.subscribe(debug_reply_filter(self.prefix), qos=0)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any = None) -> None:
@@ -273,13 +271,14 @@ class DebugRequester:
         wait, self._connect_wait = self._connect_wait, 0.0
         if not self._subscribed.wait(wait):
             raise DebugUnavailable(f"not connected to the MQTT broker {self._address.describe()}")
-        reply_to = reply_prefix(self.prefix, camera_id) + uuid.uuid4().hex
+        reply_to = debug_reply_topic(self.prefix, camera_id, uuid.uuid4().hex)
         done = threading.Event()
         box: list[bytes] = []
         with self._lock:
             self._pending[reply_to] = (done, box)
         try:
-            self._client.publish(request_topic(self.prefix, camera_id), json.dumps({"reply_to": reply_to}), qos=0)
+            self._client.publish(debug_request_topic(self.prefix, camera_id),
+                                 DebugRequestV1(reply_to=reply_to).to_bytes(), qos=0)
             if not done.wait(timeout):
                 return None
             return box[0]

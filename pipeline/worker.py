@@ -19,11 +19,12 @@ from pathlib import Path
 
 from pipeline.alerts.evidence import EvidenceWriter
 from pipeline.alerts.publisher import MqttPublisher
-from pipeline.alerts.schema import alert_topic, build_alert
+from pipeline.alerts.schema import build_alert
 from pipeline.analyze.analyzer import CameraAnalyzer
 from pipeline.analyze.incident import Incident, IncidentEvent
 from pipeline.analyze.journal import IncidentJournal, orphan_cleared
 from pipeline.config import CameraConfig, SiteConfig
+from pipeline.contract.topics import alert_topic, occupancy_topic
 from pipeline.debug_view import DebugFrames, DebugResponder
 from pipeline.detect.detections import Detections
 from pipeline.detect.registry import DetectorRegistry
@@ -352,7 +353,7 @@ class Worker:
         prefix = self.site.mqtt.topic_prefix
         for slot in self.slots.values():
             for zone_id, state in slot.analyzer.occupancy().items():
-                self.publisher.publish_gauge(f"{prefix}/occupancy/{slot.camera.id}/{zone_id}",
+                self.publisher.publish_gauge(occupancy_topic(prefix, slot.camera.id, zone_id),
                                              {**state, "camera_id": slot.camera.id, "zone_id": zone_id,
                                               "grid_path": slot.grid_path})
 

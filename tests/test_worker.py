@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.analyze.incident import Incident, IncidentEvent
 from pipeline.config import SiteConfig
+from pipeline.contract.messages import CameraHealthV1, OccupancyV1
 from pipeline.worker import Worker
 from tests.fixtures.media import corrupt_copy
 
@@ -77,6 +78,9 @@ def test_bad_cameras_do_not_stop_good_ones(tmp_path: Path, shared_dir: Path, h26
         assert "no.mp4" in str(h["missing"]["last_error"])
         assert h["corrupt"]["last_error"]
         assert h["good"]["state"] == "streaming" and h["good"]["analysis_error"] is None
+        for report in h.values():  # every field the worker publishes is in the contract's model
+            assert not set(report) - set(CameraHealthV1.model_fields), set(report) - set(CameraHealthV1.model_fields)
+            CameraHealthV1.model_validate({**report, "ts": time.time()})
         time.sleep(1.5)  # the next health report refreshes the metrics
         import httpx
 
@@ -153,6 +157,8 @@ def test_parking_occupancy_is_published_retained(tmp_path: Path, shared_dir: Pat
     assert state, "no retained occupancy message"
     assert state["capacity"] == 40 and state["used"] >= 5, state  # the image shows ~29 cars
     assert state["free"] == 40 - state["used"] and state["grid_path"] == ["T1", "D1", "C1", "G1"]
+    assert set(state) == set(OccupancyV1.model_fields)
+    OccupancyV1.model_validate(state)
 
 
 def test_decode_plan_and_source_faults_in_health_and_metrics(tmp_path: Path, mosquitto: Any,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,9 +23,8 @@ import cv2
 import numpy as np
 
 from pipeline.analyze.incident import Hazard, Incident
+from pipeline.contract.ids import is_safe_id
 from pipeline.ingest.frame import Frame
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 
 # BGR colours per hazard (boxes, incident zone).
 HAZARD_COLORS: dict[str, tuple[int, int, int]] = {
@@ -55,7 +53,7 @@ def check_incident_id(incident_id: str) -> str:
         ...
         ValueError: unsafe incident id '../etc'
     """
-    if not _SAFE_ID.match(incident_id) or incident_id in (".", ".."):
+    if not is_safe_id(incident_id):  # the pattern also excludes "." and ".."
         raise ValueError(f"unsafe incident id {incident_id!r}")
     return incident_id
 

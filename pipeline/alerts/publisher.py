@@ -27,14 +27,15 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from pipeline.alerts.outbox import Outbox, OutboxItem
-from pipeline.alerts.schema import AlertV1, alert_topic, health_topic, status_topic
 from pipeline.config import MqttConfig
+from pipeline.contract.messages import AlertV1, WorkerStatusV1
+from pipeline.contract.topics import alert_topic, health_topic, status_topic
 from pipeline.mqtt_url import BrokerAddress, broker_address, configure_client, parse_mqtt_url
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ def validate_publish_topic(topic: str) -> str:
     if not topic or "+" in topic or "#" in topic or "\x00" in topic or len(topic.encode()) > 65535:
         raise ValueError(f"invalid MQTT publish topic {topic!r}")
     return topic
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 class MqttPublisher:
@@ -226,8 +223,8 @@ class MqttPublisher:
 
     # -- paho callbacks (loop thread) ------------------------------------------------------------
 
-    def _status_payload(self, state: str) -> bytes:
-        return json.dumps({"state": state, "ts": _now_iso()}).encode()
+    def _status_payload(self, state: Literal["online", "offline"]) -> bytes:
+        return WorkerStatusV1(state=state, ts=datetime.now(UTC)).to_bytes()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any) -> None:

@@ -1,4 +1,4 @@
-"""The versioned alert payload (``AlertV1``) and the MQTT topic layout.
+"""Building an ``AlertV1`` from an incident; the model and the topics live in :mod:`pipeline.contract`.
 
 An alert is the JSON form of one :class:`~pipeline.analyze.incident.Incident` event, enriched with
 the camera's grid cell (names and patrol worker), the zone and links to the evidence. It travels on
@@ -6,7 +6,9 @@ the camera's grid cell (names and patrol worker), the zone and links to the evid
     ``<prefix>/alerts/<town>/<district>/<community>/<cell>/<camera_id>/<hazard>``
 
 so a patrol worker subscribes to ``<prefix>/alerts/T1/D1/C1/G1/#`` and gets exactly their cell.
-``python -m pipeline.alerts.schema`` prints the JSON Schema (kept in ``docs/alert.schema.json``).
+The contract's names used here before it existed are re-exported, so ``from pipeline.alerts.schema import
+AlertV1, alert_topic`` keeps working. ``python -m pipeline.alerts.schema`` prints the alert's JSON Schema
+(kept with every other message's in ``docs/messages/``).
 
 Example:
     >>> alert_topic("gridwatch", ["T1", "D1", "C1", "G1"], "cam1", "parking")
@@ -18,169 +20,28 @@ Example:
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pipeline.analyze.incident import Incident
+from pipeline.config import GridNode, SiteConfig
+from pipeline.contract.examples import example_alert as example_alert
+from pipeline.contract.ids import SAFE_ID_PATTERN as SAFE_ID
+from pipeline.contract.messages import AlertBox as AlertBox
+from pipeline.contract.messages import AlertV1 as AlertV1
+from pipeline.contract.messages import CameraRef as CameraRef
+from pipeline.contract.messages import Evidence as Evidence
+from pipeline.contract.messages import GridRef as GridRef
+from pipeline.contract.messages import ZoneRef as ZoneRef
+from pipeline.contract.schemas import json_schema as _message_schema
+from pipeline.contract.topics import alert_topic as alert_topic
+from pipeline.contract.topics import cell_subscription as cell_subscription
+from pipeline.contract.topics import health_topic as health_topic
+from pipeline.contract.topics import status_topic as status_topic
 
-from pipeline.analyze.incident import Hazard, Incident, IncidentEvent
-from pipeline.config import GRID_LEVELS, GridNode, SiteConfig
-
-SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-"""Incident ids: safe as a file name and as an MQTT topic level."""
-
-_SAFE_ID_RE = re.compile(SAFE_ID)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CameraRef(_Strict):
-    """The camera that saw the hazard."""
-
-    id: str = Field(description="Camera id from the site config.")
-    name: str | None = Field(default=None, description="Human-readable camera name.")
-
-
-class GridRef(_Strict):
-    """Where the camera sits in the four-level grid (town, district, community, cell)."""
-
-    path: list[str] = Field(min_length=4, max_length=4,
-                            description="Grid codes from town to micro-grid cell, e.g. [T1, D1, C1, G1].")
-    names: list[str] = Field(min_length=4, max_length=4,
-                             description="Human-readable names of the four levels.")
-    patrol: str | None = Field(default=None, description="Patrol worker or team responsible for the cell.")
-
-
-class ZoneRef(_Strict):
-    """The zone the hazard lies in."""
-
-    id: str = Field(description="Zone id, unique within its camera.")
-    kind: str = Field(description="Zone kind, e.g. no_parking, fire_lane, corridor.")
-    name: str | None = Field(default=None, description="Human-readable zone name.")
-
-
-class AlertBox(_Strict):
-    """One object behind the alert, normalised 0..1 image coordinates."""
-
-    x1: float = Field(ge=0, le=1, description="Left edge, 0..1 of the image width.")
-    y1: float = Field(ge=0, le=1, description="Top edge, 0..1 of the image height.")
-    x2: float = Field(ge=0, le=1, description="Right edge, 0..1 of the image width.")
-    y2: float = Field(ge=0, le=1, description="Bottom edge, 0..1 of the image height.")
-    label: str = Field(description="Detector class name, e.g. 'car'.")
-    confidence: float = Field(ge=0, le=1, description="Detector confidence 0..1.")
-
-
-class Evidence(_Strict):
-    """Links to the evidence; null while not (yet) available."""
-
-    snapshot_url: str | None = Field(default=None, description="Annotated JPEG snapshot URL.")
-    clip_url: str | None = Field(default=None, description="Short MP4 clip URL around the event.")
-
-
-class AlertV1(_Strict):
-    """Alert payload, version 1. Unknown fields are rejected; incompatible changes bump the version.
-
-    Example:
-        >>> a = AlertV1.model_validate_json(example_alert().model_dump_json())
-        >>> str(a.event), str(a.hazard), a.grid.path[-1], a.model_dump(mode="json")["ts"]
-        ('opened', 'parking', 'G1', '2024-05-01T08:02:00Z')
-    """
-
-    schema_version: Literal[1] = Field(description="Payload schema version; always 1 here (required).")
-    event: IncidentEvent = Field(
-        description="opened (new incident), updated (still present), cleared (gone).")
-    incident_id: str = Field(pattern=SAFE_ID, max_length=200,
-                             description="Stable id shared by all events of one incident (idempotency key).")
-    hazard: Hazard = Field(description="Which hazard: parking, fire, clutter or poster.")
-    severity: int = Field(ge=1, le=5, description="1 (low) .. 5 (critical).")
-    ts: AwareDatetime = Field(description="Time of this event, ISO-8601 UTC, e.g. 2024-05-01T08:00:00Z.")
-    started_at: AwareDatetime = Field(description="When the hazard was first seen, ISO-8601 UTC.")
-    camera: CameraRef = Field(description="The camera.")
-    grid: GridRef = Field(description="The camera's grid cell and its ancestors.")
-    zone: ZoneRef | None = Field(default=None,
-                                 description="The zone, or null for whole-frame hazards (fire).")
-    confidence: float = Field(ge=0, le=1, description="Best detector confidence behind the incident.")
-    boxes: list[AlertBox] = Field(default_factory=list, description="Objects behind the incident.")
-    details: dict[str, Any] = Field(default_factory=dict,
-                                    description="Hazard-specific extras (dwell_seconds, blocked share, ...).")
-    evidence: Evidence = Field(default_factory=Evidence, description="Snapshot and clip links.")
-    worker_id: str | None = Field(default=None, max_length=200,
-                                  description="Id of the worker that published it (scope of `seq`); optional.")
-    seq: int | None = Field(default=None, ge=1,
-                            description="Per-worker sequence number, 1, 2, 3, ... across restarts (persisted in "
-                            "the worker's outbox); a jump shows a lost alert. Optional.")
-
-    @field_validator("ts", "started_at")
-    @classmethod
-    def _to_utc(cls, v: datetime) -> datetime:
-        return v.astimezone(UTC)
-
-    @field_serializer("ts", "started_at")
-    def _iso_z(self, v: datetime) -> str:
-        return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-    def to_bytes(self) -> bytes:
-        """Compact UTF-8 JSON, the MQTT payload (``worker_id``/``seq`` left out while unset)."""
-        unset = {name for name in _OPTIONAL_TRAILER if getattr(self, name) is None}
-        return self.model_dump_json(exclude=unset or None).encode("utf-8")
-
-
-_OPTIONAL_TRAILER = ("worker_id", "seq")
-"""Fields added to version 1 after its release: omitted when None, so a payload without them is byte-for-byte
-what older producers sent and older consumers accept it."""
-
-
-# -- topics -----------------------------------------------------------------------------------
-
-
-def _check_level(value: str, what: str) -> str:
-    if not value or any(ch in value for ch in "/+#\x00"):
-        raise ValueError(f"{what} {value!r} is not a valid MQTT topic level "
-                         "(empty or contains '/', '+', '#')")
-    return value
-
-
-def _check_prefix(prefix: str) -> str:
-    if not prefix or any(ch in prefix for ch in "+#\x00") or prefix.startswith("$"):
-        raise ValueError(f"topic prefix {prefix!r} must be non-empty, without '+', '#' or a leading '$'")
-    for level in prefix.split("/"):
-        _check_level(level, "topic prefix level")
-    return prefix
-
-
-def alert_topic(prefix: str, grid_path: Sequence[str], camera_id: str, hazard: str) -> str:
-    """``<prefix>/alerts/<l1>/<l2>/<l3>/<l4>/<camera>/<hazard>``.
-
-    Raises:
-        ValueError: ``grid_path`` is not four levels, or a level contains '/', '+' or '#'.
-    """
-    if len(grid_path) != len(GRID_LEVELS):
-        raise ValueError(f"grid path needs {len(GRID_LEVELS)} levels, got {list(grid_path)}")
-    levels = [_check_level(str(g), "grid code") for g in grid_path]
-    return "/".join([_check_prefix(prefix), "alerts", *levels, _check_level(camera_id, "camera id"),
-                     _check_level(str(hazard), "hazard")])
-
-
-def cell_subscription(prefix: str, grid_path: Sequence[str]) -> str:
-    """Subscription filter for every alert under a grid node (1..4 levels), e.g. ``.../T1/D1/#``."""
-    if not 1 <= len(grid_path) <= len(GRID_LEVELS):
-        raise ValueError(f"grid path needs 1..{len(GRID_LEVELS)} levels, got {list(grid_path)}")
-    levels = [_check_level(str(g), "grid code") for g in grid_path]
-    return "/".join([_check_prefix(prefix), "alerts", *levels, "#"])
-
-
-def status_topic(prefix: str, worker_id: str) -> str:
-    """Retained worker status topic ``<prefix>/status/workers/<worker_id>``."""
-    return f"{_check_prefix(prefix)}/status/workers/{_check_level(worker_id, 'worker id')}"
-
-
-def health_topic(prefix: str, camera_id: str) -> str:
-    """Retained camera health topic ``<prefix>/health/<camera_id>``."""
-    return f"{_check_prefix(prefix)}/health/{_check_level(camera_id, 'camera id')}"
+__all__ = ["SAFE_ID", "AlertBox", "AlertV1", "CameraRef", "Evidence", "GridRef", "ZoneRef", "alert_topic",
+           "build_alert", "cell_subscription", "example_alert", "health_topic", "json_schema", "status_topic"]
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -264,28 +125,9 @@ def _default(o: Any) -> Any:
     return str(o)
 
 
-def example_alert() -> AlertV1:
-    """A valid sample alert (docs and tests)."""
-    return AlertV1(
-        schema_version=1, event=IncidentEvent.OPENED, incident_id="cam1-z1-parking-1714550400-1",
-        hazard=Hazard.PARKING,
-        severity=2, ts=_utc(1714550520.0), started_at=_utc(1714550400.0),
-        camera=CameraRef(id="cam1", name="North gate"),
-        grid=GridRef(path=["T1", "D1", "C1", "G1"], names=["Town", "District", "Community", "Cell 1"],
-                     patrol="Li Wei"),
-        zone=ZoneRef(id="z1", kind="fire_lane", name="Fire lane A"), confidence=0.87,
-        boxes=[AlertBox(x1=0.1, y1=0.2, x2=0.3, y2=0.4, label="car", confidence=0.87)],
-        details={"dwell_seconds": 120.0},
-        evidence=Evidence(snapshot_url="http://127.0.0.1:8080/evidence/cam1-z1-parking-1714550400-1/snapshot.jpg"),
-    )
-
-
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of ``AlertV1`` (serialization mode, what goes on the wire)."""
-    schema = AlertV1.model_json_schema(mode="serialization")
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://gridwatch.example/alert.schema.json"
-    return schema
+    """JSON Schema of ``AlertV1`` (serialization mode, what goes on the wire; ``docs/messages/alert.schema.json``)."""
+    return _message_schema("alert")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-
-class Hazard(StrEnum):
-    """The hazards gridwatch detects."""
-
-    PARKING = "parking"
-    FIRE = "fire"
-    CLUTTER = "clutter"
-    POSTER = "poster"
-
-
-class IncidentEvent(StrEnum):
-    OPENED = "opened"
-    UPDATED = "updated"
-    CLEARED = "cleared"
+# The enums are part of the worker <-> service contract; re-exported here so existing imports keep working.
+from pipeline.contract.enums import Hazard as Hazard
+from pipeline.contract.enums import IncidentEvent as IncidentEvent
 
 
 @dataclass(frozen=True)

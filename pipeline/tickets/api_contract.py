@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,11 +25,12 @@ from pydantic import StringConstraints
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from pipeline.config import SiteConfig
+from pipeline.contract.ids import SAFE_ID_RE
 from pipeline.tickets.schemas import DB_INT_MAX, HAZARD_LIST_PATTERN, ID_MAX, STATUS_LIST_PATTERN, ErrorOut
 
 log = logging.getLogger(__name__)
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
+SAFE_NAME = SAFE_ID_RE
 """An incident id or file name of the evidence store (``..`` inside is refused separately)."""
 EVIDENCE_MEDIA_TYPES = {".jpg": "image/jpeg", ".mp4": "video/mp4"}
 """What the worker writes; any other file in the evidence store is served as octet-stream, never as HTML."""

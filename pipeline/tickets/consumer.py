@@ -38,6 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import MqttConfig
+from pipeline.contract.topics import alert_filter, health_filter
 from pipeline.mqtt_url import BrokerAddress, broker_address, configure_client
 from pipeline.tickets.handler import DEFAULT_MAX_ATTEMPTS, MessageHandler
 from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits
@@ -103,13 +104,12 @@ class AlertConsumer:
     @property
     def alert_topic(self) -> str:
         """The alert subscription filter (shared when a group is configured)."""
-        t = f"{self.cfg.topic_prefix}/alerts/#"
-        return f"$share/{self.cfg.shared_group}/{t}" if self.cfg.shared_group else t
+        return alert_filter(self.cfg.topic_prefix, self.cfg.shared_group)
 
     @property
     def health_topic(self) -> str:
         """The camera health subscription filter."""
-        return f"{self.cfg.topic_prefix}/health/+"
+        return health_filter(self.cfg.topic_prefix)
 
     @property
     def alive(self) -> bool:

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.contract.topics import topic_levels
 from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits
 from pipeline.tickets.metrics import TicketMetrics
 from pipeline.tickets.payload import AlertIn, PayloadError, parse_alert, parse_health
@@ -87,7 +88,7 @@ class MessageHandler:
         return True
 
     def _apply(self, topic: str, payload: bytes) -> None:
-        if topic.startswith(f"{self.prefix}/health/"):
+        if topic_levels(topic, self.prefix, "health") is not None:
             if not payload:
                 return  # a retained message being cleared
             camera_id, health = parse_health(topic, payload, self.prefix, self.limits)

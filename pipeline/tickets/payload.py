@@ -1,30 +1,32 @@
 """Parsing and checking of MQTT payloads the ticket consumer receives.
 
-Alerts are validated with the producer's :class:`pipeline.alerts.schema.AlertV1`, then read into
-:class:`AlertIn`, the subset of fields the ticket store uses (so the store does
-not depend on the producer model's Python types). The topic must agree with the payload:
-``<prefix>/alerts/<l1>/<l2>/<l3>/<l4>/<camera_id>/<hazard>``.
+The models are the contract's (:mod:`pipeline.contract.messages`): an alert is validated as an
+:class:`~pipeline.contract.messages.AlertV1` (:class:`AlertIn` only adds what parsing repaired), camera
+health as a :class:`~pipeline.contract.messages.CameraHealthV1`. The topic must agree with the payload:
+``<prefix>/alerts/<l1>/<l2>/<l3>/<l4>/<camera_id>/<hazard>``, ``<prefix>/health/<camera_id>``.
 
-Every message is bounded by :class:`~pipeline.tickets.limits.PayloadLimits` first: size before
-anything else, bracket depth before ``json.loads``, then strings are made storable (lone surrogates and
-NUL become U+FFFD) and lengths are checked against the ticket store's columns, so that a message either
-parses into something the database can store or raises :class:`PayloadError`.
+What stays here is the bounded parsing. Every message is bounded by
+:class:`~pipeline.tickets.limits.PayloadLimits` first: size before anything else, bracket depth before
+``json.loads``, then strings are made storable (lone surrogates and NUL become U+FFFD) and lengths are
+checked against the ticket store's columns (:data:`COLUMN_LIMITS`), so that a message either parses into
+something the database can store or raises :class:`PayloadError`.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import PrivateAttr, ValidationError, field_validator
 
-from pipeline.alerts.schema import AlertV1
-from pipeline.analyze.incident import Hazard
+from pipeline.contract.messages import AlertV1, CameraHealthV1
+from pipeline.contract.topics import parse_health_topic, topic_levels
 from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits, json_depth, sanitize
 
+__all__ = ["COLUMN_LIMITS", "AlertIn", "HealthIn", "PayloadError", "parse_alert", "parse_health", "topic_levels"]
+
 _DB_INT_MAX = 2**31 - 1  # INTEGER columns are 32-bit in PostgreSQL
-GridCode = Annotated[str, Field(max_length=64)]
 
 
 class PayloadError(ValueError):
@@ -39,8 +41,8 @@ class PayloadError(ValueError):
         self.detail = detail
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class AlertIn(AlertV1):
+    """An :class:`~pipeline.contract.messages.AlertV1` as the consumer received it (no field of its own)."""
 
     _sanitized: int = PrivateAttr(default=0)
 
@@ -49,89 +51,21 @@ class _In(BaseModel):
         """How many strings of the raw payload had unstorable characters replaced by U+FFFD."""
         return self._sanitized
 
-
-class CameraRef(_In):
-    """Camera named in an alert."""
-
-    id: str = Field(min_length=1, max_length=100)
-    name: str | None = None
-
-
-class GridRef(_In):
-    """Grid position of the camera: four codes town -> cell."""
-
-    path: list[GridCode] = Field(min_length=4, max_length=4)
-    names: list[str] = Field(default_factory=list)
-    patrol: str | None = None
-
-
-class ZoneRef(_In):
-    """Zone an alert is about."""
-
-    id: str = Field(min_length=1, max_length=100)
-    kind: str | None = None
-    name: str | None = None
-
-
-class BoxIn(_In):
-    """One object box, normalised coordinates."""
-
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    label: str
-    confidence: float
-
-
-class EvidenceRef(_In):
-    """Evidence links (the clip may arrive in a later ``updated``)."""
-
-    snapshot_url: str | None = None
-    clip_url: str | None = None
-
-
-class AlertIn(_In):
-    """The fields of an ``AlertV1`` payload that the ticket store reads."""
-
-    schema_version: Literal[1]
-    event: Literal["opened", "updated", "cleared"]
-    incident_id: str = Field(min_length=1, max_length=200)
-    hazard: Hazard
-    severity: int = Field(ge=1, le=5)
-    ts: datetime
-    started_at: datetime
-    camera: CameraRef
-    grid: GridRef
-    zone: ZoneRef | None = None
-    confidence: float = Field(ge=0.0, le=1.0)
-    boxes: list[BoxIn] = Field(default_factory=list)
-    details: dict[str, Any] = Field(default_factory=dict)
-    evidence: EvidenceRef = Field(default_factory=EvidenceRef)
-    worker_id: str | None = Field(default=None, max_length=200)
-    seq: int | None = Field(default=None, ge=1)
-
-    @field_validator("ts", "started_at")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
-
     @property
     def message_key(self) -> str:
         """Identity of this message within its incident (redelivery yields the same key)."""
         return f"alert:{self.event}:{self.ts.isoformat()}"
 
 
-class HealthIn(_In):
-    """Camera health JSON (``CameraHealth.to_dict()``) from ``<prefix>/health/<camera_id>``."""
+class HealthIn(CameraHealthV1):
+    """A :class:`~pipeline.contract.messages.CameraHealthV1` with its counters saturated at the column range."""
 
-    camera_id: str | None = None
-    state: str = Field(min_length=1, max_length=32)
-    last_frame_ts: float | None = None
-    frames_decoded: int = 0
-    frames_dropped: int = 0
-    reconnects: int = 0
-    last_error: str | None = None
+    _sanitized: int = PrivateAttr(default=0)
+
+    @property
+    def sanitized_strings(self) -> int:
+        """How many strings of the raw payload had unstorable characters replaced by U+FFFD."""
+        return self._sanitized
 
     @field_validator("frames_decoded", "frames_dropped", "reconnects")
     @classmethod
@@ -140,10 +74,24 @@ class HealthIn(_In):
         return max(0, min(v, _DB_INT_MAX))
 
 
-def _producer_validate(data: dict[str, Any]) -> dict[str, Any]:
-    """Validate with the producer's strict :class:`AlertV1`; returns its JSON dump."""
-    dumped: dict[str, Any] = AlertV1.model_validate(data).model_dump(mode="json")
-    return dumped
+COLUMN_LIMITS: dict[str, tuple[Callable[[AlertIn], str | None], int]] = {
+    "camera.id": (lambda a: a.camera.id, 100),
+    "grid.path.0": (lambda a: a.grid.path[0], 64),
+    "grid.path.1": (lambda a: a.grid.path[1], 64),
+    "grid.path.2": (lambda a: a.grid.path[2], 64),
+    "grid.path.3": (lambda a: a.grid.path[3], 64),
+    "zone.id": (lambda a: a.zone.id if a.zone is not None else None, 100),
+}
+"""Alert strings stored in length-bounded columns of the ticket store: field -> (getter, max length)."""
+_HEALTH_STATE_MAX = 32  # camera_health.state
+
+
+def _check_columns(alert: AlertIn) -> None:
+    """Refuse (``schema``) an alert whose ids would not fit their columns, or are empty."""
+    for name, (get, limit) in COLUMN_LIMITS.items():
+        value = get(alert)
+        if value is not None and not 1 <= len(value) <= limit:
+            raise PayloadError("schema", f"{name}: String should have 1..{limit} characters, got {len(value)}")
 
 
 def _no_constants(name: str) -> Any:
@@ -176,15 +124,6 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def topic_levels(topic: str, prefix: str, kind: str) -> list[str] | None:
-    """Levels after ``<prefix>/<kind>/`` of ``topic``, or None when it is not under that branch."""
-    head = [*prefix.split("/"), kind]
-    levels = topic.split("/")
-    if levels[: len(head)] != head:
-        return None
-    return levels[len(head):]
-
-
 def parse_alert(topic: str, payload: bytes, prefix: str, limits: PayloadLimits = DEFAULT_LIMITS) -> AlertIn:
     """Parse and check an alert message.
 
@@ -204,9 +143,10 @@ def parse_alert(topic: str, payload: bytes, prefix: str, limits: PayloadLimits =
     _check_size(payload, limits.max_alert_bytes, "alert")
     data, changed = _load_json(payload, limits)
     try:
-        alert = AlertIn.model_validate(_producer_validate(data))
+        alert = AlertIn.model_validate(data)
     except ValidationError as exc:
         raise PayloadError("schema", _short(exc)) from exc
+    _check_columns(alert)
     details_size = len(json.dumps(alert.details, separators=(",", ":"), ensure_ascii=False).encode())
     if details_size > limits.max_details_bytes:
         raise PayloadError("too_large", f"details of {details_size} bytes exceed the limit of "
@@ -229,8 +169,8 @@ def parse_health(topic: str, payload: bytes, prefix: str,
     Raises:
         PayloadError: as :func:`parse_alert`.
     """
-    levels = topic_levels(topic, prefix, "health")
-    if not levels or len(levels) != 1 or not levels[0] or len(levels[0]) > 100:
+    camera_id = parse_health_topic(topic, prefix)
+    if camera_id is None or len(camera_id) > 100:
         raise PayloadError("topic_mismatch", f"unexpected health topic {topic[:300]!r}")
     _check_size(payload, limits.max_health_bytes, "health message")
     data, changed = _load_json(payload, limits)
@@ -238,10 +178,12 @@ def parse_health(topic: str, payload: bytes, prefix: str,
         health = HealthIn.model_validate(data)
     except ValidationError as exc:
         raise PayloadError("schema", _short(exc)) from exc
+    if len(health.state) > _HEALTH_STATE_MAX:
+        raise PayloadError("schema", f"state: String should have at most {_HEALTH_STATE_MAX} characters")
     if health.last_error is not None and len(health.last_error) > limits.max_last_error_chars:
         cut = limits.max_last_error_chars
         health.last_error = f"{health.last_error[:cut]}... [{len(health.last_error) - cut} chars cut]"
     health._sanitized = changed
-    if health.camera_id is not None and health.camera_id != levels[0]:
-        raise PayloadError("topic_mismatch", f"topic camera {levels[0]!r} != payload {health.camera_id!r}")
-    return levels[0], health
+    if health.camera_id is not None and health.camera_id != camera_id:
+        raise PayloadError("topic_mismatch", f"topic camera {camera_id!r} != payload {health.camera_id!r}")
+    return camera_id, health

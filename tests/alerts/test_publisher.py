@@ -17,6 +17,7 @@ from pipeline.alerts.outbox import Outbox
 from pipeline.alerts.publisher import MqttPublisher, parse_mqtt_url, validate_publish_topic
 from pipeline.alerts.schema import example_alert
 from pipeline.config import MqttConfig
+from pipeline.contract.messages import WorkerStatusV1
 from tests.alerts.helpers import Collector
 from tests.fixtures.mqtt import MosquittoBroker
 
@@ -195,6 +196,9 @@ def test_retained_online_then_offline_on_clean_stop(mosquitto: Callable[..., Mos
         assert got and got[0].topic == "gw/status/workers/w7" and got[0].retain
         payload = json.loads(got[0].payload)
         assert payload["state"] == "online" and payload["ts"].endswith("Z")
+        # The contract's model, and the bytes older consumers saw (json.dumps spacing, state first).
+        assert WorkerStatusV1.model_validate_json(got[0].payload).state == "online"
+        assert got[0].payload == json.dumps({"state": "online", "ts": payload["ts"]}).encode()
         pub.stop()
         assert wait_until(lambda: _status(late)[-1:] == ["offline"], 5)
     finally:

@@ -201,9 +201,8 @@ def test_non_utc_offset_is_normalised() -> None:
 
 
 def test_committed_json_schema_is_current() -> None:
-    committed = json.loads((REPO / "docs" / "alert.schema.json").read_text(encoding="utf-8"))
-    assert committed == json.loads(json.dumps(json_schema())), \
-        "run: python -m pipeline.alerts.schema > docs/alert.schema.json"
+    committed = json.loads((REPO / "docs" / "messages" / "alert.schema.json").read_text(encoding="utf-8"))
+    assert committed == json.loads(json.dumps(json_schema())), "run: gridwatch schema --messages docs/messages"
 
 
 def test_every_field_is_described() -> None:
