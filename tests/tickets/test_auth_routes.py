@@ -1,0 +1,213 @@
+"""Every route of the app, walked from ``app.routes``: 401 without credentials, the role table for each
+role inside its grid scope, 403 outside it (SQLite).
+
+A route added later is walked too; if it has a path parameter this file does not know, the walk fails
+(add a value to ``PATH_VALUES`` and a line to ``ALLOWED``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from starlette.routing import Mount
+
+from pipeline.tickets.api import create_app
+from pipeline.tickets.payload import AlertIn
+from pipeline.tickets.service import apply_alert, record_dead_letter
+from pipeline.tickets.users import Role, TokenKind
+from tests.fixtures.auth import bearer, user_token
+
+from .conftest import make_alert, make_site
+
+PUBLIC = {"GET /healthz", "POST /auth/login", "GET /", "GET /openapi.json", "GET /docs", "GET /redoc",
+          "GET /docs/oauth2-redirect", "HEAD /docs", "HEAD /redoc", "HEAD /openapi.json",
+          "HEAD /docs/oauth2-redirect", "HEAD /"}
+"""Routes without data: the page shell, the API description, health and the login itself."""
+
+ALL_USERS = {"admin", "engineer", "dispatcher", "patrol", "viewer"}
+ALLOWED: dict[str, set[str]] = {
+    "GET /metrics": {"admin", "engineer", "metrics"},
+    "GET /tickets": ALL_USERS,
+    "GET /tickets/{ticket_id}": ALL_USERS,
+    "POST /tickets/{ticket_id}/transition": {"admin", "dispatcher"},
+    "GET /tickets/{ticket_id}/evidence/{kind}": ALL_USERS,
+    "GET /evidence/{incident_id}/{name}": ALL_USERS,
+    "GET /cameras": ALL_USERS,
+    "GET /cameras/{camera_id}/debug.jpg": {"admin", "engineer", "dispatcher"},
+    "GET /dead-letters": {"admin", "engineer"},
+    "GET /grid": ALL_USERS,
+    "POST /auth/logout": {*ALL_USERS, "metrics"},
+    "GET /auth/me": ALL_USERS,
+    "GET /auth/tokens": {"admin"},
+    "POST /auth/tokens": {"admin"},
+    "DELETE /auth/tokens/{token_id}": {"admin"},
+    "GET /users": {"admin"},
+    "GET /audit": {"admin"},
+}
+"""Who may call each protected route (anyone else: 403; nobody logged in: 401)."""
+
+SCOPES = {"engineer": ["T1"], "dispatcher": ["T1/D1/C1"], "patrol": ["T1/D1/C1/G1"], "viewer": ["T1/D1/C1"]}
+
+
+@dataclass
+class World:
+    app: FastAPI
+    client: TestClient
+    tokens: dict[str, str]
+    near: int
+    """Ticket in G1 (inside every role's scope)."""
+    far: int
+    """Ticket in G3 (T1/D2/C2: outside the community C1)."""
+    incident: str
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp: Path = tmp_path_factory.mktemp("auth_routes")
+    app = create_app(make_site(tmp), start_consumer=False)
+    with TestClient(app) as client:
+        sessions = app.state.tickets.sessions
+        near, far = (apply_alert(sessions, AlertIn.model_validate(make_alert(camera=cam).model_dump(mode="json")))
+                     .ticket_id for cam in ("cam1", "cam3"))
+        record_dead_letter(sessions, "gwtest/alerts/x", b"\xff", "invalid_json: x")
+        tokens = {"admin": user_token(app, "admin", Role.ADMIN, [])}
+        for role, scopes in SCOPES.items():
+            tokens[role] = user_token(app, role, role, scopes)
+        tokens["metrics"] = user_token(app, "engineer", Role.ENGINEER, [], kind=TokenKind.METRICS)
+        tokens["outsider"] = user_token(app, "outsider", Role.DISPATCHER, ["T1/D2/C2"])
+        incident = client.get(f"/tickets/{near}", headers=bearer(tokens["admin"])).json()["incident_id"]
+        folder = app.state.tickets.evidence_dir / incident
+        folder.mkdir(parents=True)
+        (folder / "snapshot.jpg").write_bytes(b"\xff\xd8\xff\xe0 jpeg")
+        yield World(app, client, tokens, near, far, incident)
+
+
+def _flat(routes: list[Any]) -> Iterator[Any]:
+    """Routes, those of included routers too (FastAPI keeps an included router as one entry)."""
+    for route in routes:
+        if hasattr(route, "original_router"):
+            yield from _flat(route.original_router.routes)
+        else:
+            yield route
+
+
+def _operations(app: FastAPI) -> list[tuple[str, str]]:
+    """``(method, path)`` of every route in ``app.routes``; the OpenAPI document must list the same ones."""
+    ops = [(m, r.path) for r in _flat(app.routes) if not isinstance(r, Mount) for m in sorted(r.methods or [])]
+    documented = {(m.upper(), p) for p, item in app.openapi()["paths"].items() for m in item}
+    in_schema = {(m, r.path) for r in _flat(app.routes) if isinstance(r, APIRoute) and r.include_in_schema
+                 for m in r.methods}
+    assert documented == in_schema
+    return ops
+
+
+def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
+    """Send ``method path`` with its path parameters filled in (fresh throw-away tokens where it revokes)."""
+    values = {"ticket_id": w.near, "kind": "snapshot", "incident_id": w.incident, "name": "snapshot.jpg",
+              "camera_id": "cam1", "token_id": _throwaway_token_id(w)}
+    names = re.findall(r"{(\w+)}", path)
+    unknown = [n for n in names if n not in values]
+    assert not unknown, f"{method} {path}: add a value for {unknown} to this test"
+    url = path.format(**{n: values[n] for n in names})
+    body: dict[str, Any] | None = {
+        "POST /tickets/{ticket_id}/transition": {"to": "assigned", "assignee": "patrol"},
+        "POST /auth/login": {"username": "nobody", "password": "x"},
+        "POST /auth/tokens": {"username": "viewer", "kind": "api", "name": "walk"},
+    }.get(f"{method} {path}")
+    params = {"timeout": 0.1} if path.endswith("debug.jpg") else None
+    return w.client.request(method, url, json=body, headers=headers, params=params)
+
+
+def _throwaway_token_id(w: World) -> int:
+    auth = w.app.state.tickets.auth
+    from pipeline.tickets.users import get_user
+
+    with auth.sessions() as session, session.begin():
+        user = get_user(session, "viewer")
+        assert user is not None
+        _, row = auth.create_token(session, user, TokenKind.API, "throw-away", None, "test", None)
+        return int(row.id)
+
+
+def test_route_table_is_what_this_test_knows(world: World) -> None:
+    ops = {f"{m} {p}" for m, p in _operations(world.app)}
+    protected = ops - PUBLIC
+    assert protected == set(ALLOWED), "a route without an entry in ALLOWED (or one that went away)"
+    assert any(isinstance(r, Mount) and r.path == "/static" for r in _flat(world.app.routes))
+
+
+@pytest.mark.parametrize("credentials", ["none", "garbage", "revoked"])
+def test_every_route_refuses_the_unauthenticated(world: World, credentials: str) -> None:
+    headers: dict[str, str] = {}
+    if credentials == "garbage":
+        headers = bearer("gw_not-a-token")
+    elif credentials == "revoked":
+        token = user_token(world.app, "admin", Role.ADMIN, [])
+        assert world.client.post("/auth/logout", headers=bearer(token)).status_code == 204
+        headers = bearer(token)
+    world.client.cookies.clear()
+    for method, path in _operations(world.app):
+        r = _request(world, method, path, headers)
+        if f"{method} {path}" in PUBLIC:
+            # The login answers 401 to the wrong password it is sent here, never "not logged in".
+            assert r.status_code != 403 and "not logged in" not in r.text, (method, path, r.status_code)
+        else:
+            assert r.status_code == 401, (method, path, r.status_code, r.text)
+            assert r.headers.get("www-authenticate") == "Bearer"
+    assert world.client.get("/static/app.js").status_code == 200
+
+
+@pytest.mark.parametrize("role", sorted([*ALL_USERS, "metrics"]))
+def test_each_role_gets_exactly_its_routes(world: World, role: str) -> None:
+    wrong = []
+    for method, path in _operations(world.app):
+        op = f"{method} {path}"
+        if op in PUBLIC:
+            continue
+        token = world.tokens[role] if op != "POST /auth/logout" else _fresh(world, role)
+        r = _request(world, method, path, bearer(token))
+        expected_ok = role in ALLOWED[op]
+        if expected_ok == (r.status_code in (401, 403)):
+            wrong.append(f"{op}: {r.status_code} {r.text[:120]}")
+    assert not wrong, f"{role}:\n" + "\n".join(wrong)
+
+
+def _fresh(w: World, role: str) -> str:
+    owner = {"metrics": "engineer"}.get(role, role)
+    kind = TokenKind.METRICS if role == "metrics" else TokenKind.API
+    return user_token(w.app, owner, Role.ENGINEER if role == "metrics" else role, SCOPES.get(owner, []), kind=kind)
+
+
+OUT_OF_SCOPE = ["GET /tickets/{ticket_id}", "POST /tickets/{ticket_id}/transition",
+                "GET /tickets/{ticket_id}/evidence/{kind}", "GET /evidence/{incident_id}/{name}",
+                "GET /cameras/{camera_id}/debug.jpg"]
+
+
+@pytest.mark.parametrize("op", OUT_OF_SCOPE)
+def test_out_of_scope_objects_are_403(world: World, op: str) -> None:
+    method, path = op.split(" ", 1)
+    r = _request(world, method, path, bearer(world.tokens["outsider"]))
+    assert r.status_code == 403, r.text
+    assert "scope" in r.json()["detail"]
+
+
+def test_out_of_scope_rows_are_left_out_of_lists(world: World) -> None:
+    h = bearer(world.tokens["outsider"])
+    ids = {t["id"] for t in world.client.get("/tickets", headers=h).json()["items"]}
+    assert world.far in ids and world.near not in ids
+    assert world.client.get("/tickets?grid=T1/D1", headers=h).status_code == 403
+    assert world.client.get("/tickets?grid=T1", headers=h).status_code == 200  # above the scope: filtered
+    assert [c["id"] for c in world.client.get("/cameras", headers=h).json()] == ["cam3"]
+    tree = world.client.get("/grid", headers=h).json()
+    assert [n["code"] for n in tree] == ["T1"] and [n["code"] for n in tree[0]["children"]] == ["D2"]
+    assert tree[0]["active_tickets"] == 1  # counts only what the user may see
+    admin = world.client.get("/grid", headers=bearer(world.tokens["admin"])).json()
+    assert [n["code"] for n in admin] == ["T1", "T10"] and admin[0]["active_tickets"] == 2
