@@ -14,7 +14,8 @@ Crops (72 x 72 BGR; training takes random 64 x 64 windows, measuring the centre)
   boxes (score >= ``--mine-conf``) that overlap a label (IoU >= 0.3), labelled with its class;
 - negatives: the detector's boxes (score >= ``--mine-conf``, 2 jittered crops) on the negative frames (empty
   label files) of those train splits and on ``--extra-negatives`` train frames (clutter, vehicles: street
-  scenes without fire), plus 3 random boxes per negative frame.
+  scenes without fire; images that are also in a fire set, in either split, are left out), plus 3 random
+  boxes per negative frame.
 
 The val crops are cut the same way (one centred crop per box, padding 15 %) from the VAL splits only; the
 splits are independent by source video/camera (data set READMEs), so no frame of a val source is trained on.
@@ -115,8 +116,11 @@ def crops_of_split(det: YoloDetector, split: str, mine_conf: float, extra_cap: i
             kinds.append(kind)
 
     jobs = [(ds, it) for ds in SETS for it in split_items(ds, split)]
+    # clutter/vehicles share some images with the fire sets (either split): those stay out of the extras,
+    # or a fire-train frame would be a val negative (and a fire-val frame a training negative)
+    in_fire = {p.name for ds in SETS for sp in ("train", "val") for p in (SHARED / ds / "images" / sp).iterdir()}
     for ds in EXTRA:
-        items = split_items(ds, split)
+        items = [it for it in split_items(ds, split) if it[0].name not in in_fire]
         step = max(1, len(items) // extra_cap) if train else 1
         jobs += [(ds, (p, np.zeros((0, 5)))) for p, _ in items[::step]]
     for k, (ds, (p, lab)) in enumerate(jobs):
@@ -203,7 +207,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     weight = torch.tensor(counts.sum() / (3 * np.maximum(counts, 1)), dtype=torch.float32)
     print("train crops per class", dict(zip(CLASS_NAMES, counts.tolist(), strict=True)), "weights", weight)
     net = build_net()
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    if args.init is not None:  # continue from an earlier run's weights (e.g. on more hard negatives)
+        net.load_state_dict(torch.load(args.init))
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     lossf = nn.CrossEntropyLoss(weight=weight, label_smoothing=0.05)
     start, epoch, step = time.time(), 0, 0
     budget, total = 60 * args.minutes, args.epochs * int(np.ceil(len(x) / args.batch))
@@ -231,7 +237,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             # warm-up then cosine decay over whichever runs out first: the epochs or the time budget
             prog = min(1.0, max(step / total, (time.time() - start) / budget))
             for g in opt.param_groups:
-                g["lr"] = 3e-3 * (min(1.0, prog / 0.05) * 0.5 * (1 + np.cos(np.pi * prog)) + 0.01)
+                g["lr"] = args.lr * (min(1.0, prog / 0.05) * 0.5 * (1 + np.cos(np.pi * prog)) + 0.01)
             run_loss += float(loss.detach()) * len(idx)
         epoch += 1
         left = (budget - time.time() + start) / 60
@@ -356,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--minutes", type=float, default=8.0, help="training stops after this long")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, cosine)")
+    ap.add_argument("--init", type=Path, help="start from these weights (net.pt of an earlier run)")
     ap.add_argument("--gates", type=float, nargs="*", default=[0.3, 0.5, 0.7])
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
