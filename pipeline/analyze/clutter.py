@@ -16,7 +16,7 @@ b. **Model-free static objects** (:class:`~pipeline.analyze.static_objects.Stati
    object*. A blob mostly covered by a tracked clutter object belongs to path (a); one covered by a
    confident detection of a class that is never clutter (``not_clutter``: person, bin, car, truck, bus)
    is not clutter. Boxes recorded while the zone was learned are scene furniture
-   (:class:`~pipeline.analyze.static_objects.FurnitureMemory`) and never hide a blob; boxes of other
+   (:class:`~pipeline.analyze.furniture.FurnitureMemory`) and never hide a blob; boxes of other
    classes (a bag read as ``handbag`` or ``cat``) never hide one either.
 
 Details of an event: ``objects`` (labels, ``"unknown object"`` for (b)), ``labels``, ``blocked_share``
@@ -34,9 +34,10 @@ import dataclasses
 import cv2
 import numpy as np
 
+from pipeline.analyze.furniture import FurnitureMemory
 from pipeline.analyze.incident import Hazard, Incident
 from pipeline.analyze.rules import TIME_EPS, FrameView, IncidentLifecycle, Observation, normalised_box
-from pipeline.analyze.static_objects import FurnitureMemory, StaticObjectDetector
+from pipeline.analyze.static_objects import StaticObjectDetector
 from pipeline.analyze.tracking import IoUTracker, Track, max_cover
 from pipeline.analyze.zones import ZoneGeometry
 from pipeline.config import HazardRule, ZoneConfig, ZoneKind

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from pipeline.analyze.clutter import ClutterRule
+from pipeline.analyze.furniture import FurnitureMemory
 from pipeline.analyze.incident import Incident, IncidentEvent
-from pipeline.analyze.static_objects import FurnitureMemory, StaticBlob, StaticObjectDetector
+from pipeline.analyze.static_objects import StaticBlob, StaticObjectDetector
 from pipeline.config import HazardRule, ZoneConfig
 from pipeline.detect.detections import Detections
 
