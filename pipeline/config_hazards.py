@@ -100,6 +100,36 @@ class ClutterRuleConfig(_Knobs):
         default=0.15, gt=0,
         description="A detected object counts as standing still while its box centre stays within this "
         "fraction of its box size of where it came to rest.")
+    work_width: int = Field(
+        default=320, ge=8, le=4096,
+        description="Static-object path: the frame is scaled to this width (px) for its working images "
+        "(never up-scaled); sizes below are in these working pixels.")
+    min_object_px: int = Field(
+        default=40, ge=1,
+        description="Static-object path: smallest unknown object, in working pixels (40 at the default "
+        "width is a ~13x13 px object on a 640 px wide frame), whatever the zone's size.")
+    change_threshold: float = Field(
+        default=30.0, gt=0,
+        description="Static-object path: per-pixel difference (grey levels, after gain compensation, "
+        "outside the background's range within 1 working px) that counts as changed.")
+    learn_frames: int = Field(
+        default=5, ge=1,
+        description="Static-object path: judged frames whose person-masked median is the empty zone; "
+        "detector boxes seen on 2 of them are scene furniture.")
+    hold_seconds: float = Field(
+        default=60.0, ge=0,
+        description="Static-object path: an object hidden by a person or a passer-by keeps its timer this long.")
+    removal_score: float = Field(
+        default=0.35, ge=0, le=1,
+        description="Static-object path: a blob whose object score (0..1, how much of its outline the current "
+        "frame rather than the background holds) is at most this is a removal (ghost): healed, never alerted.")
+    furniture: bool = Field(
+        default=True,
+        description="Detector boxes seen while the zone is learned (cabinets, bins) never hide a new object.")
+    not_clutter: list[str] = Field(
+        default_factory=lambda: ["person", "bin", "car", "truck", "bus"],
+        description="Classes whose confident box (`min_confidence`) over a static blob explains it as not "
+        "clutter; other classes (a bag read as `handbag` or `cat`) never hide one.")
 
 
 class PosterRuleConfig(_Knobs):

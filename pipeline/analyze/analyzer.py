@@ -37,6 +37,7 @@ from pipeline.analyze.occupancy import DEFAULT_VEHICLES, OccupancyCounter
 from pipeline.analyze.parking import NoParkingRule
 from pipeline.analyze.poster import PosterRule
 from pipeline.analyze.rules import TIME_EPS, FrameView, Rule
+from pipeline.analyze.static_objects import StaticObjectDetector
 from pipeline.analyze.zones import BoxPx, ZoneGeometry, union_box
 from pipeline.config import CameraConfig, HazardRule, SiteConfig, ZoneConfig, ZoneKind
 from pipeline.config_hazards import ClutterRuleConfig, FireRuleConfig, ParkingRuleConfig, PosterRuleConfig
@@ -117,9 +118,13 @@ def _clutter(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: Rul
     if zone is None:
         return None
     cfg = ClutterRuleConfig.of(rule)
+    change = StaticObjectDetector(work_width=cfg.work_width, learn_frames=cfg.learn_frames,
+                                  threshold=cfg.change_threshold, hold_seconds=cfg.hold_seconds,
+                                  min_object_px=cfg.min_object_px, removal_score=cfg.removal_score)
     return ClutterRule(camera_id, zone, cfg, clutter_detector=cfg.clutter_detector,
                        person_detector=cfg.person_detector, person_cover=cfg.person_cover,
-                       model_free=cfg.model_free, stationary_tolerance=cfg.stationary_tolerance)
+                       model_free=cfg.model_free, stationary_tolerance=cfg.stationary_tolerance,
+                       change=change, furniture=cfg.furniture, not_clutter=frozenset(cfg.not_clutter))
 
 
 def _poster(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:

@@ -182,3 +182,22 @@ def test_which_new_boxes_explain_a_blob(label: str, hides: bool) -> None:
     dets = [box if i >= 10 else {} for i in range(30)]
     events = run_rule(ClutterRule("cam1", ZONE, RULE), frames, dets)
     assert bool(events) is not hides
+
+
+def test_site_yaml_knobs_reach_the_rule() -> None:
+    """`hazards.clutter` knobs of the static-object path reach the ClutterRule the analyzer builds."""
+    from pipeline.analyze.analyzer import CameraAnalyzer
+    from pipeline.config import SiteConfig
+
+    grid = [{"code": "T", "name": "t", "children": [{"code": "D", "name": "d", "children": [
+        {"code": "C", "name": "c", "children": [{"code": "G", "name": "g"}]}]}]}]
+    cam = {"id": "cam1", "url": "x.mp4", "grid": "G",
+           "zones": [{"id": "hall", "kind": "corridor", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}]}
+    knobs = {"min_object_px": 25, "work_width": 480, "change_threshold": 22.0, "learn_frames": 3,
+             "hold_seconds": 90.0, "removal_score": 0.3, "furniture": False, "not_clutter": ["person", "bin"]}
+    cfg = SiteConfig.model_validate({"grid": grid, "cameras": [cam], "hazards": {"clutter": knobs}})
+    (rule,) = [r for r in CameraAnalyzer(cfg, cfg.cameras[0]).rules if isinstance(r, ClutterRule)]
+    sod = rule.change
+    assert (sod.min_object_px, sod.work_width, sod.threshold, sod.learn_frames, sod.hold_seconds,
+            sod.removal_score) == (25, 480, 22.0, 3, 90.0, 0.3)
+    assert rule.use_furniture is False and rule.not_clutter == {"person", "bin"}
