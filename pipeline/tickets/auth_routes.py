@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from pipeline.tickets.api_contract import OffsetQuery
+from pipeline.tickets.api_contract import OffsetQuery, error_responses
 from pipeline.tickets.auth import (
     SESSION_COOKIE,
     AdminUser,
@@ -127,7 +127,8 @@ router = APIRouter()
 
 
 @router.post("/auth/login", response_model=LoginOut, tags=["auth"],
-             responses={401: {"model": ErrorOut, "description": "Wrong user name or password, or disabled."},
+             responses={**error_responses(400),
+                        401: {"model": ErrorOut, "description": "Wrong user name or password, or disabled."},
                         429: {"model": ErrorOut, "description": "Too many failures: wait `Retry-After` seconds."}})
 def login(request: Request, response: Response, body: LoginIn) -> LoginOut | JSONResponse:
     """Log in: a bearer token in the body and the same secret as an HttpOnly, SameSite=Lax cookie."""
@@ -179,7 +180,8 @@ def tokens(request: Request, admin: AdminUser,
 
 
 @router.post("/auth/tokens", response_model=TokenCreatedOut, status_code=201, tags=["auth"],
-             responses={**AUTH_ERRORS, 404: {"model": ErrorOut, "description": "No such (enabled) user."}})
+             responses={**error_responses(400), **AUTH_ERRORS,
+                        404: {"model": ErrorOut, "description": "No such (enabled) user."}})
 def create_token(request: Request, admin: AdminUser, body: Annotated[TokenIn, Body()]) -> dict[str, Any]:
     """Create an API or metrics token (admin); the secret is in this answer only."""
     auth = authenticator(request)
