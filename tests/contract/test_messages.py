@@ -114,3 +114,13 @@ def test_safe_id(value: str, ok: bool) -> None:
 
 def test_models_are_pydantic() -> None:
     assert all(issubclass(m, BaseModel) for m in MESSAGE_MODELS.values())
+
+
+@pytest.mark.parametrize("module", ["enums", "ids", "messages", "topics", "examples", "schemas", "__init__"])
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    mod = importlib.import_module("pipeline.contract" if module == "__init__" else f"pipeline.contract.{module}")
+    result = doctest.testmod(mod)
+    assert result.failed == 0 and result.attempted > 0
