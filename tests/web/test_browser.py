@@ -1,10 +1,10 @@
-"""The command-centre page in a real headless Chromium: it renders live tickets and cameras from the API."""
+"""The command-centre page in a real headless Chromium (DevTools protocol): log in through its form, then it
+renders live tickets and cameras from the API."""
 
 from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,16 +18,15 @@ from pipeline.tickets.api import create_app
 from pipeline.tickets.db import init_db, session_factory
 from pipeline.tickets.payload import parse_alert
 from pipeline.tickets.service import apply_alert
+from tests.fixtures.auth import TEST_ADMIN_PASSWORD
 from tests.tickets.conftest import make_alert, make_site
+from tests.web.cdp import Browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium)"),
 ]
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
 
 
 def _free_port() -> int:
@@ -55,26 +54,51 @@ def served(tmp_path: Path) -> Iterator[str]:
     server.should_exit = True
 
 
-def _chromium(tmp_path: Path, *args: str) -> str:
-    profile = tmp_path / "chromium-profile"
-    out = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args],
-                         capture_output=True, text=True, timeout=90)
-    return out.stdout
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    b = Browser(str(CHROMIUM), tmp_path / "chromium-profile")
+    yield b
+    b.close()
 
 
-def test_page_lists_live_tickets_and_cameras(served: str, tmp_path: Path) -> None:
-    dom = _chromium(tmp_path, "--virtual-time-budget=8000", "--dump-dom", served)
-    # Rendered by the page's JS from /tickets and /cameras, not present in the static HTML.
-    tickets_html = dom.split('id="tickets"', 1)[1].split("</table>", 1)[0]
-    assert tickets_html.count("<tr") >= 3, tickets_html  # header + 2 tickets
+def _log_in(browser: Browser, url: str, password: str = TEST_ADMIN_PASSWORD) -> None:
+    browser.goto(url)
+    browser.wait_for("!document.getElementById('login').hidden")  # not logged in: only the form shows
+    assert browser.js("document.getElementById('app').hidden")
+    browser.js(f"""document.getElementById('login-user').value = 'admin';
+                  document.getElementById('login-password').value = {password!r};
+                  document.getElementById('login').requestSubmit();""")
+
+
+def test_login_form_then_live_tickets_and_cameras(served: str, browser: Browser) -> None:
+    _log_in(browser, served, password="wrong")
+    browser.wait_for("document.getElementById('login-error').textContent.includes('wrong user name')")
+    _log_in(browser, served)
+    # Rendered by the page's JS from /tickets and /cameras after the login, not in the static HTML.
+    browser.wait_for("document.querySelectorAll('#tickets tbody tr').length >= 2")
+    tickets_html = browser.js("document.getElementById('tickets').outerHTML")
     assert "fire" in tickets_html and "parking" in tickets_html
-    cameras_html = dom.split('id="cameras"', 1)[1].split("</ul>", 1)[0]
-    assert "North gate" in cameras_html
+    browser.wait_for("document.getElementById('cameras').textContent.includes('North gate')")
+    assert browser.js("document.getElementById('whoami-name').textContent").startswith("admin (admin")
+    # The session is an HttpOnly cookie: the page's script cannot read it.
+    assert "gridwatch_session" not in browser.js("document.cookie")
+    # A move from the page is made by the logged-in user.
+    browser.js("document.querySelector('#tickets tbody tr').click()")
+    browser.wait_for("!!document.querySelector('#detail button[data-to=assigned]')")
+    browser.js("document.querySelector('#detail button[data-to=assigned]').click()")
+    browser.wait_for("document.querySelector('#detail .events').textContent.includes('by admin')")
+    browser.js("document.getElementById('logout').click()")
+    browser.wait_for("!document.getElementById('login').hidden")
+    browser.goto(served)  # the revoked session does not come back on reload
+    browser.wait_for("!document.getElementById('login').hidden")
 
 
-def test_page_screenshot(served: str, tmp_path: Path) -> None:
+def test_page_screenshot(served: str, browser: Browser, tmp_path: Path) -> None:
+    _log_in(browser, served)
+    browser.wait_for("document.querySelectorAll('#tickets tbody tr').length >= 2")
+    browser.wait_for("document.getElementById('cameras').children.length >= 1")
     shot = tmp_path / "page.png"
-    _chromium(tmp_path, "--virtual-time-budget=8000", "--window-size=1280,800", f"--screenshot={shot}", served)
+    browser.screenshot(shot)
     assert shot.is_file() and shot.stat().st_size > 10_000
     if (keep := Path("var")).is_dir():
         shutil.copy(shot, keep / "command-centre.png")  # for a person to look at

@@ -21,8 +21,9 @@ function el(tag, attrs, ...children) {
 }
 
 async function api(path, options) {
-  const res = await fetch(path, options);
+  const res = await fetch(path, options);  // same origin: the HttpOnly session cookie goes along
   const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+  if (res.status === 401) showLogin();
   if (!res.ok) {
     const err = new Error(`${res.status} ${res.statusText}`);
     err.status = res.status; err.body = body;
@@ -105,10 +106,9 @@ async function renderDetail(message) {
   const img = el("img", { src: `${t.evidence.snapshot}?v=${encodeURIComponent(t.updated_at)}`,
                           alt: `snapshot of ticket ${t.id}` });
   img.addEventListener("error", () => img.replaceWith(el("p", { class: "muted" }, "snapshot not available yet")));
-  const actor = el("input", { id: "actor", placeholder: "your name", value: localStorage.getItem("actor") || "" });
   const note = el("input", { id: "note", placeholder: "note (optional)" });
   const buttons = t.allowed_next.map((s) => el("button", { type: "button", "data-to": s,
-    onclick: () => doTransition(t.id, s, actor.value, note.value) }, `→ ${s.replace("_", " ")}`));
+    onclick: () => doTransition(t.id, s, note.value) }, `→ ${s.replace("_", " ")}`));
   pane.replaceChildren(
     el("h2", {}, `#${t.id} ${t.title}`),
     message ? el("p", { class: message.error ? "error" : "muted" }, message.text) : null,
@@ -124,7 +124,7 @@ async function renderDetail(message) {
       el("dt", {}, "assignee"), el("dd", {}, t.assignee || "-"),
       el("dt", {}, "note"), el("dd", {}, t.note || "-"),
       el("dt", {}, "incident"), el("dd", { class: "muted" }, t.incident_id)),
-    el("div", { class: "actions" }, actor, note),
+    el("div", { class: "actions" }, note),
     el("div", { class: "actions" }, ...(buttons.length ? buttons : [el("span", { class: "muted" }, "no further steps")])),
     el("h2", {}, "History"),
     el("ol", { class: "events" }, ...t.events.map((e) => el("li", {},
@@ -133,16 +133,16 @@ async function renderDetail(message) {
       e.note ? ` — ${e.note}` : ""))));
 }
 
-async function doTransition(id, to, actor, note) {
-  if (actor) localStorage.setItem("actor", actor);
-  try {
+async function doTransition(id, to, note) {
+  try {  // the actor is the logged-in user (the server takes it from the session)
     await api(`/tickets/${id}/transition`, { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ to, actor: actor || null, note: note || null }) });
+      body: JSON.stringify({ to, note: note || null }) });
     await renderDetail({ text: `moved to ${to}` });
   } catch (e) {
     const allowed = e.body?.detail?.allowed;
-    await renderDetail({ error: true, text: allowed ? `not allowed; allowed: ${allowed.join(", ") || "none"}`
-                                                    : `failed: ${e.message}` });
+    const why = e.status === 403 ? `refused: ${e.body?.detail || "not allowed for your role"}`
+      : allowed ? `not allowed; allowed: ${allowed.join(", ") || "none"}` : `failed: ${e.message}`;
+    await renderDetail({ error: true, text: why });
   }
   refreshTickets();
 }
@@ -227,11 +227,48 @@ async function refreshConn() {
 }
 
 function tick() {
-  if (!document.getElementById("auto").checked) return;
+  if (loggedIn === null || !document.getElementById("auto").checked) return;
   refreshTickets(); refreshConn();
 }
 
+// Login: POST /auth/login sets the HttpOnly session cookie; the page itself never holds the token.
+let loggedIn = null;
+function showLogin(message) {
+  loggedIn = null;
+  document.getElementById("app").hidden = true;
+  document.getElementById("whoami").hidden = true;
+  document.getElementById("login").hidden = false;
+  const err = document.getElementById("login-error");
+  err.hidden = !message; err.textContent = message || "";
+}
+function showApp(me) {
+  const first = loggedIn === null;
+  loggedIn = me;
+  document.getElementById("login").hidden = true;
+  document.getElementById("app").hidden = false;
+  document.getElementById("whoami").hidden = false;
+  document.getElementById("whoami-name").textContent =
+    `${me.username} (${me.role}${me.scopes.length ? ": " + me.scopes.join(", ") : ""})`;
+  if (first) { refreshTickets(); refreshCameras(); refreshGrid(); refreshConn(); }
+}
+document.getElementById("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const res = await fetch("/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: document.getElementById("login-user").value,
+                           password: document.getElementById("login-password").value }) });
+  const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+  document.getElementById("login-password").value = "";
+  if (res.ok) showApp(body.user);
+  else showLogin(res.status === 429 ? `too many failed logins; wait ${res.headers.get("Retry-After")} s`
+                                    : body?.detail || `login failed (${res.status})`);
+});
+document.getElementById("logout").addEventListener("click", async () => {
+  await fetch("/auth/logout", { method: "POST" });
+  showLogin("logged out");
+});
+
 setupFilters();
-refreshTickets(); refreshCameras(); refreshGrid(); refreshConn();
+fetch("/auth/me").then(async (res) => (res.ok ? showApp(await res.json()) : showLogin()))
+  .catch(() => showLogin("API unreachable"));
 setInterval(tick, POLL_MS);
-setInterval(() => { refreshCameras(); refreshGrid(); }, POLL_MS * 3);
+setInterval(() => { if (loggedIn !== null) { refreshCameras(); refreshGrid(); } }, POLL_MS * 3);
