@@ -24,7 +24,7 @@ from pipeline.analyze.analyzer import CameraAnalyzer
 from pipeline.analyze.incident import Incident, IncidentEvent
 from pipeline.analyze.journal import IncidentJournal, orphan_cleared
 from pipeline.config import CameraConfig, SiteConfig
-from pipeline.contract.topics import alert_topic, occupancy_topic
+from pipeline.contract.topics import occupancy_topic
 from pipeline.debug_view import DebugFrames, DebugResponder
 from pipeline.detect.detections import Detections
 from pipeline.detect.registry import DetectorRegistry
@@ -287,9 +287,8 @@ class Worker:
             except Exception:  # noqa: BLE001 - the alert matters more than its picture
                 log.exception("camera %s: snapshot failed for %s", slot.camera.id, incident.id)
             self._schedule_clip(slot, incident)
-        alert = build_alert(incident, self.site, urls)
-        topic = alert_topic(self.site.mqtt.topic_prefix, slot.grid_path, slot.camera.id, incident.hazard)
-        self.publisher.publish(topic, alert.model_dump_json().encode(), qos=self.site.mqtt.qos)
+        # Stamped with this worker's id and next sequence number: the ticket service counts any gap as lost.
+        self.publisher.publish_alert(build_alert(incident, self.site, urls))
         self.journal.record(incident)  # after the outbox has it: a crash in between re-sends, never loses
         self.incidents_emitted += 1
         log.info("%s %s %s on %s", incident.event.value, incident.hazard.value, incident.id, slot.camera.id)

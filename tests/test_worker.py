@@ -258,6 +258,8 @@ def test_journalled_incidents_of_down_camera_and_removed_zone_are_cleared(tmp_pa
         worker.stop()
         client.loop_stop()
         client.disconnect()
+    # Every alert is stamped with the worker id and a gap-free sequence number (the service counts gaps).
+    assert sorted((p["worker_id"], p["seq"]) for p in got) == [("w-journal", 1), ("w-journal", 2)], got
     reasons = {p["incident_id"]: (p["event"], p["details"].get("clear_reason")) for p in got}
     assert reasons == {f"gone-old-parking-{int(t0)}-1": ("cleared", "rule_removed"),
                        f"gone-z-parking-{int(t0)}-1": ("cleared", "camera_down")}, got
