@@ -25,6 +25,15 @@ app = typer.Typer(help="gridwatch: CCTV hazard detection -> MQTT alerts -> ticke
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Site YAML file.")]
+
+
+def _add_user_commands() -> None:
+    from pipeline.user_cli import user_app
+
+    app.add_typer(user_app, name="user")
+
+
+_add_user_commands()
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 
 
@@ -92,6 +101,13 @@ def _start_api(site: SiteConfig) -> Any:
         console.print("[red]the ticket API did not start (see the log above)[/]")
         raise typer.Exit(1)
     return server
+
+
+def _print_first_login(server: Any) -> None:
+    """On the very first start, say how to log in (the password itself is in the log line above, once)."""
+    if server.config.app.state.tickets.initial_admin_password:
+        console.print("first start: log in as [bold]admin[/] with the one-time password printed above, then "
+                      "add users with `gridwatch user add` (docs/operations.md)")
 
 
 def _with_embedded_broker(site: SiteConfig) -> tuple[SiteConfig, Any]:
@@ -163,9 +179,10 @@ def run(config: ConfigOpt = DEFAULT_CONFIG,
     site = _with_api_port(_load(config))
     site, broker = _with_embedded_broker(site)
     _report_sources(site)
-    _start_api(site)
+    server = _start_api(site)
     base = site.api.public_url or f"http://{site.api.host}:{site.api.port}"
     console.print(f"ticket API and command centre at [bold]{base}/[/]  (tickets: {base}/tickets)")
+    _print_first_login(server)
     from pipeline.worker import Worker
 
     try:
@@ -190,8 +207,9 @@ def api(config: ConfigOpt = DEFAULT_CONFIG,
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """The ticket API (and its MQTT consumer) only."""
     site = _load_with_broker(config, verbose, "api")
-    _start_api(site)
+    server = _start_api(site)
     console.print(f"ticket API at http://{site.api.host}:{site.api.port}/")
+    _print_first_login(server)
     _wait_for_signal()
 
 
