@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 import yaml
@@ -47,6 +46,7 @@ from pipeline.config import SiteConfig
 from pipeline.tickets.api import create_app
 from pipeline.worker import Worker
 from tests.fixtures import hazard_media as hm
+from tests.fixtures.auth import admin_get
 from tests.fixtures.mqtt import MosquittoBroker, _require_binary
 from tests.test_e2e_parking import AlertListener, Stack, make_site, wait_for
 
@@ -148,7 +148,7 @@ class HazardRun:
 
 
 def _tickets(base: str, camera: str) -> list[dict[str, Any]]:
-    r = httpx.get(f"{base}/tickets", params={"camera": camera, "limit": 100}, timeout=10)
+    r = admin_get(f"{base}/tickets", params={"camera": camera, "limit": 100})
     r.raise_for_status()
     items: list[dict[str, Any]] = r.json()["items"]
     return items

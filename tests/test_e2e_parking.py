@@ -25,6 +25,7 @@ import uvicorn
 from pipeline.config import SiteConfig
 from pipeline.tickets.api import create_app
 from pipeline.worker import Worker
+from tests.fixtures.auth import admin_get
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -122,9 +123,7 @@ def api_server() -> Iterator[Callable[[SiteConfig], str]]:
 
 
 def _get(url: str) -> Any:
-    import httpx
-
-    return httpx.get(url, timeout=10)
+    return admin_get(url)  # every route needs a login (tests/fixtures/auth.py)
 
 
 @dataclass
