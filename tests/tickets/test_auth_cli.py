@@ -81,3 +81,39 @@ def test_short_password_is_refused(config: Path) -> None:
     result = runner.invoke(cli, ["user", "add", "li", "--role", "patrol", "--scope", "G1", "--password-stdin",
                                  "--config", str(config)], input="short\n")
     assert result.exit_code == 2 and "at least 10 characters" in result.output
+
+
+def test_zero_config_run_prints_the_one_time_admin_password_and_the_url(tmp_path: Path) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump({"grid": GRID, "api": {"port": 0}, "mqtt": {"embedded_port": 0}}))
+    env = {k: v for k, v in os.environ.items() if k != "GRIDWATCH_ADMIN_PASSWORD"} | {"COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "-c", str(config), "--status-every", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        assert proc.stdout is not None
+        while time.monotonic() < deadline and not any("command centre at" in ln for ln in lines):
+            lines.append(proc.stdout.readline())
+        out = "".join(lines)
+        password = re.search(r"one-time password (\S+)", out)
+        url = re.search(r"command centre at (http://\S+?)/ ", out)
+        assert password and url, out
+        r = httpx.post(f"{url.group(1)}/auth/login", json={"username": "admin", "password": password.group(1)})
+        assert r.status_code == 200, out
+        assert out.count(password.group(1)) == 1  # printed once
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
