@@ -14,6 +14,7 @@ from pydantic_core import PydanticUndefined
 
 from pipeline.config import (
     ApiConfig,
+    AuthConfig,
     CameraConfig,
     DetectorConfig,
     GridNode,
@@ -32,7 +33,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("hazards.parking (its own knobs)", ParkingRuleConfig), ("hazards.fire (its own knobs)", FireRuleConfig),
     ("hazards.clutter (its own knobs)", ClutterRuleConfig), ("hazards.poster (its own knobs)", PosterRuleConfig),
     ("cameras[].zones[].overrides.<hazard>", RuleOverride), ("detectors.<name>", DetectorConfig),
-    ("mqtt", MqttConfig), ("api", ApiConfig), ("worker", WorkerConfig),
+    ("mqtt", MqttConfig), ("api", ApiConfig), ("api.auth", AuthConfig), ("worker", WorkerConfig),
 ]
 
 
