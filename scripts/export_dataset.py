@@ -16,6 +16,7 @@ Only the REST API is used (no database access), so it works against any deployme
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import sys
 from pathlib import Path
@@ -91,8 +92,12 @@ def main() -> int:
     ap.add_argument("--classes", required=True, help="comma-separated class names, in model order")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--val-fraction", type=float, default=0.15)
+    ap.add_argument("--token", default=os.environ.get("GRIDWATCH_TOKEN"),
+                    help="API token of a user that reads the tickets (default: $GRIDWATCH_TOKEN; "
+                    "gridwatch user token NAME --name export)")
     args = ap.parse_args()
-    with httpx.Client(base_url=args.api.rstrip("/"), timeout=30) as client:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    with httpx.Client(base_url=args.api.rstrip("/"), timeout=30, headers=headers) as client:
         counts = export(client, args.hazard, args.classes.split(","), args.out, args.val_fraction)
     print(f"{args.out}: {counts['positives']} positives, {counts['negatives']} negatives, "
           f"{counts['skipped']} skipped (no frame or no matching box)")
