@@ -16,8 +16,8 @@ Only the REST API is used (no database access), so it works against any deployme
 from __future__ import annotations
 
 import argparse
-import os
 import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
