@@ -339,7 +339,10 @@ def mqtt_acl(config: ConfigOpt = DEFAULT_CONFIG,
              generate: Annotated[bool, typer.Option("--generate/--no-generate", help="Make a random password "
                                                     "for a user without one (new-passwords.txt).")] = True,
              emqx: Annotated[bool, typer.Option("--emqx", help="Also write emqx/acl.conf (EMQX file "
-                                                "authorizer).")] = False) -> None:
+                                                "authorizer).")] = False,
+             check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 when the files in --out "
+                                                 "are not current (e.g. from cron, before a reload).")]
+             = False) -> None:
     """Write the Mosquitto password file and ACL for the workers, the ticket service and the users."""
     from pipeline.mqtt_acl import AclError, db_principals, load_users_file, site_principals, write_broker_files
 
@@ -353,12 +356,18 @@ def mqtt_acl(config: ConfigOpt = DEFAULT_CONFIG,
                 if db:
                     raise
                 console.print(f"[yellow]users table not read: {exc}[/]", highlight=False)
-        report = write_broker_files(site, principals, out, broker_dir, generate, emqx)
+        report = write_broker_files(site, principals, out, broker_dir, generate, emqx, dry_run=check)
     except AclError as exc:
         console.print(f"[red]{exc}[/]", highlight=False)
         raise typer.Exit(2) from None
     for line in report.warnings + [f"no login for {s}" for s in report.skipped]:
         console.print(f"[yellow]warning: {line}[/]", highlight=False)
+    if check:
+        if report.changed:
+            console.print(f"{out} is not current: {', '.join(report.changed)} would change")
+            raise typer.Exit(1)
+        console.print(f"{out} is current ({len(report.users)} broker users)")
+        return
     if report.generated:
         console.print(f"new passwords for {', '.join(sorted(report.generated))}: {out / 'new-passwords.txt'}")
     if report.changed:

@@ -312,10 +312,13 @@ def render_auth_conf(broker_dir: str) -> str:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _write_if_changed(path: Path, text: str, mode: int) -> bool:
+def _write_if_changed(path: Path, text: str, mode: int, dry_run: bool = False) -> bool:
     if path.exists() and path.read_text(encoding="utf-8") == text:
-        os.chmod(path, mode)
+        if not dry_run:
+            os.chmod(path, mode)
         return False
+    if dry_run:
+        return True
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -327,7 +330,7 @@ def _write_if_changed(path: Path, text: str, mode: int) -> bool:
 
 def write_broker_files(site: SiteConfig, principals: Iterable[BrokerUser], out_dir: str | Path,
                        broker_dir: str | None = None, generate_missing: bool = True,
-                       emqx: bool = False) -> AclReport:
+                       emqx: bool = False, dry_run: bool = False) -> AclReport:
     """Write ``passwd`` (0600), ``acl`` and ``auth.conf`` (0644) into ``out_dir``.
 
     Args:
@@ -340,6 +343,7 @@ def write_broker_files(site: SiteConfig, principals: Iterable[BrokerUser], out_d
             ``new-passwords.txt``, 0600) instead of leaving it out.
         emqx: also write ``emqx/acl.conf``, the rules for EMQX's file authorizer (a sub-folder: Mosquitto's
             ``include_dir`` would read a ``*.conf`` file beside ``auth.conf`` as its own config).
+        dry_run: write nothing, only report what would change (``gridwatch mqtt-acl --check``).
 
     Raises:
         AclError: a principal the rules cannot place (nothing is written then).
@@ -349,18 +353,20 @@ def write_broker_files(site: SiteConfig, principals: Iterable[BrokerUser], out_d
     people = list(principals)
     acl = render_acl(site, people, report)  # validates everyone before anything is written
     passwd_path = out / "passwd"
-    out.mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        out.mkdir(parents=True, exist_ok=True)
     previous = parse_passwd(passwd_path.read_text(encoding="utf-8")) if passwd_path.exists() else {}
     passwd = render_passwd(people, previous, report, generate_missing)
     auth = render_auth_conf(broker_dir or str(out.resolve()))
     files = [("passwd", passwd, 0o600), ("acl", acl, 0o644), ("auth.conf", auth, 0o644)]
     if emqx:
-        (out / "emqx").mkdir(exist_ok=True)
+        if not dry_run:
+            (out / "emqx").mkdir(exist_ok=True)
         files.append(("emqx/acl.conf", render_emqx_acl(site, people), 0o644))
     for name, text, mode in files:
-        if _write_if_changed(out / name, text, mode):
+        if _write_if_changed(out / name, text, mode, dry_run):
             report.changed.append(name)
-    if report.generated:
+    if report.generated and not dry_run:
         lines = "".join(f"{u}:{pw}\n" for u, pw in sorted(report.generated.items()))
         _write_if_changed(out / "new-passwords.txt", "# hand these out, then delete this file\n" + lines, 0o600)
     return report

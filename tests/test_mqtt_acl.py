@@ -374,6 +374,13 @@ def test_cli_writes_the_files(tmp_path: Path) -> None:
                                       "--users", str(users), "--no-db", "--broker-dir", "/mosquitto/config/conf.d"])
     assert result.exit_code == 0, result.output
     assert "password_file /mosquitto/config/conf.d/passwd" in (tmp_path / "o" / "auth.conf").read_text()
+    base = ["mqtt-acl", "-c", str(site_yaml), "--out", str(tmp_path / "o"), "--no-db", "--check",
+            "--broker-dir", "/mosquitto/config/conf.d"]
+    assert CliRunner().invoke(app, [*base, "--users", str(users)]).exit_code == 0  # current
+    before = (tmp_path / "o" / "passwd").read_text()
+    stale = CliRunner().invoke(app, base)  # li left the users file
+    assert stale.exit_code == 1 and "passwd, acl would change" in " ".join(stale.output.split())
+    assert (tmp_path / "o" / "passwd").read_text() == before  # --check writes nothing
     assert sorted(parse_passwd((tmp_path / "o" / "passwd").read_text())) == ["li", "tickets", "worker"]
     users.write_text("users:\n  - {username: li, role: patrol, grids: [G404]}\n")
     result = CliRunner().invoke(app, ["mqtt-acl", "-c", str(site_yaml), "--out", str(tmp_path / "o"),
