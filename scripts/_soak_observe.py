@@ -179,15 +179,35 @@ class BurstPublisher:
 
 
 class TicketApi:
-    """Reads the ticket API over HTTP (every call bounded by ``timeout``)."""
+    """Reads the ticket API over HTTP (every call bounded by ``timeout``).
 
-    def __init__(self, base: str, timeout: float = 20.0) -> None:
+    Logs in as ``username`` (``POST /auth/login``, a bearer token) when a read answers 401, so it works with
+    an API that requires logins and with one that does not.
+    """
+
+    def __init__(self, base: str, username: str, password: str, timeout: float = 20.0) -> None:
         self.base = base.rstrip("/")
         self.timeout = timeout
+        self._login = {"username": username, "password": password}
+        self._token: str | None = None
+
+    def _request(self, path: str, body: dict[str, str] | None = None) -> bytes:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        req = urllib.request.Request(self.base + path, data=data, headers=headers)
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - loopback URL we built
+            return bytes(resp.read())
 
     def _get(self, path: str) -> bytes:
-        with urllib.request.urlopen(self.base + path, timeout=self.timeout) as resp:  # noqa: S310 - loopback
-            return bytes(resp.read())
+        try:
+            return self._request(path)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 401:
+                raise
+        self._token = str(json.loads(self._request("/auth/login", self._login))["token"])
+        return self._request(path)
 
     def json(self, path: str) -> Any:
         """GET ``path`` as JSON."""

@@ -302,9 +302,13 @@ def gridwatch_argv(*args: str) -> list[str]:
 CHILD_ENV = {"PYTHONUNBUFFERED": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
 
 
-def api(workdir: Path, config: Path, port: int) -> Managed:
-    """``gridwatch api`` (ticket service and MQTT consumer); ready when /healthz answers 200."""
-    return Managed("api", gridwatch_argv("api", "-c", str(config)), workdir / "logs" / "api.log", env=CHILD_ENV,
+def api(workdir: Path, config: Path, port: int, admin_password: str) -> Managed:
+    """``gridwatch api`` (ticket service and MQTT consumer); ready when /healthz answers 200.
+
+    ``admin_password``: the first start creates the ``admin`` login with it (``GRIDWATCH_ADMIN_PASSWORD``).
+    """
+    return Managed("api", gridwatch_argv("api", "-c", str(config)), workdir / "logs" / "api.log",
+                   env={**CHILD_ENV, "GRIDWATCH_ADMIN_PASSWORD": admin_password},
                    ready=lambda m: http_ok(f"http://127.0.0.1:{port}/healthz"), ready_timeout=90.0)
 
 

@@ -47,12 +47,16 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     ap.add_argument("--broker-max-queued", type=int, default=None, metavar="N",
                     help="Mosquitto max_queued_messages instead of the production 0 (unlimited); e.g. the stock "
                     "1000, to see the soak catch what a finite queue drops")
+    ap.add_argument("--shared-group", default="gridwatch-api", metavar="NAME|none",
+                    help="mqtt.shared_group of the ticket consumer (default the config default, gridwatch-api; "
+                    "none = a plain subscription)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep configs, logs and databases here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     ap.add_argument("--json", action="store_true", help="JSON report on stdout (the table goes to stderr)")
     args = ap.parse_args(argv)
     if args.cameras < 1 or args.minutes <= 0:
         ap.error("--cameras must be >= 1 and --minutes > 0")
+    args.shared_group = None if args.shared_group.lower() in ("none", "null", "") else args.shared_group
     args.workers = args.workers or max(1, (args.cameras + 1) // 2)
     args.workers = min(args.workers, args.cameras)
     duration = args.minutes * 60
@@ -100,7 +104,7 @@ def make_clip(out: Path, src: Path = SOURCE_CLIP, start: float = 16.0, hold_at: 
 
 
 def site_config(urls: dict[str, str], broker_port: int, api_port: int, database_url: str, workdir: Path,
-                prefix: str, run_id: str, outbox: Path) -> dict[str, Any]:
+                prefix: str, run_id: str, outbox: Path, shared_group: str | None) -> dict[str, Any]:
     """The soak's site YAML (as a dict): one no-parking zone per camera, production defaults elsewhere."""
     return {
         "site": "soak",
@@ -111,7 +115,8 @@ def site_config(urls: dict[str, str], broker_port: int, api_port: int, database_
         "hazards": {"parking": {"detector": "vehicles", "dwell_seconds": 4, "clear_seconds": 6,
                                 "update_interval_seconds": 10, "cooldown_seconds": 0}},
         "detectors": {"vehicles": {"model": "vehicles", "input_size": 320, "threads": 1, "batch_size": 4}},
-        "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "topic_prefix": prefix, "client_id": f"soak-{run_id}"},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "topic_prefix": prefix, "client_id": f"soak-{run_id}",
+                 "shared_group": shared_group},
         "api": {"host": "127.0.0.1", "port": api_port, "database_url": database_url,
                 "evidence_dir": str(workdir / "evidence")},
         "worker": {"outbox_path": str(outbox), "clip_pre_seconds": 2, "clip_post_seconds": 2,

