@@ -69,12 +69,13 @@ class FireRuleConfig(_Knobs):
     person_min_confidence: float = Field(
         default=0.35, ge=0, le=1, description="Person boxes below this confidence hide nothing.")
     confirm_model: str | None = Field(
-        default=None,
+        default="fire-confirm",
         description="Second-stage crop classifier (fire / smoke / neither) that must confirm each box: a "
-        "`models/manifest.yaml` entry name (e.g. `fire-confirm`) or an ONNX path relative to the config; "
-        "null = off (see docs/detectors.md, Fire second stage).")
+        "`models/manifest.yaml` entry name or an ONNX path relative to the config; null = off. On by default: "
+        "it cuts frame false alarms at `min_confidence` 0.4 from 5 % to 1 % (docs/detectors.md, Fire second "
+        "stage).")
     confirm_min_score: float = Field(
-        default=0.5, ge=0, le=1,
+        default=0.7, ge=0, le=1,
         description="With `confirm_model`: a box counts only when the classifier's p(fire) + p(smoke) on "
         "its crop reaches this.")
 

@@ -344,8 +344,16 @@ def cmd_measure(args: argparse.Namespace) -> None:
     res["ms_per_box_cpu"] = round(1000 * (time.process_time() - t0) / max(1, n_boxes), 3)
     for ds in SETS:
         frames = [f for f in va["frames"] if f["set"] == ds] + extras
-        res["frames"][ds] = {s: operating_point(frames, s)
-                             for s in ["det", "product", *[f"gate{g}" for g in args.gates]]}
+        schemes = ["det", "product", *[f"gate{g}" for g in args.gates]]
+        res["frames"][ds] = {s: operating_point(frames, s) for s in schemes}
+        # at the rule's own detector floor (hazards.fire.min_confidence), without the 1 % calibration
+        for thr in args.at:
+            neg = [f for f in frames if not len(f["gt"])]
+            pos = [f for f in frames if len(f["gt"])]
+            res["frames"][ds][f"at{thr}"] = {
+                s: {"false_alarm_rate": round(float(np.mean([f[s] >= thr for f in neg])), 4),
+                    "frames_alarmed": round(float(np.mean([f[s] >= thr for f in pos])), 4)}
+                for s in schemes if s != "product"}
     print(json.dumps(res, indent=1))
     (args.work / "measure.json").write_text(json.dumps(res, indent=1))
 
@@ -364,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, cosine)")
     ap.add_argument("--init", type=Path, help="start from these weights (net.pt of an earlier run)")
-    ap.add_argument("--gates", type=float, nargs="*", default=[0.3, 0.5, 0.7])
+    ap.add_argument("--gates", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.8])
+    ap.add_argument("--at", type=float, nargs="*", default=[0.4], help="fixed detector thresholds to report")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,11 @@ class RuleContext:
             rel = "models/manifest.yaml"
             manifests = [self.site.resolve_path(rel), self.site.resolve_path("../" + rel), Path.cwd() / rel]
             manifest = next((p for p in manifests if p.is_file()), None)
-            path = resolve_fire_confirm(model, manifest, self.site.resolve_path(model))
+            try:
+                path = resolve_fire_confirm(model, manifest, self.site.resolve_path(model))
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{e}; set hazards.fire.confirm_model to null to run the fire rule "
+                                        "without its second stage") from e
             self._fire_confirm[model] = FireConfirmClassifier(path, threads=1)
         return self._fire_confirm[model]
 

@@ -73,7 +73,8 @@ def test_rejected_box_never_counts(shared_dir: Path, clf: FireConfirmClassifier)
     assert rule.last_checks and all(c.reason == "confirm" for c in rule.last_checks)
     score = rule.last_checks[0].confirm_score
     assert score is not None and score < 0.5
-    assert rule.state()["boxes"][0]["reason"] == "confirm"
+    boxes = rule.state()["boxes"]
+    assert isinstance(boxes, list) and boxes[0]["reason"] == "confirm"
 
 
 def test_confirmed_fire_still_opens(shared_dir: Path, clf: FireConfirmClassifier) -> None:
@@ -87,8 +88,9 @@ def test_confirmed_fire_still_opens(shared_dir: Path, clf: FireConfirmClassifier
     assert score is not None and score >= 0.5
 
 
-def test_site_yaml_turns_it_on(clf: FireConfirmClassifier) -> None:
-    """`hazards.fire.confirm_model` (a manifest entry name) reaches the rule as a loaded classifier."""
+def test_site_yaml_sets_it(clf: FireConfirmClassifier) -> None:
+    """`hazards.fire.confirm_model` (a manifest entry name; on by default) reaches the rule as a loaded
+    classifier; null turns it off."""
     cam = {"id": "cam1", "url": "x.mp4", "grid": "G", "zones": [], "hazards": ["fire"]}
     detectors = {"coco": {"model": "m.onnx"}, "fire": {"model": "f.onnx"}}
     base = {"grid": GRID, "cameras": [cam], "detectors": detectors, "base_dir": str(REPO)}
@@ -97,7 +99,11 @@ def test_site_yaml_turns_it_on(clf: FireConfirmClassifier) -> None:
     rules = [r for r in CameraAnalyzer(on, on.cameras[0]).rules if r.hazard == Hazard.FIRE]
     assert len(rules) == 1 and isinstance(rules[0], FireRule)
     assert isinstance(rules[0].confirm, FireConfirmClassifier) and rules[0].confirm_min_score == 0.7
-    off = SiteConfig.model_validate(base)
+    default = SiteConfig.model_validate(base)
+    rule = next(r for r in CameraAnalyzer(default, default.cameras[0]).rules if r.hazard == Hazard.FIRE)
+    assert isinstance(rule, FireRule) and rule.confirm is not None and rule.confirm.path.name == MODEL.name
+    assert rule.confirm_min_score == 0.7
+    off = SiteConfig.model_validate(base | {"hazards": {"fire": {"confirm_model": None}}})
     rule_off = next(r for r in CameraAnalyzer(off, off.cameras[0]).rules if r.hazard == Hazard.FIRE)
     assert isinstance(rule_off, FireRule) and rule_off.confirm is None
 
@@ -107,5 +113,5 @@ def test_unknown_confirm_model_is_a_clear_error() -> None:
     cfg = SiteConfig.model_validate({"grid": GRID, "cameras": [cam], "base_dir": str(REPO),
                                      "detectors": {"fire": {"model": "f.onnx"}},
                                      "hazards": {"fire": {"confirm_model": "no-such-model"}}})
-    with pytest.raises(FileNotFoundError, match="no-such-model"):
+    with pytest.raises(FileNotFoundError, match="no-such-model.*confirm_model to null"):
         CameraAnalyzer(cfg, cfg.cameras[0])

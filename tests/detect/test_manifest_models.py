@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.detect.fire_confirm import CLASS_NAMES, FireConfirmClassifier
 from pipeline.detect.nms import box_iou
 from pipeline.detect.registry import load_manifest, sha256_file
 from pipeline.detect.yolo import YoloDetector
@@ -75,6 +76,12 @@ def test_entry_file_hash_and_classes(entry: dict) -> None:
         assert path.resolve().is_relative_to(REPO / "models")
         assert path.stat().st_size <= 15 * 1024 * 1024
     assert sha256_file(path) == entry["sha256"]
+    if entry.get("kind") == "classifier":  # a crop classifier (fire second stage), not a detector
+        clf = FireConfirmClassifier(path, threads=1)
+        assert list(CLASS_NAMES) == entry["class_names"] and clf.input_size == entry["input_size"]
+        assert clf.classify([np.full((40, 30, 3), 114, np.uint8)]).shape == (1, entry["classes"])
+        assert entry.get("metrics"), "metrics missing (scripts/train_fire_confirm.py measure)"
+        return
     det = YoloDetector(path, input_size=entry["input_size"], threads=1)
     assert len(det.class_names) == entry["classes"]
     if "class_names" in entry:
