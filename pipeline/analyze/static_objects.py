@@ -109,13 +109,13 @@ class StaticScene:
     Attributes:
         blobs: static blobs that score as objects (a blob scoring as a removal is never listed; it is
             healed after ``ghost_confirm_frames``).
-        removals: boxes (crop pixels) healed as removals on this frame.
+        removals: blobs healed as removals (ghosts) on this frame.
         learning: True while the empty zone is still being learned.
         scale: working pixels per crop pixel.
     """
 
     blobs: tuple[StaticBlob, ...] = ()
-    removals: tuple[Box, ...] = ()
+    removals: tuple[StaticBlob, ...] = ()
     learning: bool = False
     scale: float = 1.0
 
@@ -200,7 +200,8 @@ class StaticObjectDetector:
             "removals_healed": self.removals_healed,
             "blobs": [{"box": [round(v, 1) for v in b.box], "px": b.area_px, "age_s": round(b.age, 1),
                        "object_score": round(b.object_score, 3)} for b in self.last_scene.blobs],
-            "removals": [[round(v, 1) for v in box] for box in self.last_scene.removals],
+            "removals": [{"box": [round(v, 1) for v in b.box], "object_score": round(b.object_score, 3)}
+                         for b in self.last_scene.removals],
         }
 
     def scale_for(self, crop_shape: tuple[int, ...], frame_width: int | None) -> float:
@@ -288,7 +289,7 @@ class StaticObjectDetector:
         self._samples = []
 
     def _blobs(self, ts: float, alive: np.ndarray, m: _Masks, comp: np.ndarray, cur: np.ndarray,
-               scale: float) -> tuple[list[StaticBlob], list[Box]]:
+               scale: float) -> tuple[list[StaticBlob], list[StaticBlob]]:
         assert self.long_bg is not None and self.ghost_votes is not None and self.latched is not None
         mask = cv2.morphologyEx(alive.astype(np.uint8), cv2.MORPH_OPEN, _K3)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -296,7 +297,7 @@ class StaticObjectDetector:
             return [], []
         grad_cur, grad_bg = _gradient(comp), _gradient(self.long_bg)
         blobs: list[StaticBlob] = []
-        removals: list[Box] = []
+        removals: list[StaticBlob] = []
         for i in range(1, n):
             bx, by, bw, bh, area = (int(v) for v in stats[i])
             if area < self.min_object_px:
@@ -325,16 +326,20 @@ class StaticObjectDetector:
                     votes[blob] = np.minimum(votes[blob], 254) + 1
             if removal and not is_latched:
                 if np.median(votes[blob]) >= self.ghost_confirm_frames:
+                    removals.append(self._blob(ts, win, blob, box, area, score, edge, contrast, mask.shape))
                     self._heal(win, blob, comp, cur)
-                    removals.append(box)
                 continue  # not (yet) an object
-            ages = ts - self._blob_since(ts, win, blob)
-            age = float(np.median(ages)) if ages.size else 0.0
-            full = np.zeros(mask.shape, bool)
-            full[win] = blob
-            blobs.append(StaticBlob(box=box, area_px=area, since=ts - age, age=age, object_score=score,
-                                    edge_score=edge, contrast_score=contrast, mask=full))
+            blobs.append(self._blob(ts, win, blob, box, area, score, edge, contrast, mask.shape))
         return blobs, removals
+
+    def _blob(self, ts: float, win: tuple[slice, slice], blob: np.ndarray, box: Box, area: int, score: float,
+              edge: float, contrast: float, shape: tuple[int, ...]) -> StaticBlob:
+        ages = ts - self._blob_since(ts, win, blob)
+        age = float(np.median(ages)) if ages.size else 0.0
+        full = np.zeros(shape, bool)
+        full[win] = blob
+        return StaticBlob(box=box, area_px=area, since=ts - age, age=age, object_score=score, edge_score=edge,
+                          contrast_score=contrast, mask=full)
 
     def _ts_back(self, frames: int) -> float:
         """Timestamp of the analysed frame ``frames`` frames back (the oldest one remembered if fewer)."""

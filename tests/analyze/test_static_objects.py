@@ -82,13 +82,15 @@ def test_removal_heals_and_never_lists_a_blob() -> None:
     empty = floor()
     bag = with_box(empty, 100, 60, 40, 50)
     listed: list[StaticBlob] = []
-    removals: list[tuple[float, float, float, float]] = []
+    removals: list[StaticBlob] = []
     for i in range(40):
         scene = det.update(T0 + i, bag if i < 10 else empty, NO)
         listed += scene.blobs
         removals += scene.removals
     assert listed == [] and det.removals_healed == 1
-    (x1, y1, x2, y2), = removals
+    (removal,) = removals
+    x1, y1, x2, y2 = removal.box
+    assert removal.object_score <= det.removal_score
     assert x1 <= 102 and y1 <= 62 and x2 >= 138 and y2 >= 108
     assert det.static_mask is not None and not det.static_mask.any()  # healed: the floor is background
     # the healed spot works like any other: a new object there is found again
