@@ -33,8 +33,8 @@ so an object has the same size in working pixels whatever the size of the zone):
    mean of ``cur / (cur + bg)`` over (a) and (b). At most ``removal_score`` it is a removal: after
    ``ghost_confirm_frames`` such analysed frames the current frame is copied into both backgrounds
    there and the timers are cleared, so a removal never ages into an alert. Measured on the shared
-   clips (docs/detectors.md): removals score 0.06-0.27, left objects 0.6-0.9 on open floor and down to
-   ~0.4 in front of a salient fixture, hence ``removal_score`` 0.35, not 0.5.
+   clips (docs/detectors.md): removals score 0.01-0.27, left objects 0.54-0.75 on open floor and
+   0.37-0.5 in front of a salient fixture, hence ``removal_score`` 0.35, not 0.5.
 
 Example:
     >>> det = StaticObjectDetector(work_width=40, learn_frames=2, min_object_px=20)
