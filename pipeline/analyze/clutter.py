@@ -122,13 +122,15 @@ class ClutterRule:
 
     def state(self) -> dict[str, object]:
         """Rule internals now (JSON-able): tracked objects, the last observation's details (blocked share,
-        unknown objects, dwell) and the lifecycle."""
+        unknown objects, dwell), the lifecycle and the static-object detector (learning, blobs with age and
+        object score, removals healed, furniture boxes)."""
         obs = self.lifecycle.last_observation
         return {
             "dwell_seconds": self.rule.dwell_seconds,
             "tracks": [t.state() for t in self.tracker.tracks],
             "last_observation": dict(obs.details) if obs is not None else None,
             "lifecycle": self.lifecycle.state(),
+            "static_objects": {**self.change.state(), "furniture_boxes": len(self.furniture.boxes)},
         }
 
     def objects(self, detections: dict[str, Detections]) -> tuple[np.ndarray, np.ndarray, list[str]]:

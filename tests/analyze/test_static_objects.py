@@ -203,3 +203,16 @@ def test_site_yaml_knobs_reach_the_rule() -> None:
     assert (sod.min_object_px, sod.work_width, sod.threshold, sod.learn_frames, sod.hold_seconds,
             sod.removal_score) == (25, 480, 22.0, 3, 90.0, 0.3)
     assert rule.use_furniture is False and rule.not_clutter == {"person", "bin"}
+
+
+def test_rule_state_shows_the_static_objects() -> None:
+    """The rule's JSON state (replay, debug view) carries the detector's blobs, ages and scores."""
+    import json
+
+    empty, bag = floor(), with_box(floor(), 100, 60, 40, 50)
+    rule = ClutterRule("cam1", ZONE, RULE)
+    run_rule(rule, [bag if i >= 10 else empty for i in range(15)], [bin_box()] * 15)
+    state = json.loads(json.dumps(rule.state()))["static_objects"]
+    assert state["ready"] is True and state["furniture_boxes"] == 1
+    (blob,) = state["blobs"]
+    assert blob["age_s"] == 4.0 and blob["object_score"] > 0.35
