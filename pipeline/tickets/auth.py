@@ -200,6 +200,12 @@ class Authenticator:
             LoginBlockedError: the name or the address has to wait.
             LoginFailedError: wrong name or password, or the user is disabled.
         """
+        try:
+            return self._login(username, password, client)
+        except IntegrityError:  # two replicas counted the first failure of one key at once: count again
+            return self._login(username, password, client)
+
+    def _login(self, username: str, password: str, client: str | None) -> tuple[str, datetime | None, User]:
         now = self.clock()
         keys = [f"user:{username}", *([f"ip:{client}"] if client else [])]
         with self.sessions() as session, session.begin():
