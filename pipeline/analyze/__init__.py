@@ -13,18 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.analyze.analyzer import CameraAnalyzer, DetectRequest, register_rule
-    from pipeline.analyze.clutter import ClutterRule, StationaryChange
+    from pipeline.analyze.clutter import ClutterRule
     from pipeline.analyze.fire import FireRule
     from pipeline.analyze.incident import Hazard, Incident, IncidentBox, IncidentEvent
     from pipeline.analyze.occupancy import OccupancyCounter
     from pipeline.analyze.parking import NoParkingRule
     from pipeline.analyze.rules import FrameView, IncidentLifecycle, KofN, Observation, PresenceTimer, Rule
+    from pipeline.analyze.static_objects import StaticObjectDetector
     from pipeline.analyze.tracking import IoUTracker, Track, iou_matrix
     from pipeline.analyze.zones import ZoneGeometry
 
 _WHERE = {
     "CameraAnalyzer": "analyzer", "DetectRequest": "analyzer", "register_rule": "analyzer",
-    "ClutterRule": "clutter", "StationaryChange": "clutter", "FireRule": "fire", "OccupancyCounter": "occupancy",
+    "ClutterRule": "clutter", "StaticObjectDetector": "static_objects", "FireRule": "fire",
+    "OccupancyCounter": "occupancy",
     "Hazard": "incident", "Incident": "incident", "IncidentBox": "incident", "IncidentEvent": "incident",
     "NoParkingRule": "parking",
     "IncidentLifecycle": "rules", "KofN": "rules", "Observation": "rules", "PresenceTimer": "rules",
@@ -35,7 +37,7 @@ _WHERE = {
 
 __all__ = [
     "CameraAnalyzer", "ClutterRule", "DetectRequest", "FireRule", "FrameView", "OccupancyCounter",
-    "Rule", "StationaryChange", "Hazard", "Incident", "IncidentBox", "IncidentEvent",
+    "Rule", "StaticObjectDetector", "Hazard", "Incident", "IncidentBox", "IncidentEvent",
     "IncidentLifecycle", "IoUTracker", "KofN", "NoParkingRule", "Observation", "PresenceTimer",
     "Track", "ZoneGeometry", "iou_matrix", "register_rule",
 ]

@@ -55,10 +55,6 @@ NOT_CLUTTER = frozenset({"person", "bin", "car", "truck", "bus"})
 """Classes whose confident box explains a static blob as not clutter (parked cars are the parking rule's)."""
 
 
-StationaryChange = StaticObjectDetector
-"""Former name of the model-free detector (kept for callers of v1)."""
-
-
 class ClutterRule:
     """Alerts on objects left in a fire lane, corridor or stairwell zone.
 
