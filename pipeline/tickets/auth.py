@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
@@ -337,6 +338,19 @@ def authenticator(request: Request) -> Authenticator:
     return auth
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether the request's ``Origin`` (if any) is this site: its Host header or ``api.public_url``."""
+    origin = request.headers.get("origin")
+    if not origin:
+        return True
+    netloc = urlsplit(origin).netloc.lower()
+    public = request.app.state.tickets.site.api.public_url
+    return netloc in {request.headers.get("host", "").lower(), urlsplit(public or "").netloc.lower()} - {""}
+
+
 def _principal(request: Request, bearer: HTTPAuthorizationCredentials | None, cookie: str | None) -> Principal:
     auth = authenticator(request)
     header = auth.config.trusted_user_header
@@ -351,6 +365,10 @@ def _principal(request: Request, bearer: HTTPAuthorizationCredentials | None, co
     if p is None:
         raise HTTPException(401, "not logged in (or the token expired or was revoked)",
                             headers={"WWW-Authenticate": "Bearer"})
+    if bearer is None and request.method not in _SAFE_METHODS and not _same_origin(request):
+        # The cookie goes along with requests other sites make the browser send; SameSite=Lax stops most,
+        # this stops the rest (a browser always sends Origin on a POST).
+        raise HTTPException(403, "cross-site request refused (Origin is not this site)")
     request.state.principal = p
     return p
 

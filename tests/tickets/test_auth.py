@@ -102,6 +102,21 @@ def test_logout_revokes_the_token_and_clears_the_cookie(client: TestClient) -> N
     assert audit[1]["actor"] == audit[2]["actor"] == "admin"
 
 
+def test_cookie_writes_from_another_origin_are_refused(client: TestClient, app: FastAPI) -> None:
+    tid = _ticket(app)
+    token = _login(client, "admin", TEST_ADMIN_PASSWORD).json()["token"]
+    move = {"to": "false_alarm"}
+    r = client.post(f"/tickets/{tid}/transition", json=move, headers={"Origin": "http://evil.example"})
+    assert (r.status_code, r.json()["detail"]) == (403, "cross-site request refused (Origin is not this site)")
+    assert client.get(f"/tickets/{tid}", headers={"Origin": "http://evil.example"}).status_code == 200  # reads
+    client.cookies.clear()  # a bearer token is no ambient credential: any origin may use it
+    r = client.post(f"/tickets/{tid}/transition", json=move, headers={"Origin": "http://evil.example", **bearer(token)})
+    assert r.status_code == 200
+    _login(client, "admin", TEST_ADMIN_PASSWORD)
+    r = client.post(f"/tickets/{_ticket(app)}/transition", json=move, headers={"Origin": "http://testserver"})
+    assert r.status_code == 200
+
+
 def test_session_expires_after_session_hours(client: TestClient, clock: Clock) -> None:
     token = _login(client, "admin", TEST_ADMIN_PASSWORD).json()["token"]
     client.cookies.clear()
