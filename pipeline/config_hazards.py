@@ -75,7 +75,7 @@ class FireRuleConfig(_Knobs):
         "it cuts frame false alarms at `min_confidence` 0.4 from 5 % to 1 % (docs/detectors.md, Fire second "
         "stage).")
     confirm_min_score: float = Field(
-        default=0.7, ge=0, le=1,
+        default=0.6, ge=0, le=1,
         description="With `confirm_model`: a box counts only when the classifier's p(fire) + p(smoke) on "
         "its crop reaches this.")
 

@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, cosine)")
     ap.add_argument("--init", type=Path, help="start from these weights (net.pt of an earlier run)")
-    ap.add_argument("--gates", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.8])
+    ap.add_argument("--gates", type=float, nargs="*", default=[0.3, 0.5, 0.6, 0.7, 0.8])
     ap.add_argument("--at", type=float, nargs="*", default=[0.4], help="fixed detector thresholds to report")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)

@@ -181,7 +181,7 @@ class FireRule:
                  window_seconds: float = 10.0, min_flicker: float = 0.04, min_fire_colour: float = 0.05,
                  person_cover: float = 0.5, person_detector: str = PERSON_DETECTOR,
                  person_min_confidence: float = 0.35, confirm: FireConfirmClassifier | None = None,
-                 confirm_min_score: float = 0.5) -> None:
+                 confirm_min_score: float = 0.6) -> None:
         self.camera_id = camera_id
         self.zone = zone
         self.zone_id: str | None = zone.id if zone is not None else None

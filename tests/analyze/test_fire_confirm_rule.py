@@ -102,7 +102,7 @@ def test_site_yaml_sets_it(clf: FireConfirmClassifier) -> None:
     default = SiteConfig.model_validate(base)
     rule = next(r for r in CameraAnalyzer(default, default.cameras[0]).rules if r.hazard == Hazard.FIRE)
     assert isinstance(rule, FireRule) and rule.confirm is not None and rule.confirm.path.name == MODEL.name
-    assert rule.confirm_min_score == 0.7
+    assert rule.confirm_min_score == 0.6
     off = SiteConfig.model_validate(base | {"hazards": {"fire": {"confirm_model": None}}})
     rule_off = next(r for r in CameraAnalyzer(off, off.cameras[0]).rules if r.hazard == Hazard.FIRE)
     assert isinstance(rule_off, FireRule) and rule_off.confirm is None
