@@ -262,3 +262,17 @@ def test_first_start_prints_a_one_time_admin_password_once(tmp_path: Path, monke
     with TestClient(again) as c:
         assert _login(c, "admin", password).status_code == 200
         assert _login(c, "admin", TEST_ADMIN_PASSWORD).status_code == 401  # no default password
+
+
+def test_an_existing_database_gains_users_in_place(tmp_path: Path, db_url: str) -> None:
+    from pipeline.tickets.db import create_db_engine, migrate, session_factory
+
+    engine = create_db_engine(db_url)
+    migrate(engine, "0002_aliases_sequences")  # a store from before logins, with a ticket in it
+    alert = AlertIn.model_validate(make_alert(camera="cam3").model_dump(mode="json"))
+    tid = apply_alert(session_factory(engine), alert).ticket_id
+    engine.dispose()
+    with TestClient(create_app(_site(tmp_path, db_url), start_consumer=False)) as c:
+        login(c)
+        assert c.get(f"/tickets/{tid}").json()["incident_id"] == alert.incident_id
+        assert [u["username"] for u in c.get("/users").json()] == ["admin"]
