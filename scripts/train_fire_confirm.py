@@ -296,8 +296,10 @@ def operating_point(frames: list[dict[str, Any]], score: str) -> dict[str, Any]:
     neg = np.array([f[score] for f in frames if not len(f["gt"])])
     thr = threshold_1pct(neg)
     pos = [f for f in frames if len(f["gt"])]
+    own = [f[score] >= thr for f in frames if not len(f["gt"]) and f["set"] in SETS]  # the split's own
     out: dict[str, Any] = {"threshold": round(thr, 4), "negative_frames": len(neg),
-                           "false_alarm_rate": round(float((neg >= thr).mean()), 4), "positive_frames": len(pos),
+                           "false_alarm_rate": round(float((neg >= thr).mean()), 4),
+                           "in_split_negatives_alarmed": f"{sum(own)}/{len(own)}", "positive_frames": len(pos),
                            "frames_alarmed": round(float(np.mean([f[score] >= thr for f in pos])), 4)}
     for k, name in enumerate(("fire", "smoke")):
         of = [f for f in pos if (f["gt_cls"] == k).any()]
