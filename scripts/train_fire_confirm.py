@@ -4,14 +4,14 @@
 Three steps, each cached under ``--work`` (default ``runs/fire_confirm``, ignored by git)::
 
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python scripts/train_fire_confirm.py crops     # mine + cut crops
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python scripts/train_fire_confirm.py train --minutes 8
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python scripts/train_fire_confirm.py train      # 6 epochs, <= 9 min
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python scripts/train_fire_confirm.py measure   # val numbers -> JSON
 
 Crops (72 x 72 BGR; training takes random 64 x 64 windows, measuring the centre):
 
 - positives: every labelled fire/smoke box of the TRAIN splits of ``shared/datasets/fire`` and ``fire2``
   (3 crops each, context padding 5..35 % and a shift of up to 10 % of the box), plus the detector's own
-  boxes (score >= ``--mine-conf``) that overlap a label (IoU >= 0.3), labelled with its class;
+  boxes (score >= ``--mine-conf``, 0.03) that overlap a label (IoU >= 0.3), labelled with its class;
 - negatives: the detector's boxes (score >= ``--mine-conf``, 2 jittered crops) on the negative frames (empty
   label files) of those train splits and on ``--extra-negatives`` train frames (clutter, vehicles: street
   scenes without fire; images that are also in a fire set, in either split, are left out), plus 3 random
@@ -159,7 +159,7 @@ def crops_of_split(det: YoloDetector, split: str, mine_conf: float, extra_cap: i
 def cmd_crops(args: argparse.Namespace) -> None:
     det = YoloDetector(args.detector, input_size=args.imgsz, threads=1, min_confidence=0.01)
     rng = np.random.default_rng(0)
-    for split in ("train", "val"):
+    for split in args.splits:
         t = time.time()
         data = crops_of_split(det, split, args.mine_conf, args.extra_cap, rng)
         with (args.work / f"crops_{split}.pkl").open("wb") as f:
@@ -366,11 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "fire_confirm")
     ap.add_argument("--detector", type=Path, default=REPO / "models" / "fire.onnx")
     ap.add_argument("--imgsz", type=int, default=416, help="detector input size")
-    ap.add_argument("--mine-conf", type=float, default=0.1, help="detector score of mined boxes")
-    ap.add_argument("--extra-cap", type=int, default=250, help="train frames per extra negative set")
+    ap.add_argument("--mine-conf", type=float, default=0.03, help="detector score of mined boxes")
+    ap.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"],
+                    help="splits to (re)build; `--splits val` re-measures a new detector with the same classifier")
+    ap.add_argument("--extra-cap", type=int, default=800, help="train frames per extra negative set")
     ap.add_argument("--out", type=Path, default=REPO / "models" / "fire-confirm.onnx")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--minutes", type=float, default=8.0, help="training stops after this long")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--minutes", type=float, default=9.0, help="training stops after this long")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, cosine)")
     ap.add_argument("--init", type=Path, help="start from these weights (net.pt of an earlier run)")
