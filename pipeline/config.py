@@ -27,6 +27,7 @@ from pipeline.analyze.incident import Hazard
 # Re-exported (their home is pipeline.config_checks, which must not import this module).
 from pipeline.config_checks import GRID_LEVELS as GRID_LEVELS
 from pipeline.config_checks import camera_grid_errors as camera_grid_errors
+from pipeline.config_webhooks import WebhooksConfig
 from pipeline.contract.ids import CONFIG_ID_PATTERN
 
 
@@ -354,6 +355,8 @@ class ApiConfig(_Model):
         "localhost, 127.0.0.1]; `*.example.org` matches subdomains; ['*'] (default, for the zero-config "
         "demo) checks nothing. No ports, no IPv6 literals.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Logins, sessions, lockout, SSO proxy.")
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig,
+                                     description="Outbound webhooks: ticket events to case systems and group bots.")
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -525,6 +528,8 @@ class SiteConfig(_Model):
 
 def load_config(path: str | Path) -> SiteConfig:
     """Read and validate a site YAML; raises :class:`ConfigError` with every problem found."""
+    from urllib.parse import urlsplit
+
     from pipeline.config_errors import ConfigError, validate_file
     from pipeline.redact import register_secret, register_url_secrets
 
@@ -536,4 +541,7 @@ def load_config(path: str | Path) -> SiteConfig:
     register_url_secrets([*(c.url for c in cfg.cameras), cfg.mqtt.url, cfg.api.database_url])
     register_secret(cfg.mqtt.password)
     register_secret(cfg.mqtt.service_password)
+    for target in cfg.api.webhooks.targets:  # bot URLs carry their key in the query
+        register_secret(target.secret)
+        register_secret(urlsplit(target.url).query or None)
     return cfg
