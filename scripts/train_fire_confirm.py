@@ -74,8 +74,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros((len(a), len(b)))
     lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return np.asarray(inter / (area(a)[:, None] + area(b)[None] - inter + 1e-9))
+    area_a, area_b = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return np.asarray(inter / (area_a[:, None] + area_b[None] - inter + 1e-9))
 
 
 def cut(img: np.ndarray, box: np.ndarray, rng: np.random.Generator | None) -> np.ndarray | None:
@@ -95,7 +95,7 @@ def cut(img: np.ndarray, box: np.ndarray, rng: np.random.Generator | None) -> np
 def random_boxes(w: int, h: int, n: int, rng: np.random.Generator) -> np.ndarray:
     side = rng.uniform(0.06, 0.5, (n, 2)) * np.array([w, h])
     x1, y1 = rng.uniform(0, 1, n) * (w - side[:, 0]), rng.uniform(0, 1, n) * (h - side[:, 1])
-    return np.c_[x1, y1, x1 + side[:, 0], y1 + side[:, 1]]
+    return np.asarray(np.c_[x1, y1, x1 + side[:, 0], y1 + side[:, 1]])
 
 
 def crops_of_split(det: YoloDetector, split: str, mine_conf: float, extra_cap: int,
@@ -206,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     counts = np.bincount(y, minlength=3)
     weight = torch.tensor(counts.sum() / (3 * np.maximum(counts, 1)), dtype=torch.float32)
     print("train crops per class", dict(zip(CLASS_NAMES, counts.tolist(), strict=True)), "weights", weight)
-    net = build_net()
+    net = build_net()  # type: ignore[no-untyped-call]
     if args.init is not None:  # continue from an earlier run's weights (e.g. on more hard negatives)
         net.load_state_dict(torch.load(args.init))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -338,6 +338,8 @@ def cmd_measure(args: argparse.Namespace) -> None:
     extras = []
     for f in va["frames"]:
         img = cv2.imread(f["path"])
+        if img is None:
+            raise SystemExit(f"cannot read {f['path']}")
         f["p"] = clf.score_boxes(img, f["boxes"])
         n_boxes += len(f["boxes"])
         frame_scores(f, 1 - f["p"][:, NEITHER], args.gates)
