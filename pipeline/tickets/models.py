@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -61,13 +63,14 @@ def utcnow() -> datetime:
 
 
 class TicketStatus(StrEnum):
-    """Where a ticket stands in its life cycle (see :mod:`pipeline.tickets.service`)."""
+    """Where a ticket stands in its case life cycle (GB/T 30428 steps; see :mod:`pipeline.tickets.lifecycle`)."""
 
-    OPEN = "open"
-    ASSIGNED = "assigned"
+    RECEIVED = "received"
+    VERIFIED = "verified"
+    DISPATCHED = "dispatched"
     IN_PROGRESS = "in_progress"
     RESOLVED = "resolved"
-    VERIFIED = "verified"
+    CHECKED = "checked"
     CLOSED = "closed"
     FALSE_ALARM = "false_alarm"
 
@@ -80,6 +83,10 @@ class EventKind(StrEnum):
     ALERT_CLEARED = "alert_cleared"
     INCIDENT_ATTACHED = "incident_attached"
     TRANSITION = "transition"
+    PROOF = "proof"
+    OVERDUE = "overdue"
+    ESCALATED = "escalated"
+    CAMERA_CHECK = "camera_check"
 
 
 class Base(DeclarativeBase):
@@ -95,6 +102,8 @@ class Ticket(Base):
         Index("ix_tickets_grid_path", "grid_path"),
         Index("ix_tickets_opened_at", "opened_at"),
         Index("ix_tickets_place", "camera_id", "hazard", "zone_id"),  # duplicate-open guard lookup
+        Index("ix_tickets_due_at", "due_at"),
+        Index("ix_tickets_closed_at", "closed_at"),
         UniqueConstraint("incident_id", name="uq_tickets_incident_id"),
     )
 
@@ -102,7 +111,7 @@ class Ticket(Base):
     incident_id: Mapped[str] = mapped_column(String(200), nullable=False)
     hazard: Mapped[str] = mapped_column(String(32), index=True)
     severity: Mapped[int] = mapped_column(Integer, default=3)
-    status: Mapped[str] = mapped_column(String(32), default=TicketStatus.OPEN.value)
+    status: Mapped[str] = mapped_column(String(32), default=TicketStatus.RECEIVED.value)
     camera_id: Mapped[str] = mapped_column(String(100), index=True)
     camera_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     grid_l1: Mapped[str] = mapped_column(String(64))
@@ -124,6 +133,20 @@ class Ticket(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     assignee: Mapped[str | None] = mapped_column(String(200), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Case life cycle (migration 0004): when each step was first reached, the deadline now running and
+    # how far up the grid the ticket has been escalated (0: its cell, 1: community, 2: district, 3: town).
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    due_stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    overdue: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     events: Mapped[list[TicketEvent]] = relationship(
         back_populates="ticket", order_by="TicketEvent.id", cascade="all, delete-orphan"
@@ -199,6 +222,70 @@ class WorkerSequence(Base):
     missing_total: Mapped[int] = mapped_column(BigInteger, default=0)
     late_total: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TicketAttachment(Base):
+    """A file a person uploaded to a ticket (``kind`` ``proof``: the patrol's photo of the fix), stored under
+    ``<evidence_dir>/tickets/<ticket_id>/<name>`` and served with the ticket's scope checks."""
+
+    __tablename__ = "ticket_attachments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class CameraCheck(Base):
+    """One camera re-check of a resolved ticket: the request sent to the worker and, later, its result."""
+
+    __tablename__ = "camera_checks"
+
+    check_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    camera_id: Mapped[str] = mapped_column(String(100))
+    window_seconds: Mapped[float] = mapped_column(Float)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    result_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    snapshot_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Notification(Base):
+    """Outbox of MQTT notifications (``NotificationV1`` on ``<prefix>/notify/<grid path>``): written in the
+    transaction of the change, published (and stamped) by the case loop, so a broker outage loses none."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    grid_path: Mapped[str] = mapped_column(String(300))
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class ServiceLock(Base):
+    """A named lease (Unix seconds) for jobs that must run in one replica at a time on SQLite; PostgreSQL
+    uses an advisory lock instead (see :mod:`pipeline.tickets.escalation`)."""
+
+    __tablename__ = "service_locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    last_run_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 # The user, token and audit tables live in their own module; importing it here puts them on Base.metadata

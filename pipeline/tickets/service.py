@@ -34,6 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.tickets.lifecycle import ACTIVE, TRANSITIONS, TransitionError, allowed_next, check_move, stamp
 from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits, storable
 from pipeline.tickets.models import (
     CameraHealthRow,
@@ -50,52 +51,15 @@ from pipeline.tickets.sequence import NO_SEQUENCE, SequenceCheck, track_sequence
 
 log = logging.getLogger(__name__)
 
-S = TicketStatus
-TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
-    S.OPEN: frozenset({S.ASSIGNED, S.FALSE_ALARM}),
-    S.ASSIGNED: frozenset({S.IN_PROGRESS, S.FALSE_ALARM}),
-    S.IN_PROGRESS: frozenset({S.RESOLVED, S.FALSE_ALARM}),
-    S.RESOLVED: frozenset({S.VERIFIED, S.IN_PROGRESS}),
-    S.VERIFIED: frozenset({S.CLOSED}),
-    S.CLOSED: frozenset(),
-    S.FALSE_ALARM: frozenset(),
-}
-"""Allowed next states of each status."""
+__all__ = ["ACTIVE", "TRANSITIONS", "ApplyResult", "TicketNotFoundError", "TransitionError", "allowed_next",
+           "apply_alert", "record_dead_letter", "transition", "upsert_camera_health"]
 
-_ORDER = list(TicketStatus)
 Outcome = Literal["created", "updated", "cleared", "duplicate", "ignored", "attached"]
-ACTIVE = (S.OPEN.value, S.ASSIGNED.value, S.IN_PROGRESS.value)
-"""Statuses in which a ticket absorbs a new incident of the same camera, zone and hazard."""
 _MAX_ATTEMPTS = 3
 
 
 class TicketNotFoundError(LookupError):
     """No ticket with that id."""
-
-
-class TransitionError(ValueError):
-    """A status change the life cycle does not allow.
-
-    Attributes:
-        current: the ticket's status.
-        requested: the status asked for.
-        allowed: statuses allowed from ``current``.
-    """
-
-    def __init__(self, current: str, requested: str, allowed: list[str]) -> None:
-        super().__init__(f"cannot go from {current!r} to {requested!r}; allowed: {allowed}")
-        self.current = current
-        self.requested = requested
-        self.allowed = allowed
-
-
-def allowed_next(status: str) -> list[str]:
-    """Statuses reachable from ``status`` in life-cycle order (empty for terminal or unknown states)."""
-    try:
-        nxt = TRANSITIONS[TicketStatus(status)]
-    except ValueError:
-        return []
-    return [s.value for s in _ORDER if s in nxt]
 
 
 def transition(session: Session, ticket_id: int, to: str, actor: str | None = None,
@@ -117,14 +81,13 @@ def transition(session: Session, ticket_id: int, to: str, actor: str | None = No
     ticket = session.scalars(select(Ticket).where(Ticket.id == ticket_id).with_for_update()).first()
     if ticket is None:
         raise TicketNotFoundError(ticket_id)
-    allowed = allowed_next(ticket.status)
-    if to not in allowed:
-        raise TransitionError(ticket.status, to, allowed)
+    check_move(ticket, to, note)
     now = utcnow()
     session.add(TicketEvent(ticket_id=ticket.id, kind=EventKind.TRANSITION.value,
                             message_key=f"transition:{uuid.uuid4().hex}", from_status=ticket.status,
                             to_status=to, actor=actor, note=note, ts=now))
-    if to == TicketStatus.ASSIGNED:
+    stamp(ticket, to, now)
+    if to == TicketStatus.DISPATCHED:
         ticket.assignee = assignee or actor or ticket.assignee
     if note:
         ticket.note = note
@@ -165,7 +128,7 @@ def _new_ticket(alert: AlertIn) -> Ticket:
     p = alert.grid.path
     return Ticket(
         incident_id=alert.incident_id, hazard=alert.hazard.value, severity=alert.severity,
-        status=TicketStatus.OPEN.value, camera_id=alert.camera.id,
+        status=TicketStatus.RECEIVED.value, camera_id=alert.camera.id,
         camera_name=alert.camera.name[:200] if alert.camera.name is not None else None,
         grid_l1=p[0], grid_l2=p[1], grid_l3=p[2], grid_l4=p[3], grid_path="/".join(p),
         zone_id=alert.zone.id if alert.zone else None, title=_title(alert), started_at=alert.started_at,
