@@ -99,13 +99,13 @@ def memory_growth(members: Iterable[Managed], warmup_s: float) -> dict[str, dict
             if s.age_s >= warmup_s:
                 by_life[s.incarnation].append((s.age_s, s.kb))
         peak = max((s.kb for s in m.samples), default=0)
-        best = max(by_life.values(), key=lambda v: v[-1][0] - v[0][0], default=None)
+        life, best = max(by_life.items(), key=lambda kv: kv[1][-1][0] - kv[1][0][0], default=(0, None))
         if not best or len(best) < 2:
             out[m.name] = {"incarnations": m.incarnation, "first_mb": None, "last_mb": None, "growth_pct": None,
                            "span_s": 0.0, "peak_mb": round(peak / 1024, 1)}
             continue
         (t0, first), (t1, last) = best[0], best[-1]
-        out[m.name] = {"incarnations": m.incarnation, "first_mb": round(first / 1024, 1),
+        out[m.name] = {"incarnations": m.incarnation, "measured": life, "first_mb": round(first / 1024, 1),
                        "last_mb": round(last / 1024, 1), "growth_pct": round(100.0 * (last - first) / first, 2),
                        "span_s": round(t1 - t0, 1), "peak_mb": round(peak / 1024, 1)}
     return out
