@@ -1,8 +1,8 @@
-"""Planned messages of the closed loop (issue 9): camera check request/result and notifications.
+"""Messages of the closed loop (issue 9): camera check request/result and notifications.
 
-**Nobody sends or reads these yet.** They fix the shape issue 9 builds on, so the worker and the
-service agree from the first commit; fields may still change until a producer exists (then the
-version is frozen like ``AlertV1``).
+The ticket service sends the check requests and the notifications and reads the check results
+(:mod:`pipeline.tickets.camera_check`, :mod:`pipeline.tickets.escalation`); the worker answers the
+requests. Version 1 is frozen like ``AlertV1`` from here on: new optional fields only.
 
 * :class:`CameraCheckRequestV1` on ``<prefix>/check/request/<camera_id>`` (service -> the worker running
   the camera, QoS 1): after a camera ticket is resolved, re-judge the incident's zone for
@@ -40,7 +40,7 @@ class _Planned(BaseModel):
 
 
 class CameraCheckRequestV1(_Planned):
-    """Service -> worker: re-judge a resolved ticket's zone (planned, not sent yet)."""
+    """Service -> worker: re-judge a resolved ticket's zone."""
 
     schema_version: Literal[1] = Field(description="Payload schema version; always 1 here.")
     check_id: str = Field(pattern=SAFE_ID_PATTERN, max_length=SAFE_ID_MAX_LENGTH,
@@ -60,7 +60,7 @@ class CameraCheckRequestV1(_Planned):
 
 
 class CameraCheckResultV1(_Planned):
-    """Worker -> service: the outcome of one camera check (planned, not sent yet)."""
+    """Worker -> service: the outcome of one camera check."""
 
     schema_version: Literal[1] = Field(description="Payload schema version; always 1 here.")
     check_id: str = Field(pattern=SAFE_ID_PATTERN, max_length=SAFE_ID_MAX_LENGTH,
@@ -83,11 +83,13 @@ class CameraCheckResultV1(_Planned):
 
 
 class NotificationV1(_Planned):
-    """Service -> people of a grid node: something happened to a case (planned, not sent yet)."""
+    """Service -> people of a grid node: something happened to a case."""
 
     schema_version: Literal[1] = Field(description="Payload schema version; always 1 here.")
-    kind: Literal["created", "dispatched", "escalated", "overdue", "check_failed", "closed"] = Field(
-        description="What happened to the case.")
+    kind: Literal["created", "dispatched", "escalated", "overdue", "check_passed", "check_failed", "closed",
+                  "reopened"] = Field(
+        description="What happened to the case: overdue goes to the ticket's cell when a deadline passes; "
+        "escalated goes one grid level up (community, district, town) each time the case stays overdue.")
     ticket_id: int = Field(ge=1, description="The ticket.")
     grid_path: list[str] = Field(min_length=1, max_length=4,
                                  description="The node notified (the topic's levels), town first.")
@@ -98,6 +100,11 @@ class NotificationV1(_Planned):
     reason: str | None = Field(default=None, max_length=2000,
                                description="Why (e.g. which deadline passed); null when obvious.")
     deadline: AwareDatetime | None = Field(default=None, description="The deadline now running, if any.")
+    escalation_level: int | None = Field(
+        default=None, ge=0, le=3,
+        description="For overdue/escalated: 0 cell, 1 community, 2 district, 3 town (the node notified).")
+    stage: Literal["verify", "dispatch", "resolve"] | None = Field(
+        default=None, description="For overdue/escalated: the step whose deadline passed.")
     ts: AwareDatetime = Field(description="When it happened, ISO-8601 UTC.")
     url: str | None = Field(default=None, description="Link to the ticket in the web app.")
 

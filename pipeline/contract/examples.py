@@ -72,5 +72,6 @@ def example_messages() -> dict[str, BaseModel]:
         "notification": NotificationV1(
             schema_version=1, kind="escalated", ticket_id=42, grid_path=["T1", "D1", "C1"], hazard=Hazard.FIRE,
             severity=5, title="Fire at North gate", status="dispatched",
-            reason="not resolved within 30 min (cell G1)", deadline=_utc(_T0 + 5400), ts=_utc(_T0 + 3600)),
+            reason="not resolved within 30 min (cell G1)", deadline=_utc(_T0 + 5400), ts=_utc(_T0 + 3600),
+            escalation_level=2, stage="resolve"),
     }
