@@ -23,6 +23,7 @@ from pipeline.alerts.schema import build_alert
 from pipeline.analyze.analyzer import CameraAnalyzer
 from pipeline.analyze.incident import Incident, IncidentEvent
 from pipeline.analyze.journal import IncidentJournal, orphan_cleared
+from pipeline.camera_check import CheckResponder
 from pipeline.config import CameraConfig, SiteConfig
 from pipeline.contract.topics import occupancy_topic
 from pipeline.debug_view import DebugFrames, DebugResponder
@@ -70,11 +71,16 @@ class _CameraSlot:
     analysis_error: str | None = None
 
 
+def evidence_url(site: SiteConfig, incident_id: str, name: str) -> str:
+    """The URL under which the API serves the evidence file ``name`` of an incident."""
+    base = (site.api.public_url or f"http://{site.api.host}:{site.api.port}").rstrip("/")
+    return f"{base}/evidence/{incident_id}/{name}"
+
+
 def evidence_urls(site: SiteConfig, incident_id: str) -> dict[str, str]:
     """The URLs under which the API serves an incident's evidence."""
-    base = (site.api.public_url or f"http://{site.api.host}:{site.api.port}").rstrip("/")
-    return {"snapshot_url": f"{base}/evidence/{incident_id}/snapshot.jpg",
-            "clip_url": f"{base}/evidence/{incident_id}/clip.mp4"}
+    return {"snapshot_url": evidence_url(site, incident_id, "snapshot.jpg"),
+            "clip_url": evidence_url(site, incident_id, "clip.mp4")}
 
 
 class Worker:
@@ -133,12 +139,17 @@ class Worker:
         # Answers /cameras/{id}/debug.jpg requests for these cameras (pipeline/debug_view.py).
         self.debug = DebugResponder(site.mqtt, f"{self.publisher.client_id}-debug", self.debug_frames,
                                     self.slots)
+        # Re-judges a resolved ticket's zone on request (pipeline/camera_check.py); fed from _analyse.
+        self.checks = CheckResponder(site, f"{self.publisher.client_id}-check",
+                                     {cid: s.analyzer for cid, s in self.slots.items()}, self.publisher,
+                                     self.evidence, lambda iid, name: evidence_url(site, iid, name), self.worker_id)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the publisher, load detectors, then start readers and analysis threads."""
         self.publisher.start()
         self.debug.start()
+        self.checks.start()
         for incident in self._orphans:
             self._emit(self.slots[incident.camera_id], None, incident)
         self._orphans = []
@@ -180,6 +191,7 @@ class Worker:
                 timer.cancel()
                 # Write the clip now with what is buffered rather than losing it.
                 timer.function(*timer.args)
+        self.checks.stop()  # before the publisher: results decided by now still reach the outbox
         self.publisher.stop()
         self.debug.stop()
         self.journal.close()
@@ -265,6 +277,7 @@ class Worker:
                 slot.last_analysed_ts = frame.ts
                 if self.debug_frames.wants(slot.camera.id):  # keeps a frame only while someone watches
                     self.debug_frames.offer(frame, found, slot.analyzer)
+                self.checks.observe(slot.camera.id, frame, slot.analyzer)  # under the slot lock, like analyze
                 if not any(r.detector in self.broken_detectors
                            for r in slot.analyzer.requests(frame.width, frame.height)):
                     slot.analysis_error = None

@@ -4,6 +4,7 @@ Layout (served by the ticket API under ``/evidence/<incident_id>/...``)::
 
     <evidence_dir>/<incident_id>/snapshot.jpg
     <evidence_dir>/<incident_id>/clip.mp4
+    <evidence_dir>/<incident_id>/check-<check_id>.jpg   (camera checks, pipeline/camera_check.py)
 
 Both files are written to a temporary name in the same folder and renamed into place, so a reader
 never sees half a file.
@@ -12,6 +13,7 @@ never sees half a file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -121,6 +123,31 @@ class EvidenceWriter:
             _atomic_write(path, buf.tobytes())
         return paths.snapshot
 
+    def check_snapshot(self, frame: Frame, incident: Incident, check_id: str, title: str,
+                       zone_polygons_px: Mapping[str, np.ndarray] | None = None) -> Path:
+        """Save the annotated frame of a camera check as ``check-<check_id>.jpg`` in the incident's folder.
+
+        Args:
+            frame: the frame the check ended on.
+            incident: the checked incident as drawn (its zone is filled; boxes: what the check still saw).
+            check_id: the check's id (a safe id; hashed when the file name would get too long).
+            title: the header text, e.g. ``CHECK FAILED parking lot-1 / np1``.
+            zone_polygons_px: zone id -> pixel polygon, as for :meth:`snapshot`.
+
+        Returns:
+            The JPEG's path.
+        """
+        name = f"check-{check_id}.jpg"
+        if not is_safe_id(name):  # too long: a stable short name instead
+            name = f"check-{hashlib.sha256(check_id.encode()).hexdigest()[:16]}.jpg"
+        path = self.paths(incident.id).folder / name
+        img = annotate(frame.image, incident, zone_polygons_px or {}, header=title)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        _atomic_write(path, buf.tobytes())
+        return path
+
     # -- clip ------------------------------------------------------------------------------------
 
     def clip(self, ring: ClipSource, incident: Incident, pre_s: float, post_s: float) -> Path | None:
@@ -151,8 +178,9 @@ class EvidenceWriter:
                 tmp.unlink()
 
 
-def annotate(image: np.ndarray, incident: Incident, zone_polygons_px: Mapping[str, np.ndarray]) -> np.ndarray:
-    """A copy of ``image`` (BGR) with zones, boxes and a header bar drawn on it."""
+def annotate(image: np.ndarray, incident: Incident, zone_polygons_px: Mapping[str, np.ndarray],
+             header: str | None = None) -> np.ndarray:
+    """A copy of ``image`` (BGR) with zones, boxes and a header bar (``header``, or the event) drawn on it."""
     img = np.ascontiguousarray(image.copy())
     h, w = img.shape[:2]
     color = HAZARD_COLORS.get(str(incident.hazard), (0, 0, 255))
@@ -180,7 +208,8 @@ def annotate(image: np.ndarray, incident: Incident, zone_polygons_px: Mapping[st
 
     when = datetime.fromtimestamp(incident.ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     zone = f" / {incident.zone_id}" if incident.zone_id else ""
-    header = f"{str(incident.hazard).upper()} {incident.event}  {incident.camera_id}{zone}  {when}"
+    title = header or f"{str(incident.hazard).upper()} {incident.event}"
+    header = f"{title}  {incident.camera_id}{zone}  {when}"
     (_, th), base = cv2.getTextSize(header, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
     bar_h = min(h, th + base + 8)
     img[:bar_h] = (img[:bar_h].astype(np.float32) * 0.3).astype(np.uint8)

@@ -244,6 +244,11 @@ class IncidentLifecycle:
         self.cooldown_until: float = float("-inf")
         self.count = 0
         """Incidents opened so far (the ``n`` of the id)."""
+        self.last_step_ts: float | None = None
+        """Frame time of the last :meth:`step` (the last frame the rule judged)."""
+        self.last_step_observation: Observation | None = None
+        """What that step saw, before confirmation: the hazard in that very frame, or None (read by camera
+        checks, :mod:`pipeline.camera_check`, the same way for every rule)."""
 
     @property
     def is_open(self) -> bool:
@@ -309,6 +314,7 @@ class IncidentLifecycle:
 
     def step(self, ts: float, observation: Observation | None) -> Incident | None:
         """Advance by one analysed frame; returns the event it causes, if any."""
+        self.last_step_ts, self.last_step_observation = ts, observation
         present = self.confirm.push(observation is not None)
         if observation is not None:
             self.last_observation = observation

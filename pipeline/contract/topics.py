@@ -147,6 +147,11 @@ def debug_reply_filter(prefix: str) -> str:
     return _join(prefix, "debug", "reply", "#")
 
 
+def check_request_filter(prefix: str) -> str:
+    """Every camera check request: ``<prefix>/check/request/+`` (each worker answers for its own cameras)."""
+    return _join(prefix, "check", "request", "+")
+
+
 # -- parsers --------------------------------------------------------------------------------------
 
 
@@ -203,6 +208,11 @@ def parse_health_topic(topic: str, prefix: str) -> str | None:
 def parse_debug_request_topic(topic: str, prefix: str) -> str | None:
     """The camera id of ``<prefix>/debug/request/<camera_id>``; None when ``topic`` is not one."""
     return parse_single_level(topic, prefix, "debug/request")
+
+
+def parse_check_request_topic(topic: str, prefix: str) -> str | None:
+    """The camera id of ``<prefix>/check/request/<camera_id>``; None when ``topic`` is not one."""
+    return parse_single_level(topic, prefix, "check/request")
 
 
 def valid_debug_reply_to(reply_to: str, prefix: str, camera_id: str) -> bool:
