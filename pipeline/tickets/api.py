@@ -68,6 +68,8 @@ from pipeline.tickets.schemas import (
 )
 from pipeline.tickets.service import TicketNotFoundError, TransitionError, transition
 from pipeline.tickets.users import TokenKind, audit
+from pipeline.tickets.webhook_routes import install_webhook_routes
+from pipeline.tickets.webhook_sender import setup_webhooks
 from pipeline.web.debug import install_debug
 from pipeline.web.router import install_web
 
@@ -161,23 +163,29 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                      evidence_dir=site.resolve_path(site.api.evidence_dir),
                      auth=Authenticator(site.api.auth, sessions, AuthMetrics(ticket_metrics.registry)))
     st.initial_admin_password = st.auth.ensure_admin()
+    webhooks = setup_webhooks(site, sessions, ticket_metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if start_consumer:
             st.consumer = AlertConsumer(site.mqtt, sessions, st.metrics)
             st.consumer.start()
+        if webhooks is not None:
+            webhooks.start()
         try:
             yield
         finally:
             if st.consumer is not None:
                 st.consumer.stop()
                 st.consumer = None
+            if webhooks is not None:
+                webhooks.stop()
             engine.dispose()
 
     app = FastAPI(title="gridwatch tickets", version="1", lifespan=lifespan, responses=HOST_REFUSED,
                   description="Hazard tickets from gridwatch alerts; see docs/api.md.")
     app.state.tickets = st
+    app.state.webhooks = webhooks
     install_host_check(app, site)
     install_validation_errors(app)
 
@@ -376,6 +384,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         return prune_grid(_grid_tree(s.site.grid, counts, []), user)
 
     install_auth_routes(app)
+    install_webhook_routes(app)
     install_web(app)
     install_debug(app, site)
     return app

@@ -23,14 +23,22 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.config import SiteConfig
 from pipeline.config_webhooks import WebhooksConfig, WebhookTarget
 from pipeline.redact import redact_text
 from pipeline.tickets.webhook_formats import build_request, response_error
-from pipeline.tickets.webhooks import ClaimedDelivery, WebhookMetrics, claim_due, record_attempt
+from pipeline.tickets.webhooks import (
+    ClaimedDelivery,
+    WebhookMetrics,
+    claim_due,
+    install_webhook_queueing,
+    record_attempt,
+)
 
 log = logging.getLogger(__name__)
 _READ_MAX = 64 * 1024
@@ -158,3 +166,18 @@ class WebhookSender:
             limit = max((t.timeout_seconds for t in self.config.targets), default=10.0) + 5
             self._thread.join(timeout if timeout is not None else limit)
             self._thread = None
+
+
+def setup_webhooks(site: SiteConfig, sessions: sessionmaker[Session],
+                   registry: CollectorRegistry) -> WebhookSender | None:
+    """Wire webhooks into an app: queueing on ``sessions``, metrics on ``registry``; the sender to start.
+
+    Returns:
+        The (not yet started) sender, or None when no target is enabled.
+    """
+    config = site.api.webhooks
+    metrics = WebhookMetrics(registry, sessions)  # also without targets: what is still queued shows
+    if not any(t.enabled for t in config.targets):
+        return None
+    install_webhook_queueing(sessions, config, site.site, site.api.public_url)
+    return WebhookSender(config, sessions, metrics)
