@@ -27,6 +27,7 @@ from pipeline.analyze.incident import Hazard
 # Re-exported (their home is pipeline.config_checks, which must not import this module).
 from pipeline.config_checks import GRID_LEVELS as GRID_LEVELS
 from pipeline.config_checks import camera_grid_errors as camera_grid_errors
+from pipeline.config_casework import CaseworkConfig
 from pipeline.config_webhooks import WebhooksConfig
 from pipeline.contract.ids import CONFIG_ID_PATTERN
 
@@ -434,6 +435,9 @@ class SiteConfig(_Model):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT.")
     api: ApiConfig = Field(default_factory=ApiConfig, description="Ticket API.")
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Detection worker.")
+    casework: CaseworkConfig = Field(default_factory=CaseworkConfig,
+                                     description="Case life cycle: deadlines, escalation, auto-dispatch, "
+                                     "camera re-checks (docs/operations.md).")
     base_dir: str | None = Field(default=None, exclude=True,
                                  description="Set by the loader: folder of the YAML file.")
 

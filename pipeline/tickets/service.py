@@ -1,10 +1,8 @@
 """Ticket life cycle and the idempotent application of alert events.
 
-Life cycle (:data:`TRANSITIONS` is the whole table)::
-
-    open -> assigned -> in_progress -> resolved -> verified -> closed
-    open | assigned | in_progress -> false_alarm
-    resolved -> in_progress          (verification failed: rework)
+The case life cycle lives in :mod:`pipeline.tickets.lifecycle` (states, :data:`TRANSITIONS`) and
+:mod:`pipeline.tickets.moves` (:func:`transition`, re-exported here); a new ticket gets its deadline and
+automatic dispatch there (:func:`~pipeline.tickets.moves.on_created`, when ``apply_alert`` has a ``ctx``).
 
 Alert events never change the status: ``opened`` creates the ticket (a later ``opened`` for the same
 incident changes nothing), ``updated`` refreshes confidence/boxes/evidence, ``cleared`` sets
@@ -13,8 +11,8 @@ the unique constraints on ``tickets.incident_id`` and ``ticket_events`` make thi
 consumers race (the loser's transaction fails with ``IntegrityError`` and is retried, then sees the row).
 
 Duplicate-open guard: a new incident whose camera, zone and hazard already have an *active* ticket
-(open, assigned or in progress, not cleared) does not open a second ticket. It is attached to that ticket
-(an ``incident_attached`` event and an ``incident_aliases`` row, so its later events land there too;
+(received, verified, dispatched or in progress, not cleared) does not open a second ticket. It is attached
+to that ticket (an ``incident_attached`` event and an ``incident_aliases`` row, so its later events land there too;
 outcome ``attached``). This is what a restarted worker produces when it re-detects the parked car whose
 incident it lost. Two replicas racing on the very first alert of two such incidents can still open two.
 
@@ -25,7 +23,6 @@ transaction (lost-alert detection by per-worker ``seq``).
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -34,7 +31,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.tickets.lifecycle import ACTIVE, TRANSITIONS, TransitionError, allowed_next, check_move, stamp
+from pipeline.tickets.deadlines import CaseContext
+from pipeline.tickets.lifecycle import ACTIVE, TRANSITIONS, TransitionError, allowed_next
 from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits, storable
 from pipeline.tickets.models import (
     CameraHealthRow,
@@ -46,6 +44,7 @@ from pipeline.tickets.models import (
     TicketStatus,
     utcnow,
 )
+from pipeline.tickets.moves import TicketNotFoundError, on_created, transition
 from pipeline.tickets.payload import AlertIn, HealthIn
 from pipeline.tickets.sequence import NO_SEQUENCE, SequenceCheck, track_sequence
 
@@ -56,45 +55,6 @@ __all__ = ["ACTIVE", "TRANSITIONS", "ApplyResult", "TicketNotFoundError", "Trans
 
 Outcome = Literal["created", "updated", "cleared", "duplicate", "ignored", "attached"]
 _MAX_ATTEMPTS = 3
-
-
-class TicketNotFoundError(LookupError):
-    """No ticket with that id."""
-
-
-def transition(session: Session, ticket_id: int, to: str, actor: str | None = None,
-               note: str | None = None, assignee: str | None = None) -> Ticket:
-    """Move a ticket to ``to`` and record a ``transition`` event (caller commits).
-
-    Args:
-        session: open session (inside a transaction).
-        ticket_id: ticket id.
-        to: target status.
-        actor: who did it.
-        note: free text, also stored on the ticket.
-        assignee: for ``assigned``; defaults to ``actor``.
-
-    Raises:
-        TicketNotFoundError: unknown id.
-        TransitionError: not allowed from the current status.
-    """
-    ticket = session.scalars(select(Ticket).where(Ticket.id == ticket_id).with_for_update()).first()
-    if ticket is None:
-        raise TicketNotFoundError(ticket_id)
-    check_move(ticket, to, note)
-    now = utcnow()
-    session.add(TicketEvent(ticket_id=ticket.id, kind=EventKind.TRANSITION.value,
-                            message_key=f"transition:{uuid.uuid4().hex}", from_status=ticket.status,
-                            to_status=to, actor=actor, note=note, ts=now))
-    stamp(ticket, to, now)
-    if to == TicketStatus.DISPATCHED:
-        ticket.assignee = assignee or actor or ticket.assignee
-    if note:
-        ticket.note = note
-    ticket.status = to
-    ticket.updated_at = now
-    session.flush()
-    return ticket
 
 
 @dataclass(frozen=True)
@@ -204,7 +164,8 @@ def _attach(session: Session, ticket: Ticket, alert: AlertIn, payload: dict[str,
     session.flush()
 
 
-def _apply_event(session: Session, alert: AlertIn, payload: dict[str, Any]) -> ApplyResult:
+def _apply_event(session: Session, alert: AlertIn, payload: dict[str, Any],
+                 ctx: CaseContext | None = None) -> ApplyResult:
     ticket, key = _find_ticket(session, alert)
     event = TicketEvent(kind=_event_kind(alert), message_key=key, ts=alert.ts, payload=payload)
     if ticket is None:
@@ -223,6 +184,8 @@ def _apply_event(session: Session, alert: AlertIn, payload: dict[str, Any]) -> A
         event.ticket_id = ticket.id
         session.add(event)
         session.flush()
+        if ctx is not None:
+            on_created(session, ticket, ctx)
         return ApplyResult(ticket.id, "created")
     seen = session.scalar(select(TicketEvent.id).where(TicketEvent.ticket_id == ticket.id,
                                                        TicketEvent.message_key == key))
@@ -237,21 +200,22 @@ def _apply_event(session: Session, alert: AlertIn, payload: dict[str, Any]) -> A
     return ApplyResult(ticket.id, "cleared" if alert.event == "cleared" else "updated")
 
 
-def _apply(session: Session, alert: AlertIn, payload: dict[str, Any]) -> ApplyResult:
-    result = _apply_event(session, alert, payload)
+def _apply(session: Session, alert: AlertIn, payload: dict[str, Any], ctx: CaseContext | None) -> ApplyResult:
+    result = _apply_event(session, alert, payload, ctx)
     check = track_sequence(session, alert.worker_id, alert.seq, redelivery=result.outcome == "duplicate")
     session.flush()
     return ApplyResult(result.ticket_id, result.outcome, check)
 
 
 def apply_alert(sessions: sessionmaker[Session], alert: AlertIn,
-                payload: dict[str, Any] | None = None) -> ApplyResult:
+                payload: dict[str, Any] | None = None, ctx: CaseContext | None = None) -> ApplyResult:
     """Apply one alert in its own transaction, idempotently.
 
     Args:
         sessions: session factory.
         alert: the parsed alert.
         payload: JSON stored with the event (defaults to the alert's dump).
+        ctx: case rules applied to a new ticket (deadline, notification, automatic dispatch); None: none.
 
     Returns:
         The ticket id and the outcome.
@@ -263,7 +227,7 @@ def apply_alert(sessions: sessionmaker[Session], alert: AlertIn,
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
             with sessions() as session, session.begin():
-                return _apply(session, alert, data)
+                return _apply(session, alert, data, ctx)
         except IntegrityError:
             # A concurrent consumer inserted the same ticket/event first; the retry will see it.
             if attempt == _MAX_ATTEMPTS:
