@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,18 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pipeline.alerts.evidence import EvidenceWriter
+from pipeline.alerts.publisher import MqttPublisher
+from pipeline.analyze.analyzer import CameraAnalyzer
+from pipeline.camera_check import CheckResponder, PendingCheck
 from pipeline.config import SiteConfig
 from pipeline.contract.casework import CameraCheckRequestV1, CameraCheckResultV1
+from pipeline.contract.enums import Hazard
 from pipeline.contract.topics import check_request_topic
+from pipeline.detect.detections import Detections
+from pipeline.ingest.frame import Frame
 from pipeline.worker import Worker
 from tests.fixtures.media import CACHE
-
-pytestmark = pytest.mark.integration
 
 CAR_ZONE = [[0.05, 0.70], [0.50, 0.70], [0.50, 1.00], [0.05, 1.00]]
 EMPTY_ZONE = [[0.55, 0.25], [0.95, 0.25], [0.95, 0.90], [0.55, 0.90]]
@@ -147,6 +153,7 @@ def running(tmp_path: Path, shared_dir: Path, parked_only_clip: Path,
     worker.stop()
 
 
+@pytest.mark.integration
 def test_checks_judge_the_zone_through_its_rule(running: tuple[Worker, ServiceSide], tmp_path: Path) -> None:
     worker, service = running
     parked = service.request("lot", "np1", window_seconds=25)
@@ -187,6 +194,7 @@ def test_checks_judge_the_zone_through_its_rule(running: tuple[Worker, ServiceSi
     assert worker.checks.pending() == [] and service.duplicates == 0
 
 
+@pytest.mark.integration
 def test_one_check_per_zone_and_redelivery_ignored(running: tuple[Worker, ServiceSide]) -> None:
     worker, service = running
     first = service.request("lot", "empty", window_seconds=6)
@@ -206,3 +214,115 @@ def test_one_check_per_zone_and_redelivery_ignored(running: tuple[Worker, Servic
     assert service.results[first].outcome == "passed"
     assert service.duplicates == 0 and worker.checks.pending() == []
     assert worker.checks.rejected == 1
+
+
+# -- the decision, frame by frame: the real parking rule on given detections, real Unix timestamps ------
+
+T0 = 1_796_000_000.0
+CAR = Detections.from_arrays([[40.0, 260.0, 200.0, 350.0]], [0.8], [2], {2: "car"})  # inside np1
+
+
+@dataclass
+class Bench:
+    """A CheckResponder over one camera's real analyzer, publishing into an unstarted publisher's outbox."""
+
+    analyzer: CameraAnalyzer
+    publisher: MqttPublisher
+    checks: CheckResponder
+    seq: int = 0
+
+    def frame(self, ts: float, car: bool) -> None:
+        """Analyse one frame (a car in np1 or nothing) and show it to the checks, as the worker does."""
+        self.seq += 1
+        frame = Frame("cam1", np.zeros((360, 640, 3), np.uint8), ts=ts, pts=ts - T0, seq=self.seq, keyframe=True)
+        self.analyzer.analyze(frame, {"coco": CAR if car else Detections.empty()})
+        self.checks.observe("cam1", frame, self.analyzer)
+
+    def results(self) -> list[CameraCheckResultV1]:
+        self.checks._pool.submit(lambda: None).result(5)  # results are written by the checks' own thread
+        return [CameraCheckResultV1.model_validate_json(i.payload) for i in self.publisher.outbox.peek(100)]
+
+    def request(self, window_seconds: float, now: float, zone_id: str = "np1") -> PendingCheck:
+        req = CameraCheckRequestV1(schema_version=1, check_id=f"c{self.seq}-{int(now)}", ticket_id=3,
+                                   incident_id="cam1-np1-parking-1796000000-1", camera_id="cam1", zone_id=zone_id,
+                                   hazard=Hazard.PARKING, window_seconds=window_seconds,
+                                   requested_at=datetime.fromtimestamp(now, UTC))
+        check = self.checks.submit(req, now=now)
+        assert check is not None
+        return check
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Iterator[Bench]:
+    site = SiteConfig.model_validate({
+        "grid": [{"code": "T1", "name": "t", "children": [{"code": "D1", "name": "d", "children": [
+            {"code": "C1", "name": "c", "children": [{"code": "G1", "name": "g"}]}]}]}],
+        "cameras": [{"id": "cam1", "url": "unused.mp4", "grid": "G1",
+                     "zones": [{"id": "np1", "kind": "no_parking", "polygon": CAR_ZONE}]}],
+        "hazards": {"parking": {"dwell_seconds": 3, "clear_seconds": 30}},
+        "mqtt": {"url": "mqtt://127.0.0.1:9"},
+        "api": {"evidence_dir": str(tmp_path / "ev")},
+    })
+    analyzer = CameraAnalyzer(site, site.cameras[0])
+    publisher = MqttPublisher(site.mqtt, tmp_path / "outbox.db", "w-unit")  # never started: results stay queued
+    checks = CheckResponder(site, "t-checks", {"cam1": analyzer}, publisher, EvidenceWriter(tmp_path / "ev"),
+                            lambda incident, name: f"http://api/evidence/{incident}/{name}", "w-unit",
+                            grace_seconds=5)
+    yield Bench(analyzer, publisher, checks)
+    checks._pool.shutdown()
+    publisher.outbox.close()
+
+
+def test_a_car_still_parked_fails_and_older_frames_do_not_count(bench: Bench) -> None:
+    for i in range(10):  # parked since T0: ripe (dwell 3 s) long before the check
+        bench.frame(T0 + i, car=True)
+    check = bench.request(window_seconds=30, now=T0 + 10)
+    bench.frame(T0 + 9.5, car=True)  # captured before the request arrived
+    assert check.frames == 0 and bench.results() == []
+    bench.frame(T0 + 11, car=True)
+    [result] = bench.results()
+    assert result.outcome == "failed" and result.confidence == 0.8 and result.ticket_id == 3
+    assert result.checked_at.timestamp() == T0 + 11
+    assert result.snapshot_url == f"http://api/evidence/cam1-np1-parking-1796000000-1/check-{result.check_id}.jpg"
+    assert "still there after 1.0 s" in (result.detail or "")
+    assert bench.checks.pending() == []
+
+
+def test_gone_for_the_window_passes_only_at_its_end(bench: Bench) -> None:
+    for i in range(10):
+        bench.frame(T0 + i, car=True)
+    bench.request(window_seconds=5, now=T0 + 10)
+    for i in range(10, 15):
+        bench.frame(T0 + i, car=False)
+    assert bench.results() == []  # T0 + 14 is still inside the window
+    bench.frame(T0 + 15, car=False)
+    [result] = bench.results()
+    assert result.outcome == "passed" and result.confidence is None
+    assert result.checked_at.timestamp() == T0 + 15
+
+
+def test_a_car_arriving_in_the_window_fails_once_it_has_dwelt(bench: Bench) -> None:
+    bench.request(window_seconds=20, now=T0)
+    for i in range(0, 4):
+        bench.frame(T0 + i, car=False)
+    for i in range(4, 7):  # arrives at T0 + 4; parked (dwell 3 s) only from T0 + 7
+        bench.frame(T0 + i, car=True)
+    assert bench.results() == []
+    bench.frame(T0 + 7, car=True)
+    [result] = bench.results()
+    assert result.outcome == "failed"
+
+
+def test_too_few_frames_by_the_deadline_is_unavailable(bench: Bench) -> None:
+    silent = bench.request(window_seconds=10, now=T0)
+    bench.checks.sweep(time.monotonic() + 10 + 5 + 1)
+    bench.request(window_seconds=10, now=T0 + 100)
+    bench.frame(T0 + 101, car=False)
+    bench.frame(T0 + 102, car=False)
+    bench.checks.sweep(time.monotonic() + 10 + 5 + 1)
+    first, second = bench.results()
+    assert first.check_id == silent.request.check_id and first.outcome == "unavailable"
+    assert first.detail == "no frames within 10 s + 5 s" and first.snapshot_url is None
+    assert second.outcome == "unavailable" and "whole window (2 judged)" in (second.detail or "")
+    assert second.snapshot_url is not None  # the last frame it had
+    assert bench.checks.outcomes == {"passed": 0, "failed": 0, "unavailable": 2}
