@@ -36,6 +36,7 @@ from pipeline.detect.detections import Detections
 from pipeline.ingest.frame import Frame
 from pipeline.worker import Worker
 from tests.fixtures.media import CACHE
+from tests.test_mqtt_acl import secure as secure  # the fixture: a Mosquitto with the broker files' ACL
 
 CAR_ZONE = [[0.05, 0.70], [0.50, 0.70], [0.50, 1.00], [0.05, 1.00]]
 EMPTY_ZONE = [[0.55, 0.25], [0.95, 0.25], [0.95, 0.90], [0.55, 0.90]]
@@ -326,3 +327,42 @@ def test_too_few_frames_by_the_deadline_is_unavailable(bench: Bench) -> None:
     assert second.outcome == "unavailable" and "whole window (2 judged)" in (second.detail or "")
     assert second.snapshot_url is not None  # the last frame it had
     assert bench.checks.outcomes == {"passed": 0, "failed": 0, "unavailable": 2}
+
+
+# -- with the broker's logins and ACL (gridwatch mqtt-acl) ------------------------------------------------
+
+@pytest.mark.integration
+def test_round_trip_with_logins_and_acl(secure: Any, tmp_path: Path) -> None:
+    """The service's login asks, the worker's login answers; a patrol login cannot ask at all."""
+    s = secure()
+    site = s.site
+    publisher = MqttPublisher(site.mqtt, tmp_path / "outbox-acl.db", "w-acl")
+    publisher.start()
+    checks = CheckResponder(site, "t-check-worker", {"cam1": CameraAnalyzer(site, site.cameras[0])}, publisher,
+                            EvidenceWriter(tmp_path / "ev"), lambda i, n: f"http://api/{i}/{n}", "w-acl")
+    checks.start()
+    service, patrol = s.client("tickets", "tickets-pass"), s.client("li", "li-pass")
+    try:
+        assert publisher.wait_connected(10)
+        _wait(lambda: checks._client.is_connected(), 10, "the responder's login")
+        time.sleep(0.5)  # its subscription
+        service.subscribe("gwtest/check/result/+")
+
+        def ask(client: Any, check_id: str) -> None:
+            req = CameraCheckRequestV1(schema_version=1, check_id=check_id, ticket_id=1,
+                                       incident_id="cam1-np1-parking-1796000000-1", camera_id="cam1",
+                                       zone_id="np1", hazard=Hazard.PARKING, window_seconds=5,
+                                       requested_at=datetime.now(UTC))
+            client.publish(check_request_topic("gwtest", "cam1"), req.to_bytes())
+
+        ask(patrol, "from-patrol")
+        ask(service, "from-service")
+        _wait(lambda: service.received, 15, "the result")
+        time.sleep(1.0)  # an answer to the patrol's request would be here by now
+        [(topic, payload)] = service.received
+        result = CameraCheckResultV1.model_validate_json(payload)
+        assert topic == "gwtest/check/result/cam1" and result.check_id == "from-service"
+        assert result.outcome == "unavailable" and "unknown zone 'np1'" in (result.detail or "")
+    finally:
+        checks.stop()
+        publisher.stop()
