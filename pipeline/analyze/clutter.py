@@ -222,7 +222,8 @@ class ClutterRule:
         empty = np.zeros((ch, cw), bool)
         if scene.learning or not scene.blobs:
             return [], 0.0, empty
-        hiding = self._hiding_boxes(detections, others)
+        hiding = self._hiding_boxes(detections, others, persons=True)
+        behind = self._hiding_boxes(detections, others, persons=False)
         zone_small = cv2.resize(g.mask[y1:y2, x1:x2], scene.blobs[0].mask.shape[::-1],
                                 interpolation=cv2.INTER_NEAREST) > 0
         out: list[tuple[float, float, float, float]] = []
@@ -234,7 +235,9 @@ class ClutterRule:
             if np.count_nonzero(blob.mask & zone_small) < self.change.min_object_px:
                 continue  # (mostly) outside the zone
             box = (x1 + blob.box[0], y1 + blob.box[1], x1 + blob.box[2], y1 + blob.box[3])
-            if len(hiding) and max_cover(np.array(box), hiding)[0] >= 0.5:
+            # an object seen before a person stepped in front of it is not that person
+            explaining = behind if blob.latched else hiding
+            if len(explaining) and max_cover(np.array(box), explaining)[0] >= 0.5:
                 continue  # a tracked clutter object (path a), or a person, bin, car ...
             out.append(box)
             keep |= blob.mask
@@ -246,12 +249,13 @@ class ClutterRule:
         return [d.with_classes(frozenset(d.labels) - {"person"}) for name, d in detections.items()
                 if name in self.detectors]
 
-    def _hiding_boxes(self, detections: dict[str, Detections], others: list[Detections]) -> np.ndarray:
+    def _hiding_boxes(self, detections: dict[str, Detections], others: list[Detections], *,
+                      persons: bool) -> np.ndarray:
         """Boxes that explain a static blob: tracked clutter objects and confident ``not_clutter`` detections
-        (persons included), never learned furniture."""
+        (with ``persons``, person boxes too), never learned furniture."""
         parts = [np.array([t.box for t in self.tracker.tracks]).reshape(-1, 4)]
         parts += [d.with_classes(self.not_clutter).with_min_confidence(self.rule.min_confidence).xyxy
-                  for d in [*others, self._persons(detections)]]
+                  for d in [*others, *([self._persons(detections)] if persons else [])]]
         boxes = np.concatenate(parts).reshape(-1, 4)
         if self.use_furniture and len(boxes):
             boxes = boxes[~self.furniture.is_furniture(boxes)]

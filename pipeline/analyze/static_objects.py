@@ -78,6 +78,8 @@ class StaticBlob:
         edge_score: share of the gradient energy on the blob's contour that the current frame has.
         contrast_score: share of the contrast across the contour (just inside vs just outside) that the
             current frame has.
+        latched: it was judged an object on a quiet frame (the scores above may now be blind: a person in
+            front of it).
         mask: bool, working resolution: the blob's pixels.
     """
 
@@ -88,7 +90,8 @@ class StaticBlob:
     object_score: float
     edge_score: float
     contrast_score: float
-    mask: np.ndarray = field(repr=False, compare=False)
+    latched: bool = False
+    mask: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool), repr=False, compare=False)
 
 
 
@@ -317,6 +320,8 @@ class StaticObjectDetector:
             ring = cv2.dilate(blob.astype(np.uint8), _K5).astype(bool) & ~blob
             quiet = (np.count_nonzero(m.disturbed[win][ring]) <= 0.1 * np.count_nonzero(ring)
                      and np.count_nonzero(m.static[win][blob]) >= 0.9 * np.count_nonzero(blob))
+            if not is_latched and not _contour_in_view(blob, m.visible[win]):
+                continue  # no evidence either way (a person stands in front): neither listed nor healed
             if quiet:  # only a frame with the whole contour in view and nothing moving next to it votes
                 if not removal:
                     votes[blob] = 0
@@ -326,20 +331,20 @@ class StaticObjectDetector:
                     votes[blob] = np.minimum(votes[blob], 254) + 1
             if removal and not is_latched:
                 if np.median(votes[blob]) >= self.ghost_confirm_frames:
-                    removals.append(self._blob(ts, win, blob, box, area, score, edge, contrast, mask.shape))
+                    removals.append(self._blob(ts, win, blob, box, area, (score, edge, contrast), False, mask.shape))
                     self._heal(win, blob, comp, cur)
                 continue  # not (yet) an object
-            blobs.append(self._blob(ts, win, blob, box, area, score, edge, contrast, mask.shape))
+            blobs.append(self._blob(ts, win, blob, box, area, (score, edge, contrast), is_latched, mask.shape))
         return blobs, removals
 
-    def _blob(self, ts: float, win: tuple[slice, slice], blob: np.ndarray, box: Box, area: int, score: float,
-              edge: float, contrast: float, shape: tuple[int, ...]) -> StaticBlob:
+    def _blob(self, ts: float, win: tuple[slice, slice], blob: np.ndarray, box: Box, area: int,
+              scores: tuple[float, float, float], latched: bool, shape: tuple[int, ...]) -> StaticBlob:
         ages = ts - self._blob_since(ts, win, blob)
         age = float(np.median(ages)) if ages.size else 0.0
         full = np.zeros(shape, bool)
         full[win] = blob
-        return StaticBlob(box=box, area_px=area, since=ts - age, age=age, object_score=score, edge_score=edge,
-                          contrast_score=contrast, mask=full)
+        return StaticBlob(box=box, area_px=area, since=ts - age, age=age, object_score=scores[0],
+                          edge_score=scores[1], contrast_score=scores[2], latched=latched, mask=full)
 
     def _ts_back(self, frames: int) -> float:
         """Timestamp of the analysed frame ``frames`` frames back (the oldest one remembered if fewer)."""
@@ -410,6 +415,13 @@ def _band_share(blob: np.ndarray, visible: np.ndarray, grad_cur: np.ndarray, gra
     if not band.any():
         return 0.5
     return _share(float(grad_cur[band].mean()), float(grad_bg[band].mean()))
+
+
+def _contour_in_view(blob: np.ndarray, visible: np.ndarray) -> bool:
+    """At least half of the blob's contour band is visible (not behind a person box)."""
+    b8 = blob.astype(np.uint8)
+    band = cv2.dilate(b8, _K3).astype(bool) & ~cv2.erode(b8, _K3).astype(bool)
+    return bool(np.count_nonzero(band & visible) * 2 >= np.count_nonzero(band))
 
 
 def _contour_contrast(blob: np.ndarray, excluded: np.ndarray, comp: np.ndarray, bg: np.ndarray) -> float:
