@@ -43,10 +43,13 @@ from pipeline.tickets.api_contract import (
 )
 from pipeline.tickets.auth import AnyPrincipal, Authenticator, AuthMetrics, CurrentUser, Principal, require_roles
 from pipeline.tickets.auth_routes import AUTH_ERRORS, install_auth_routes
+from pipeline.tickets.casework_routes import install_casework_routes
 from pipeline.tickets.consumer import AlertConsumer
 from pipeline.tickets.db import init_db, session_factory
+from pipeline.tickets.deadlines import CaseContext
+from pipeline.tickets.escalation import CaseLoop
 from pipeline.tickets.metrics import TicketMetrics
-from pipeline.tickets.models import CameraHealthRow, DeadLetter, IncidentAlias, Ticket, TicketStatus
+from pipeline.tickets.models import CameraCheck, CameraHealthRow, DeadLetter, IncidentAlias, Ticket, TicketStatus
 from pipeline.tickets.roles import OPS_ROLES, move_refusal, prune_grid, ticket_scope
 from pipeline.tickets.schemas import (
     NO_NUL_PATTERN,
@@ -67,6 +70,7 @@ from pipeline.tickets.schemas import (
     dead_letter_out,
 )
 from pipeline.tickets.service import TicketNotFoundError, TransitionError, transition
+from pipeline.tickets.stats import CaseStatsCollector
 from pipeline.tickets.users import TokenKind, audit
 from pipeline.tickets.webhook_routes import install_webhook_routes
 from pipeline.tickets.webhook_sender import setup_webhooks
@@ -89,7 +93,10 @@ class TicketState:
     metrics: TicketMetrics
     evidence_dir: Path
     auth: Authenticator
+    case: CaseContext
     consumer: AlertConsumer | None = None
+    case_loop: CaseLoop | None = None
+    """The escalation / outbox loop (started with the consumer, which it publishes through)."""
     initial_admin_password: str | None = None
     """The one-time password of the first admin when this start created it (shown once by the CLI)."""
 
@@ -161,20 +168,27 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     ticket_metrics = TicketMetrics(sessions)
     st = TicketState(site=site, engine=engine, sessions=sessions, metrics=ticket_metrics,
                      evidence_dir=site.resolve_path(site.api.evidence_dir),
-                     auth=Authenticator(site.api.auth, sessions, AuthMetrics(ticket_metrics.registry)))
+                     auth=Authenticator(site.api.auth, sessions, AuthMetrics(ticket_metrics.registry)),
+                     case=CaseContext(site.casework, site.mqtt.topic_prefix, frozenset(c.id for c in site.cameras)))
+    ticket_metrics.registry.register(CaseStatsCollector(sessions))
     st.initial_admin_password = st.auth.ensure_admin()
     webhooks = setup_webhooks(site, sessions, ticket_metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if start_consumer:
-            st.consumer = AlertConsumer(site.mqtt, sessions, st.metrics)
+            st.consumer = AlertConsumer(site.mqtt, sessions, st.metrics, ctx=st.case)
             st.consumer.start()
+            st.case_loop = CaseLoop(sessions, st.case, st.consumer.publish)
+            st.case_loop.start()
         if webhooks is not None:
             webhooks.start()
         try:
             yield
         finally:
+            if st.case_loop is not None:
+                st.case_loop.stop()
+                st.case_loop = None
             if st.consumer is not None:
                 st.consumer.stop()
                 st.consumer = None
@@ -297,7 +311,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                         raise HTTPException(403, refusal)
                     before = ticket.status if ticket is not None else None
                     transition(session, ticket_id, body.to.value, actor=user.username, note=body.note,
-                               assignee=body.assignee)
+                               assignee=body.assignee, ctx=s.case)
                     audit(session, user.username, "ticket.transition", f"ticket:{ticket_id}",
                           s.auth.client_address(request), from_status=before, to_status=body.to.value,
                           note=body.note, assignee=body.assignee)
@@ -305,8 +319,10 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                 raise HTTPException(404, f"ticket {ticket_id} not found") from exc
             except TransitionError as exc:
                 conflict = TransitionConflict(current=exc.current, requested=exc.requested,
-                                              allowed=exc.allowed)
+                                              allowed=exc.allowed, reason=exc.reason)
                 raise HTTPException(409, conflict.model_dump()) from exc
+            if s.case_loop is not None:
+                s.case_loop.kick()  # notifications / a camera check request queued by the move go out now
             return _detail(session, ticket_id, user)
 
     @app.get("/tickets/{ticket_id}/evidence/{kind}", tags=["evidence"], response_class=FileResponse,
@@ -336,7 +352,9 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             with s.sessions() as session:
                 grid_path = session.scalar(select(Ticket.grid_path).where(Ticket.incident_id == incident_id)) \
                     or session.scalar(select(Ticket.grid_path).join(IncidentAlias, IncidentAlias.ticket_id == Ticket.id)
-                                      .where(IncidentAlias.incident_id == incident_id))
+                                      .where(IncidentAlias.incident_id == incident_id)) \
+                    or session.scalar(select(Ticket.grid_path).join(CameraCheck, CameraCheck.ticket_id == Ticket.id)
+                                      .where(CameraCheck.check_id == incident_id))  # a check's snapshot
             if not user.covers(grid_path):
                 raise HTTPException(403, f"incident {incident_id!r} is outside your grid scope")
         return FileResponse(path, media_type=evidence_media_type(path))
@@ -384,6 +402,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         return prune_grid(_grid_tree(s.site.grid, counts, []), user)
 
     install_auth_routes(app)
+    install_casework_routes(app)
     install_webhook_routes(app)
     install_web(app)
     install_debug(app, site)

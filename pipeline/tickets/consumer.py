@@ -38,8 +38,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import MqttConfig
-from pipeline.contract.topics import alert_filter, health_filter
+from pipeline.contract.topics import alert_filter, check_result_topic, health_filter
 from pipeline.mqtt_url import BrokerAddress, broker_address, configure_client
+from pipeline.tickets.deadlines import CaseContext
 from pipeline.tickets.handler import DEFAULT_MAX_ATTEMPTS, MessageHandler
 from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits
 from pipeline.tickets.metrics import TicketMetrics
@@ -69,15 +70,18 @@ class AlertConsumer:
             dead network thread (each doubles up to 30 s).
         limits: size and depth bounds of inbound payloads.
         max_attempts: failed deliveries of one message before it is dead-lettered as ``unprocessable``.
+        ctx: case rules; with them the consumer also takes camera check results
+            (``<prefix>/check/result/+``, shared like alerts) and new tickets get deadlines.
     """
 
     def __init__(self, cfg: MqttConfig, sessions: sessionmaker[Session], metrics: TicketMetrics | None = None,
                  client_id: str | None = None, retry_seconds: float = 1.0,
-                 limits: PayloadLimits = DEFAULT_LIMITS, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+                 limits: PayloadLimits = DEFAULT_LIMITS, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                 ctx: CaseContext | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics or TicketMetrics()
         self.client_id = client_id or default_client_id(cfg)
-        self.handler = MessageHandler(sessions, cfg.topic_prefix, self.metrics, limits, max_attempts)
+        self.handler = MessageHandler(sessions, cfg.topic_prefix, self.metrics, limits, max_attempts, ctx=ctx)
         self._retry = retry_seconds
         self._delay = retry_seconds
         self._restart_delay = retry_seconds
@@ -110,6 +114,26 @@ class AlertConsumer:
     def health_topic(self) -> str:
         """The camera health subscription filter."""
         return health_filter(self.cfg.topic_prefix)
+
+    @property
+    def check_result_topic(self) -> str | None:
+        """The camera check result filter (shared when a group is configured); None without case rules."""
+        if self.handler.ctx is None:
+            return None
+        plain = check_result_topic(self.cfg.topic_prefix, "camera").rsplit("/", 1)[0] + "/+"
+        return f"$share/{self.cfg.shared_group}/{plain}" if self.cfg.shared_group else plain
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 5.0) -> bool:
+        """Publish at QoS 1 on the consumer's connection; True once the broker acknowledged it."""
+        if not self.connected:
+            return False
+        try:
+            info = self._client.publish(topic, payload, qos=1)
+            info.wait_for_publish(timeout)
+            return info.is_published()
+        except (RuntimeError, ValueError) as exc:  # not connected / queue full / bad topic
+            log.warning("publish to %s failed: %s", topic[:300], exc)
+            return False
 
     @property
     def alive(self) -> bool:
@@ -244,7 +268,10 @@ class AlertConsumer:
         self._set_connected(True)
         if not self._db_failing:
             self._delay = self._retry
-        client.subscribe([(self.alert_topic, 1), (self.health_topic, 1)])
+        topics = [(self.alert_topic, 1), (self.health_topic, 1)]
+        if self.check_result_topic is not None:
+            topics.append((self.check_result_topic, 1))
+        client.subscribe(topics)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
                       properties: Any) -> None:

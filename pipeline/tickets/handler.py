@@ -27,6 +27,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.contract.topics import topic_levels
+from pipeline.tickets.camera_check import apply_check_result, parse_check_result
+from pipeline.tickets.deadlines import CaseContext
 from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits
 from pipeline.tickets.metrics import TicketMetrics
 from pipeline.tickets.payload import AlertIn, PayloadError, parse_alert, parse_health
@@ -48,12 +50,15 @@ class MessageHandler:
         metrics: counters to bump.
         limits: size and depth bounds of payloads.
         max_attempts: deliveries of a message failing for an unforeseen reason before its dead letter.
+        ctx: case rules (new tickets' deadlines and auto-dispatch; camera check results); None: none.
     """
 
     def __init__(self, sessions: sessionmaker[Session], prefix: str, metrics: TicketMetrics,
-                 limits: PayloadLimits = DEFAULT_LIMITS, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+                 limits: PayloadLimits = DEFAULT_LIMITS, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                 ctx: CaseContext | None = None) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        self.ctx = ctx
         self.prefix = prefix
         self.metrics = metrics
         self.limits = limits
@@ -97,12 +102,19 @@ class MessageHandler:
             upsert_camera_health(self._sessions, camera_id, health)
             self.metrics.health_messages.inc()
             return
+        if topic_levels(topic, self.prefix, "check") is not None:
+            if self.ctx is None:
+                raise PayloadError("topic_mismatch", f"camera check results are not taken here: {topic[:300]!r}")
+            check = parse_check_result(topic, payload, self.prefix, self.limits)
+            applied = apply_check_result(self._sessions, check, self.ctx)
+            self.metrics.camera_checks.labels(check.outcome, applied.outcome).inc()
+            return
         alert = parse_alert(topic, payload, self.prefix, self.limits)
         if alert.sanitized_strings:
             log.warning("alert %s: %d string(s) had unstorable characters (lone surrogates, NUL) replaced",
                         alert.incident_id, alert.sanitized_strings)
             self.metrics.sanitized.labels("alert").inc(alert.sanitized_strings)
-        result = apply_alert(self._sessions, alert)
+        result = apply_alert(self._sessions, alert, ctx=self.ctx)
         self._count(alert, result)
 
     def _count(self, alert: AlertIn, result: ApplyResult) -> None:

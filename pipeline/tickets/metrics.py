@@ -91,6 +91,10 @@ class TicketMetrics:
         self.sanitized = Counter("gridwatch_payload_strings_sanitized",
                                  "Payload strings whose lone surrogates or NUL characters were replaced.",
                                  ["kind"], registry=self.registry)
+        self.camera_checks = Counter("gridwatch_camera_check_results",
+                                     "Camera check results received, by outcome (passed, failed, unavailable) "
+                                     "and what they did (applied, duplicate).", ["result", "outcome"],
+                                     registry=self.registry)
         self.incidents_attached = Counter("gridwatch_incidents_attached",
                                           "New incidents attached to the active ticket of the same camera, "
                                           "zone and hazard instead of opening another.",

@@ -108,6 +108,19 @@ class TicketOut(_Out):
     details: dict[str, Any]
     assignee: str | None
     note: str | None
+    verified_at: datetime | None = Field(default=None, description="First verification (核实).")
+    dispatched_at: datetime | None = Field(default=None, description="First dispatch (派遣).")
+    resolved_at: datetime | None = Field(default=None, description="Last resolve with proof.")
+    checked_at: datetime | None = Field(default=None, description="Check passed (核查).")
+    closed_at: datetime | None = Field(default=None, description="Closed (结案) or marked a false alarm.")
+    due_stage: str | None = Field(default=None, description="The deadline running: verify, dispatch or "
+                                  "resolve (null: none).")
+    due_at: datetime | None = Field(default=None, description="When it passes.")
+    overdue: bool = Field(default=False, description="The running deadline has passed.")
+    escalation_level: int = Field(default=0, description="How far up the grid the overdue case went: 0 cell, "
+                                  "1 community, 2 district, 3 town.")
+    escalated_to: list[str] | None = Field(default=None, description="The grid node notified last (overdue only).")
+    reopen_count: int = Field(default=0, description="Times the case was reopened.")
 
     @classmethod
     def of(cls, t: Ticket) -> TicketOut:
@@ -122,6 +135,11 @@ class TicketOut(_Out):
             evidence=EvidenceLinks(snapshot=f"/tickets/{t.id}/evidence/snapshot",
                                    clip=f"/tickets/{t.id}/evidence/clip"),
             boxes=list(t.boxes or []), details=dict(t.details or {}), assignee=t.assignee, note=t.note,
+            verified_at=t.verified_at, dispatched_at=t.dispatched_at, resolved_at=t.resolved_at,
+            checked_at=t.checked_at, closed_at=t.closed_at, due_stage=t.due_stage, due_at=t.due_at,
+            overdue=bool(t.overdue), escalation_level=t.escalation_level or 0,
+            escalated_to=[t.grid_l1, t.grid_l2, t.grid_l3, t.grid_l4][: 4 - (t.escalation_level or 0)]
+            if t.overdue else None, reopen_count=t.reopen_count or 0,
         )
 
 
@@ -129,7 +147,8 @@ class EventOut(_Out):
     """One history row of a ticket."""
 
     id: int
-    kind: str = Field(description="alert_opened, alert_updated, alert_cleared or transition.")
+    kind: str = Field(description="alert_opened, alert_updated, alert_cleared, incident_attached, transition, "
+                      "proof, overdue, escalated or camera_check.")
     from_status: str | None
     to_status: str | None
     actor: str | None
@@ -163,9 +182,11 @@ class TransitionIn(BaseModel):
 
     to: TicketStatus = Field(description="Target status.")
     note: str | None = Field(default=None, max_length=4000, pattern=NO_NUL_PATTERN,
-                             description="Free text kept on the ticket.")
+                             description="Free text kept on the ticket; required to resolve (what was done) "
+                             "and to reopen (why).")
     assignee: str | None = Field(default=None, max_length=200, pattern=NO_NUL_PATTERN,
-                                 description="For `assigned`: who gets it (default: the logged-in user).")
+                                 description="For `dispatched`: a patrol user of the ticket's cell (default: the "
+                                 "one with the fewest open tickets).")
 
 
 class TransitionConflict(BaseModel):
@@ -175,6 +196,8 @@ class TransitionConflict(BaseModel):
     current: str = Field(description="The ticket's status.")
     requested: str = Field(description="The status asked for.")
     allowed: list[str] = Field(description="Statuses allowed from `current`.")
+    reason: str | None = Field(default=None, description="When the move is allowed but something it needs is "
+                               "missing (proof photo, note, a patrol user of the cell): what.")
 
 
 class TransitionConflictOut(BaseModel):
