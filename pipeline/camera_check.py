@@ -166,6 +166,12 @@ class CheckResponder:
             self._sweeper.join(timeout=2)
         self._pool.shutdown(wait=True, cancel_futures=False)  # results already decided still reach the outbox
 
+    def stats(self) -> dict[str, Any]:
+        """``{outcomes: {outcome: results published}, refused: requests not read or not published, running}``
+        (the worker's Prometheus gauges)."""
+        with self._lock:
+            return {"outcomes": dict(self.outcomes), "refused": self.rejected, "running": len(self._pending)}
+
     def pending(self) -> list[str]:
         """Check ids running now."""
         with self._lock:

@@ -42,12 +42,19 @@ class WorkerMetrics:
                                  registry=self.registry)
         self._connected = Gauge("gridwatch_mqtt_connected", "1 while connected to the broker", ["worker"],
                                 registry=self.registry)
+        self._checks = Gauge("gridwatch_camera_checks", "Camera check results published, by outcome (running "
+                             "total)", ["worker", "outcome"], registry=self.registry)
+        self._checks_refused = Gauge("gridwatch_camera_checks_refused", "Camera check requests that could not be "
+                                     "read or answered (running total)", ["worker"], registry=self.registry)
+        self._checks_running = Gauge("gridwatch_camera_checks_running", "Camera checks running now", ["worker"],
+                                     registry=self.registry)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         """Serve ``/metrics`` over HTTP in a background thread."""
         start_http_server(port, addr=host, registry=self.registry)
 
-    def update(self, cameras: list[dict[str, Any]], publisher: dict[str, Any]) -> None:
+    def update(self, cameras: list[dict[str, Any]], publisher: dict[str, Any],
+               checks: dict[str, Any] | None = None) -> None:
         for h in cameras:
             cam = str(h["camera_id"])
             for name, gauge in self._camera.items():
@@ -61,3 +68,8 @@ class WorkerMetrics:
         self._pending.labels(self.worker_id).set(float(publisher.get("pending") or 0))
         self._published.labels(self.worker_id).set(float(publisher.get("published") or 0))
         self._connected.labels(self.worker_id).set(1.0 if publisher.get("connected") else 0.0)
+        if checks is not None:  # CheckResponder.stats()
+            for outcome, n in checks["outcomes"].items():
+                self._checks.labels(self.worker_id, outcome).set(float(n))
+            self._checks_refused.labels(self.worker_id).set(float(checks["refused"]))
+            self._checks_running.labels(self.worker_id).set(float(checks["running"]))

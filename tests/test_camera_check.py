@@ -193,6 +193,11 @@ def test_checks_judge_the_zone_through_its_rule(running: tuple[Worker, ServiceSi
         assert img is not None and img.shape[:2] == (432, 768)
     assert worker.checks.outcomes == {"passed": 1, "failed": 1, "unavailable": 6}
     assert worker.checks.pending() == [] and service.duplicates == 0
+    worker.publish_health()  # the Prometheus gauges follow
+    sample = worker.metrics.registry.get_sample_value
+    assert [sample("gridwatch_camera_checks", {"worker": "w-check", "outcome": o})
+            for o in ("passed", "failed", "unavailable")] == [1.0, 1.0, 6.0]
+    assert sample("gridwatch_camera_checks_running", {"worker": "w-check"}) == 0.0
 
 
 @pytest.mark.integration
@@ -215,6 +220,8 @@ def test_one_check_per_zone_and_redelivery_ignored(running: tuple[Worker, Servic
     assert service.results[first].outcome == "passed"
     assert service.duplicates == 0 and worker.checks.pending() == []
     assert worker.checks.rejected == 1
+    worker.publish_health()
+    assert worker.metrics.registry.get_sample_value("gridwatch_camera_checks_refused", {"worker": "w-check"}) == 1.0
 
 
 # -- the decision, frame by frame: the real parking rule on given detections, real Unix timestamps ------
