@@ -109,12 +109,12 @@ def debug_reply_topic(prefix: str, camera_id: str, request_id: str) -> str:
 
 
 def check_request_topic(prefix: str, camera_id: str) -> str:
-    """``<prefix>/check/request/<camera_id>`` (planned, issue 9: nobody publishes it yet)."""
+    """``<prefix>/check/request/<camera_id>``: the service asks the camera's worker to re-judge a zone."""
     return _join(prefix, "check", "request", check_level(camera_id, "camera id"))
 
 
 def check_result_topic(prefix: str, camera_id: str) -> str:
-    """``<prefix>/check/result/<camera_id>`` (planned, issue 9: nobody publishes it yet)."""
+    """``<prefix>/check/result/<camera_id>``: the worker's verdict (:mod:`pipeline.camera_check`)."""
     return _join(prefix, "check", "result", check_level(camera_id, "camera id"))
 
 
@@ -256,8 +256,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("status/workers/<worker_id>", "worker (broker: last will)", "service", 1, True, "WorkerStatusV1"),
     TopicSpec("debug/request/<camera_id>", "service", "worker", 0, False, "DebugRequestV1"),
     TopicSpec("debug/reply/<camera_id>/<request_id>", "worker", "service", 0, False, "JPEG bytes (empty: none)"),
-    TopicSpec("check/request/<camera_id>", "service", "worker", 1, False, "CameraCheckRequestV1", planned=True),
-    TopicSpec("check/result/<camera_id>", "worker", "service", 1, False, "CameraCheckResultV1", planned=True),
+    TopicSpec("check/request/<camera_id>", "service", "worker", 1, False, "CameraCheckRequestV1"),
+    TopicSpec("check/result/<camera_id>", "worker", "service", 1, False, "CameraCheckResultV1"),
     TopicSpec("notify/<grid path, 1..4 levels>", "service", "patrol, dispatchers", 1, False, "NotificationV1",
               planned=True),
 )
@@ -285,9 +285,9 @@ def role_topic_filters(role: BrokerRole | str, prefix: str,
     """The topic filters a broker role needs, for an ACL (e.g. Mosquitto ``topic read|write <filter>``).
 
     * ``worker``: publishes alerts, health, occupancy, its status (also its last will) and debug replies
-      (and, planned, camera check results); subscribes to debug (and check) requests.
-    * ``service``: subscribes to alerts, health, worker status and debug replies (and check results);
-      publishes debug requests (and, planned, check requests and notifications).
+      and camera check results; subscribes to debug and check requests.
+    * ``service``: subscribes to alerts, health, worker status, debug replies and check results;
+      publishes debug requests, check requests (and, planned, notifications).
     * ``patrol``: subscribes to the alerts and notifications under each of its ``grid_paths`` (1..4
       levels each: a cell, or a community for a supervisor); publishes nothing.
 
