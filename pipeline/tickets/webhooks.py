@@ -12,10 +12,12 @@ So every code path that changes tickets (MQTT consumer, API, escalation loop) qu
 about webhooks, and a rolled-back change (e.g. an integrity race retried by the service) queues nothing.
 The body (:class:`~pipeline.contract.webhook.WebhookEventV1`) is fixed at queue time.
 
-Claiming (:func:`claim_due`) is one ``UPDATE ... WHERE id IN (due ids)`` that also requires the lease to be
-free or expired, so two replicas never hold one row at once: SQLite runs the statement under its write
-lock; PostgreSQL skips rows another replica has locked (``FOR UPDATE SKIP LOCKED``) and re-checks the
-lease on rows it waited for. A crashed sender's rows come back when their lease expires.
+Claiming (:func:`claim_due`) sets a lease (owner token, expiry) on due rows whose lease is free or
+expired, so two replicas never hold one row at once. SQLite: one ``UPDATE ... WHERE id IN (due ids) AND
+lease free``, run under SQLite's single write lock. PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``
+(rows another replica is claiming are skipped), then ``UPDATE`` of exactly those ids. A crashed sender's
+rows come back when their lease expires; delivery is at least once (a sender that dies between the POST
+and storing its result sends that item again), so receivers deduplicate on ``delivery_id``.
 """
 
 from __future__ import annotations
@@ -179,10 +181,19 @@ def claim_due(sessions: sessionmaker[Session], targets: list[str], lease_token: 
             or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < at))
     due = (select(WebhookDelivery.id).where(*free).order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
            .limit(limit).with_for_update(skip_locked=True))
+    lease = {"lease_owner": lease_token, "lease_until": at + timedelta(seconds=lease_seconds)}
     with sessions() as session, session.begin():
-        session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(due), *free)
-                        .values(lease_owner=lease_token, lease_until=at + timedelta(seconds=lease_seconds))
-                        .execution_options(synchronize_session=False))
+        if session.get_bind().dialect.name == "postgresql":
+            # Lock first, then update exactly those rows: inside ``IN (...)`` PostgreSQL may run a
+            # LIMIT ... SKIP LOCKED subquery more than once and lease more than ``limit`` rows.
+            ids = list(session.scalars(due))
+            if ids:
+                session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(**lease)
+                                .execution_options(synchronize_session=False))
+        else:
+            # One statement: it takes SQLite's write lock before reading, so two replicas are serialised.
+            session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(due), *free).values(**lease)
+                            .execution_options(synchronize_session=False))
         rows = session.execute(select(WebhookDelivery.id, WebhookDelivery.delivery_id, WebhookDelivery.target,
                                       WebhookDelivery.event, WebhookDelivery.body, WebhookDelivery.attempts)
                                .where(WebhookDelivery.lease_owner == lease_token)
