@@ -26,6 +26,7 @@ from pipeline.config import (
     ZoneConfig,
 )
 from pipeline.config_hazards import ClutterRuleConfig, FireRuleConfig, ParkingRuleConfig, PosterRuleConfig
+from pipeline.config_webhooks import WebhooksConfig, WebhookTarget
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("site (top level)", SiteConfig), ("grid[] (GridNode)", GridNode), ("cameras[]", CameraConfig),
@@ -33,7 +34,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("hazards.parking (its own knobs)", ParkingRuleConfig), ("hazards.fire (its own knobs)", FireRuleConfig),
     ("hazards.clutter (its own knobs)", ClutterRuleConfig), ("hazards.poster (its own knobs)", PosterRuleConfig),
     ("cameras[].zones[].overrides.<hazard>", RuleOverride), ("detectors.<name>", DetectorConfig),
-    ("mqtt", MqttConfig), ("api", ApiConfig), ("api.auth", AuthConfig), ("worker", WorkerConfig),
+    ("mqtt", MqttConfig), ("api", ApiConfig), ("api.auth", AuthConfig), ("api.webhooks", WebhooksConfig),
+    ("api.webhooks.targets[]", WebhookTarget), ("worker", WorkerConfig),
 ]
 
 
@@ -159,7 +161,8 @@ pass in `truncated_loops` (metric `gridwatch_camera_truncated_loops`) with `last
 
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("pipeline.config.", "")
-    text = text.replace("pipeline.analyze.incident.", "")
+    text = text.replace("pipeline.analyze.incident.", "").replace("pipeline.contract.enums.", "")
+    text = text.replace("pipeline.config_webhooks.", "").replace("pipeline.config_casework.", "")
     text = re.sub(r"Annotated\[([\w.]+), SerializeAsAny\(\)\]", r"\1", text)
     return text.replace("<class '", "").replace("'>", "").replace("<enum '", "").replace("|", "\\|")
 

@@ -102,8 +102,8 @@ class WebhooksConfig(_Model):
                                          description="How often the sender looks for due deliveries.")
     lease_seconds: float = Field(default=300.0, gt=0, le=86400,
                                  description="How long a replica holds a claimed delivery; another replica "
-                                 "takes it over only after that (a crashed sender's items are retried). Must "
-                                 "exceed every target's timeout_seconds.")
+                                 "takes it over only after that (a crashed sender's items are retried). Must be "
+                                 "more than twice every target's timeout_seconds.")
     batch_size: int = Field(default=20, ge=1, le=1000, description="Deliveries claimed per poll.")
 
     @model_validator(mode="after")
