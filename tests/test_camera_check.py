@@ -373,3 +373,54 @@ def test_round_trip_with_logins_and_acl(secure: Any, tmp_path: Path) -> None:
     finally:
         checks.stop()
         publisher.stop()
+
+
+# -- the whole loop: worker alert -> ticket -> resolved -> check request -> worker verdict -> ticket ------
+
+NEXT_STEP = {"received": "dispatched", "verified": "dispatched", "dispatched": "in_progress",
+             "in_progress": "resolved"}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_resolved_ticket_with_the_car_still_parked_goes_back_to_in_progress(
+        tmp_path: Path, shared_dir: Path, parked_only_clip: Path, mosquitto: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from pipeline.tickets.api import create_app
+    from tests.fixtures.auth import login, user_token
+
+    broker = mosquitto()
+    site = _site(tmp_path, broker.url, parked_only_clip, shared_dir)
+    site = site.model_copy(update={
+        "api": site.api.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'tickets.db'}"}),
+        "casework": site.casework.model_copy(update={"check_window_seconds": 20.0, "loop_interval_seconds": 1.0})})
+    worker = Worker(site, worker_id="w-loop")
+    worker.start()
+    try:
+        with TestClient(create_app(site)) as client:
+            login(client)
+            user_token(client.app, "li", "patrol", ["T1/D1/C1/G1"])  # type: ignore[arg-type]
+            ticket = _wait(lambda: client.get("/tickets").json()["items"], 60, "the parking ticket")[0]
+            tid = ticket["id"]
+            assert ticket["zone_id"] == "np1"
+            while (status := client.get(f"/tickets/{tid}").json()["status"]) != "resolved":
+                to = NEXT_STEP[status]
+                if to == "resolved":
+                    proof = client.post(f"/tickets/{tid}/proof", content=b"\xff\xd8\xff\xe0proof" * 20,
+                                        headers={"Content-Type": "image/jpeg"})
+                    assert proof.status_code == 201, proof.text
+                r = client.post(f"/tickets/{tid}/transition",
+                                json={"to": to, "note": "car towed" if to == "resolved" else None})
+                assert r.status_code == 200, r.text
+            # The car is still there: the worker says failed, the service puts the ticket back in progress.
+            _wait(lambda: client.get(f"/tickets/{tid}").json()["status"] == "in_progress", 60,
+                  "the ticket back in progress")
+            events = client.get(f"/tickets/{tid}").json()["events"]
+            check = next(e for e in events if (e.get("note") or "").startswith("camera_check: failed"))
+            assert "still there" in check["note"]
+            assert worker.checks.outcomes["failed"] == 1
+            folder = tmp_path / "evidence" / ticket["incident_id"]
+            assert [p.name for p in folder.glob("check-*.jpg")] != []
+    finally:
+        worker.stop()
