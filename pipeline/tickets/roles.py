@@ -5,8 +5,9 @@ role           may
 =============  ======================================================================================
 admin          everything, site-wide; users, tokens, the audit trail
 engineer       read tickets, cameras, debug view, dead letters and metrics in scope; no ticket moves
-dispatcher     read in scope; every ticket move (verify, dispatch/assign, false alarm, check, close)
-patrol         read in scope; only the working steps (in progress, resolved) of tickets assigned to them
+dispatcher     read in scope; every ticket move (verify, dispatch, false alarm, check, close, reopen)
+patrol         read in scope; only the working steps (dispatched -> in progress -> resolved) of tickets
+               assigned to them
 viewer         read in scope
 =============  ======================================================================================
 """
@@ -20,14 +21,15 @@ from pipeline.tickets.models import Ticket
 from pipeline.tickets.schemas import GridNodeOut
 from pipeline.tickets.users import Role
 
-MOVERS: dict[Role, frozenset[str] | None] = {
+MOVERS: dict[Role, frozenset[tuple[str, str]] | None] = {
     Role.ADMIN: None,
     Role.DISPATCHER: None,
-    Role.PATROL: frozenset({"in_progress", "resolved"}),
+    Role.PATROL: frozenset({("dispatched", "in_progress"), ("in_progress", "resolved")}),
     Role.ENGINEER: frozenset(),
     Role.VIEWER: frozenset(),
 }
-"""Target statuses each role may move a ticket to (None: any the life cycle allows)."""
+"""``(from, to)`` moves each role may make (None: any the life cycle allows). A patrol starts and finishes
+the work; rework after a failed check and reopening a closed case are the dispatcher's."""
 OPS_ROLES = (Role.ADMIN, Role.ENGINEER)
 """Roles that read dead letters and metrics."""
 DEBUG_ROLES = (Role.ADMIN, Role.ENGINEER, Role.DISPATCHER)
@@ -49,8 +51,8 @@ def move_refusal(principal: Principal, ticket: Ticket, to: str) -> str | None:
     if not principal.covers(ticket.grid_path):
         return f"ticket {ticket.id} is outside your grid scope"
     allowed = MOVERS[principal.role]
-    if allowed is not None and to not in allowed:
-        return f"a {principal.role.value} cannot move a ticket to {to!r}"
+    if allowed is not None and (ticket.status, to) not in allowed:
+        return f"a {principal.role.value} cannot move a ticket from {ticket.status!r} to {to!r}"
     if principal.role is Role.PATROL and ticket.assignee != principal.username:
         return f"ticket {ticket.id} is not assigned to you"
     return None

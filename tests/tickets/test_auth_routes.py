@@ -51,6 +51,14 @@ ALLOWED: dict[str, set[str]] = {
     "DELETE /auth/tokens/{token_id}": {"admin"},
     "GET /users": {"admin"},
     "GET /audit": {"admin"},
+    "GET /meta/states": ALL_USERS,
+    "POST /tickets/{ticket_id}/proof": {"admin", "dispatcher", "patrol"},  # patrol: dispatched to it
+    "GET /tickets/{ticket_id}/attachments": ALL_USERS,
+    "GET /tickets/{ticket_id}/attachments/{attachment_id}": ALL_USERS,
+    "GET /tickets/{ticket_id}/camera-checks": ALL_USERS,
+    "GET /stats": ALL_USERS,
+    "GET /webhooks/deliveries": {"admin"},
+    "POST /webhooks/deliveries/{row_id}/retry": {"admin"},
 }
 """Who may call each protected route (anyone else: 403; nobody logged in: 401)."""
 
@@ -84,6 +92,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         tokens["metrics"] = user_token(app, "engineer", Role.ENGINEER, [], kind=TokenKind.METRICS)
         tokens["outsider"] = user_token(app, "outsider", Role.DISPATCHER, ["T1/D2/C2"])
         incident = client.get(f"/tickets/{near}", headers=bearer(tokens["admin"])).json()["incident_id"]
+        r = client.post(f"/tickets/{near}/transition", json={"to": "dispatched", "assignee": "patrol"},
+                        headers=bearer(tokens["admin"]))
+        assert r.status_code == 200, r.text  # the patrol user's own ticket (for the proof upload)
         folder = app.state.tickets.evidence_dir / incident
         folder.mkdir(parents=True)
         (folder / "snapshot.jpg").write_bytes(b"\xff\xd8\xff\xe0 jpeg")
@@ -112,17 +123,21 @@ def _operations(app: FastAPI) -> list[tuple[str, str]]:
 def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
     """Send ``method path`` with its path parameters filled in (fresh throw-away tokens where it revokes)."""
     values = {"ticket_id": w.near, "kind": "snapshot", "incident_id": w.incident, "name": "snapshot.jpg",
-              "camera_id": "cam1", "token_id": _throwaway_token_id(w)}
+              "camera_id": "cam1", "token_id": _throwaway_token_id(w), "row_id": 1,
+              "attachment_id": 1}
     names = re.findall(r"{(\w+)}", path)
     unknown = [n for n in names if n not in values]
     assert not unknown, f"{method} {path}: add a value for {unknown} to this test"
     url = path.format(**{n: values[n] for n in names})
     body: dict[str, Any] | None = {
-        "POST /tickets/{ticket_id}/transition": {"to": "assigned", "assignee": "patrol"},
+        "POST /tickets/{ticket_id}/transition": {"to": "dispatched", "assignee": "patrol"},
         "POST /auth/login": {"username": "nobody", "password": "x"},
         "POST /auth/tokens": {"username": "viewer", "kind": "api", "name": "walk"},
     }.get(f"{method} {path}")
     params = {"timeout": 0.1} if path.endswith("debug.jpg") else None
+    if path.endswith("/proof"):  # a raw JPEG body, so the answer is about who asks, not what was sent
+        return w.client.request(method, url, content=b"\xff\xd8\xff\xe0 proof", params=params,
+                                headers={**headers, "Content-Type": "image/jpeg"})
     return w.client.request(method, url, json=body, headers=headers, params=params)
 
 
@@ -188,7 +203,9 @@ def _fresh(w: World, role: str) -> str:
 
 OUT_OF_SCOPE = ["GET /tickets/{ticket_id}", "POST /tickets/{ticket_id}/transition",
                 "GET /tickets/{ticket_id}/evidence/{kind}", "GET /evidence/{incident_id}/{name}",
-                "GET /cameras/{camera_id}/debug.jpg"]
+                "GET /cameras/{camera_id}/debug.jpg", "GET /tickets/{ticket_id}/attachments",
+                "GET /tickets/{ticket_id}/attachments/{attachment_id}", "GET /tickets/{ticket_id}/camera-checks",
+                "POST /tickets/{ticket_id}/proof"]
 
 
 @pytest.mark.parametrize("op", OUT_OF_SCOPE)
