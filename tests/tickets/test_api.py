@@ -16,7 +16,7 @@ from pipeline.config import SiteConfig
 from pipeline.tickets.api import create_app
 from pipeline.tickets.payload import AlertIn, HealthIn
 from pipeline.tickets.service import apply_alert, record_dead_letter, upsert_camera_health
-from tests.fixtures.auth import login
+from tests.fixtures.auth import login, user_token
 
 from .conftest import Publisher, make_alert, make_site, topic_of, wait_for
 
@@ -44,7 +44,8 @@ def seeded(client: TestClient) -> dict[str, int]:
     spec = {"a": ("cam1", "parking", 1000.0), "b": ("cam1", "fire", 2000.0), "c": ("cam2", "clutter", 3000.0),
             "d": ("cam3", "parking", 4000.0), "e": ("cam9", "poster", 5000.0)}
     ids = {k: _apply(client, make_alert(camera=cam, hazard=hz, ts=ts)) for k, (cam, hz, ts) in spec.items()}
-    client.post(f"/tickets/{ids['b']}/transition", json={"to": "assigned", "assignee": "li"})
+    user_token(client.app, "li", "patrol", ["T1/D1/C1/G1"])  # type: ignore[arg-type]
+    client.post(f"/tickets/{ids['b']}/transition", json={"to": "dispatched", "assignee": "li"})
     client.post(f"/tickets/{ids['c']}/transition", json={"to": "false_alarm", "actor": "li"})
     return ids
 
@@ -63,11 +64,11 @@ def _ids(client: TestClient, query: str) -> list[int]:
     ("grid=T1/D1/", ["c", "b", "a"]),
     ("grid=T1/D", []),
     ("grid=T10/D1", ["e"]),
-    ("status=open", ["e", "d", "a"]),
-    ("status=open&status=assigned", ["e", "d", "b", "a"]),
-    ("status=assigned,false_alarm", ["c", "b"]),
+    ("status=received", ["e", "d", "a"]),
+    ("status=received&status=dispatched", ["e", "d", "b", "a"]),
+    ("status=dispatched,false_alarm", ["c", "b"]),
     ("hazard=parking", ["d", "a"]),
-    ("hazard=parking&status=open&grid=T1/D2", ["d"]),
+    ("hazard=parking&status=received&grid=T1/D2", ["d"]),
     ("camera=cam1", ["b", "a"]),
     ("since=1970-01-01T00:33:20Z&until=1970-01-01T01:06:40Z", ["c", "b"]),   # 2000 <= opened < 4000
     ("since=1970-01-01T00:33:20", ["e", "d", "c", "b"]),                     # naive = UTC
@@ -85,11 +86,11 @@ def test_total_counts_all_pages(client: TestClient, seeded: dict[str, int]) -> N
 
 def test_ticket_detail(client: TestClient, seeded: dict[str, int]) -> None:
     t = client.get(f"/tickets/{seeded['b']}").json()
-    assert t["status"] == "assigned" and t["assignee"] == "li"
+    assert t["status"] == "dispatched" and t["assignee"] == "li"
     assert t["grid_path"] == ["T1", "D1", "C1", "G1"] and t["hazard"] == "fire"
     assert [e["kind"] for e in t["events"]] == ["alert_opened", "transition"]
     assert t["events"][0]["payload"]["incident_id"] == t["incident_id"]
-    assert t["allowed_next"] == ["in_progress", "false_alarm"]
+    assert t["allowed_next"] == ["dispatched", "in_progress", "false_alarm"]
     assert t["evidence"] == {"snapshot": f"/tickets/{t['id']}/evidence/snapshot",
                              "clip": f"/tickets/{t['id']}/evidence/clip"}
     assert client.get("/tickets/424242").status_code == 404
@@ -185,7 +186,7 @@ def test_end_to_end_mqtt_to_api(tmp_path: Path, broker: Any, publisher: Publishe
         metrics = c.get("/metrics").text
         for line in ('gridwatch_alerts_consumed_total{event="opened",outcome="created"} 1.0',
                      'gridwatch_dead_letters_received_total{reason="invalid_json"} 1.0',
-                     'gridwatch_tickets{hazard="fire",status="open"} 1.0',
+                     'gridwatch_tickets{hazard="fire",status="received"} 1.0',
                      "gridwatch_dead_letters 1.0",
                      "gridwatch_health_messages_total 1.0",
                      "gridwatch_consumer_connected 1.0"):

@@ -67,10 +67,10 @@ def test_ticket_ids_outside_the_id_column_are_422_and_the_largest_is_a_404(clien
     for route in TICKET_ROUTES:
         method, path = route.split()
         for value in [*TOO_BIG, ID_MAX + 1, 0, -1, -(2**63) - 1]:
-            r = client.request(method, path.format(value), json={"to": "assigned"})
+            r = client.request(method, path.format(value), json={"to": "verified"})
             expected = str(ID_MAX) if value > 0 else "greater than or equal to 1"
             assert expected in _messages(r), (route, value)
-        r = client.request(method, path.format(ID_MAX), json={"to": "assigned"})
+        r = client.request(method, path.format(ID_MAX), json={"to": "verified"})
         assert r.status_code == 404 and r.json() == {"detail": f"ticket {ID_MAX} not found"}, route
 
 
@@ -138,17 +138,17 @@ def test_nul_in_text_filters_is_422(client: TestClient) -> None:
 def test_unknown_status_or_hazard_is_422_naming_the_allowed_values(client: TestClient) -> None:
     assert "false_alarm" in _messages(client.get("/tickets?status=opne"))
     assert "poster" in _messages(client.get("/tickets?hazard=fire,smoke"))
-    r = client.get("/tickets?status=open,assigned&status=closed&hazard=parking")
+    r = client.get("/tickets?status=received,dispatched&status=closed&hazard=parking")
     assert r.status_code == 200 and r.json()["total"] == 1
 
 
 UNSTORABLE_BODIES = [
-    b'{"to": "assigned", "note": "\\u0000"}',      # NUL: PostgreSQL cannot store it
-    b'{"to": "assigned", "note": "\\ud800"}',      # lone surrogate: not encodable as UTF-8
+    b'{"to": "verified", "note": "\\u0000"}',      # NUL: PostgreSQL cannot store it
+    b'{"to": "verified", "note": "\\ud800"}',      # lone surrogate: not encodable as UTF-8
     b'{"to": "\\udfff"}',
     b'["\\ud800"]',
     b'{"to": NaN}',                                 # echoed in the 422 body, which JSON cannot hold as a number
-    b'{"to": "assigned", "note": Infinity}',
+    b'{"to": "verified", "note": Infinity}',
 ]
 
 
@@ -158,7 +158,7 @@ def test_unstorable_transition_bodies_are_422_with_a_json_answer(client: TestCli
         r = client.post(f"/tickets/{tid}/transition", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422, (body, r.text)
         assert json.loads(r.content)["detail"], body
-    assert client.get(f"/tickets/{tid}").json()["status"] == "open"  # nothing applied
+    assert client.get(f"/tickets/{tid}").json()["status"] == "received"  # nothing applied
 
 
 def test_body_that_is_not_json_is_a_declared_400(client: TestClient, ticket_id: int) -> None:
@@ -175,7 +175,8 @@ def test_conflict_body_matches_its_declared_schema(client: TestClient, ticket_id
     r = client.post(f"/tickets/{tid}/transition", json={"to": "closed"})
     assert r.status_code == 409
     conflict = TransitionConflictOut.model_validate(r.json()).detail
-    assert (conflict.current, conflict.requested, conflict.allowed) == ("open", "closed", ["assigned", "false_alarm"])
+    assert (conflict.current, conflict.requested, conflict.allowed) == ("received", "closed",
+                                                                       ["verified", "dispatched", "false_alarm"])
     declared = client.get("/openapi.json").json()["paths"]["/tickets/{ticket_id}/transition"]["post"]["responses"]
     assert declared["409"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/TransitionConflictOut"}

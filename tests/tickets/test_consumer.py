@@ -70,7 +70,7 @@ def test_alert_becomes_ticket(make_consumer: MakeConsumer, publisher: Publisher,
     alert = make_alert("opened", camera="cam2", hazard="fire", zone=None)
     publisher.publish(topic_of(alert), alert.to_bytes())
     [t] = wait_for(lambda: _tickets(sessions))
-    assert (t.incident_id, t.hazard, t.camera_id, t.status) == (alert.incident_id, "fire", "cam2", "open")
+    assert (t.incident_id, t.hazard, t.camera_id, t.status) == (alert.incident_id, "fire", "cam2", "received")
     assert t.grid_path == "T1/D1/C1/G2" and t.zone_id is None
     assert c.metrics.alerts_consumed.labels("opened", "created")._value.get() == 1
 
@@ -86,7 +86,7 @@ def test_redelivery_update_and_clear_keep_one_ticket(make_consumer: MakeConsumer
     publisher.publish(topic_of(opened), make_alert("cleared", inc, ts=1120.0).to_bytes())
     wait_for(lambda: _tickets(sessions) and _tickets(sessions)[0].cleared_at is not None)
     [t] = _tickets(sessions)
-    assert t.status == "open" and t.severity == 5 and t.cleared_at.timestamp() == 1120.0  # type: ignore[union-attr]
+    assert t.status == "received" and t.severity == 5 and t.cleared_at.timestamp() == 1120.0  # type: ignore[union-attr]
     with sessions() as s:
         kinds = list(s.scalars(select(TicketEvent.kind).order_by(TicketEvent.id)))
     assert kinds == ["alert_opened", "alert_updated", "alert_cleared"]

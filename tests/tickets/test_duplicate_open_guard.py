@@ -88,8 +88,8 @@ def test_only_active_uncleared_tickets_at_the_same_place_absorb(sessions: sessio
         transition(s, base.ticket_id, "false_alarm", actor="op")
     after_false_alarm = apply_alert(sessions, _at_gate("opened", "inc-e", t0 + 10))
     assert after_false_alarm.outcome == "created"
-    with sessions() as s, s.begin():  # resolved: someone fixed it; a new detection is a new case
-        for to in ("assigned", "in_progress", "resolved"):
+    with sessions() as s, s.begin():  # verified, then judged a false alarm: a new detection is a new case
+        for to in ("verified", "false_alarm"):
             transition(s, after_false_alarm.ticket_id, to, actor="op")
     assert apply_alert(sessions, _at_gate("opened", "inc-f", t0 + 20)).outcome == "created"
 

@@ -50,7 +50,7 @@ def test_event_sequence(engine: Engine) -> None:
     assert _counts(sessions) == (1, 3)
     with sessions() as s:
         t = s.scalars(select(Ticket)).one()
-        assert t.status == "open"  # cleared does not close: a person verifies
+        assert t.status == "received"  # cleared does not close: a person verifies
         assert t.cleared_at is not None and t.cleared_at.timestamp() == 1200.0
         assert t.opened_at.timestamp() == 1000.0
         assert (t.severity, t.confidence, t.clip_url) == (4, 0.9, "http://x/c.mp4")
