@@ -268,6 +268,29 @@ def test_escalation_event_is_queued_and_rollback_queues_nothing(tmp_path: Path) 
     assert len(_rows(sessions, event="ticket_escalated")) == 1
 
 
+def test_the_case_loop_escalation_is_sent(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    from datetime import timedelta
+
+    from pipeline.tickets.deadlines import CaseContext
+    from pipeline.tickets.escalation import run_pass
+    from pipeline.tickets.models import Ticket
+
+    site = _site(tmp_path, None, [_target(receiver.url, events=["ticket_escalated"])])
+    sessions = _store(site)
+    ticket_id = _open(sessions, camera="cam1", hazard="fire")
+    now = time.time()
+    with sessions() as session, session.begin():  # a case whose verify deadline passed 2 h ago
+        ticket = session.get(Ticket, ticket_id)
+        assert ticket is not None
+        ticket.due_stage, ticket.due_at = "verify", utcnow() - timedelta(hours=2)
+    result = run_pass(sessions, CaseContext(casework=site.casework, prefix="gwtest"), None, now)
+    assert result.ran and result.escalated >= 1
+    assert WebhookSender(site.api.webhooks, sessions).process_due(time.time()) == result.escalated
+    events = [r.json() for r in receiver.received]
+    assert {e["event"] for e in events} == {"ticket_escalated"}
+    assert all(e["ticket"]["id"] == ticket_id and "deadline" in e["reason"] for e in events)
+
+
 @pytest.mark.parametrize("fmt", ["wecom", "dingtalk"])
 def test_bot_formats(tmp_path: Path, receiver: WebhookReceiver, fmt: str) -> None:
     receiver.answer = {"errcode": 0, "errmsg": "ok"}
