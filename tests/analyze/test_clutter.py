@@ -231,8 +231,7 @@ def test_moving_object_never_counts() -> None:
 
 def test_change_detector_ignores_global_lighting() -> None:
     rng = np.random.default_rng(0)
-    base = rng.integers(60, 200, (90, 160, 3)).astype(np.uint8)
-    base = cv2.GaussianBlur(base, (0, 0), 3)
+    base = cv2.GaussianBlur(rng.integers(60, 200, (90, 160, 3)).astype(np.uint8), (0, 0), 3)
     sc = StaticObjectDetector(learn_frames=3, min_object_px=4)
     no = np.zeros((90, 160), bool)
     t0 = 1.8e9
