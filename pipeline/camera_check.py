@@ -116,11 +116,15 @@ class CheckResponder:
         worker_id: put into every result.
         grace_seconds: see :data:`GRACE_SECONDS`.
         max_pending: see :data:`MAX_PENDING`.
+        persistent: keep the MQTT session at the broker (``clean_session`` false), so requests sent while
+            the worker reconnects or restarts wait there; only with a ``client_id`` that stays the same across
+            restarts, else every run would leave a session collecting requests nobody reads.
     """
 
     def __init__(self, site: SiteConfig, client_id: str, analyzers: Mapping[str, CameraAnalyzer],
                  publisher: MqttPublisher, evidence: EvidenceWriter, evidence_url: EvidenceUrl,
-                 worker_id: str, grace_seconds: float = GRACE_SECONDS, max_pending: int = MAX_PENDING) -> None:
+                 worker_id: str, grace_seconds: float = GRACE_SECONDS, max_pending: int = MAX_PENDING,
+                 persistent: bool = True) -> None:
         self.site = site
         self.prefix = site.mqtt.topic_prefix
         self.analyzers = analyzers
@@ -142,8 +146,8 @@ class CheckResponder:
         self._sweeper: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gridwatch-check")
         self._address = broker_address(site.mqtt, "worker")
-        # clean_session False: QoS 1 requests sent while this worker reconnects wait at the broker.
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id[:128], clean_session=False,
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id[:128],
+                                   clean_session=not persistent,
                                    protocol=MQTTProtocolVersion.MQTTv311, transport=self._address.transport)
         configure_client(self._client, self._address, site.mqtt)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
@@ -256,7 +260,7 @@ class CheckResponder:
     def observe(self, camera_id: str, frame: Frame, analyzer: CameraAnalyzer) -> None:
         """Read the rules' verdicts on ``frame`` for the checks of ``camera_id`` (call right after
         ``analyzer.analyze(frame)``, holding the camera's slot lock)."""
-        if camera_id not in self._cameras_checked:
+        if camera_id not in self._cameras_checked or self._stop.is_set():
             return
         finished: list[tuple[PendingCheck, str, str]] = []
         with self._lock:

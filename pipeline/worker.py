@@ -139,10 +139,12 @@ class Worker:
         # Answers /cameras/{id}/debug.jpg requests for these cameras (pipeline/debug_view.py).
         self.debug = DebugResponder(site.mqtt, f"{self.publisher.client_id}-debug", self.debug_frames,
                                     self.slots)
-        # Re-judges a resolved ticket's zone on request (pipeline/camera_check.py); fed from _analyse.
+        # Re-judges a resolved ticket's zone on request (pipeline/camera_check.py); fed from _analyse. Its MQTT
+        # session outlives a restart only under a given worker id (the default one changes with the pid).
         self.checks = CheckResponder(site, f"{self.publisher.client_id}-check",
                                      {cid: s.analyzer for cid, s in self.slots.items()}, self.publisher,
-                                     self.evidence, lambda iid, name: evidence_url(site, iid, name), self.worker_id)
+                                     self.evidence, lambda iid, name: evidence_url(site, iid, name), self.worker_id,
+                                     persistent=worker_id is not None)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:

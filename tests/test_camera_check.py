@@ -424,3 +424,20 @@ def test_resolved_ticket_with_the_car_still_parked_goes_back_to_in_progress(
             assert [p.name for p in folder.glob("check-*.jpg")] != []
     finally:
         worker.stop()
+
+
+@pytest.mark.integration
+def test_a_request_sent_while_the_responder_is_away_waits_at_the_broker(running: tuple[Worker, ServiceSide]) -> None:
+    """With a given worker id the responder's MQTT session persists: a request published while it is
+    disconnected is delivered when it is back (the service sends each request once)."""
+    worker, service = running
+    client = worker.checks._client
+    client.disconnect()
+    client.loop_stop()
+    check = service.request("lot", "empty", window_seconds=2)
+    time.sleep(1.0)
+    assert check not in service.results
+    client.reconnect()
+    client.loop_start()
+    _wait(lambda: check in service.results, 30, "the queued request's result")
+    assert service.results[check].outcome == "passed"
