@@ -9,6 +9,7 @@ worker, the ticket service, scripts and the broker ACL generator can all depend 
   ``DebugRequestV1``.
 * :mod:`~pipeline.contract.casework`: planned (issue 9, not sent yet) ``CameraCheckRequestV1``,
   ``CameraCheckResultV1``, ``NotificationV1``.
+* :mod:`~pipeline.contract.webhook`: ``WebhookEventV1``, the body of a ``json`` webhook delivery (HTTP, not MQTT).
 * :mod:`~pipeline.contract.topics`: topic builders, parsers, subscription filters, :data:`TOPICS` and
   :func:`role_topic_filters` (per broker role, for ACLs).
 * :mod:`~pipeline.contract.schemas`: JSON Schema of every message (``docs/messages/``).

@@ -25,6 +25,7 @@ from pipeline.contract.messages import (
     WorkerStatusV1,
     ZoneRef,
 )
+from pipeline.contract.webhook import WebhookEventV1, WebhookTicketV1
 
 _T0 = 1714550400.0  # 2024-05-01T08:00:00Z
 
@@ -74,4 +75,12 @@ def example_messages() -> dict[str, BaseModel]:
             severity=5, title="Fire at North gate", status="dispatched",
             reason="not resolved within 30 min (cell G1)", deadline=_utc(_T0 + 5400), ts=_utc(_T0 + 3600),
             escalation_level=2, stage="resolve"),
+        "webhook-event": WebhookEventV1(
+            schema_version=1, delivery_id="4f0c2a9e4b7d4e0f9a1b2c3d4e5f6a7b", event="ticket_escalated",
+            site="demo", ts=_utc(_T0 + 3600), reason="resolve deadline passed; notified: community T1/D1/C1",
+            ticket=WebhookTicketV1(
+                id=42, incident_id="cam1-z1-fire-1714550400-1", hazard=Hazard.FIRE, severity=5, status="dispatched",
+                title="Fire at North gate / Stairwell", camera_id="cam1", camera_name="North gate",
+                grid_path=["T1", "D1", "C1", "G1"], zone_id="z1", opened_at=_utc(_T0),
+                url="https://tickets.example.org/tickets/42")),
     }

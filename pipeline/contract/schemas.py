@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pipeline.contract.casework import CameraCheckRequestV1, CameraCheckResultV1, NotificationV1
 from pipeline.contract.examples import example_messages
 from pipeline.contract.messages import AlertV1, CameraHealthV1, DebugRequestV1, OccupancyV1, WorkerStatusV1
+from pipeline.contract.webhook import WebhookEventV1
 
 SCHEMA_BASE_URL = "https://gridwatch.example/messages/"
 """``$id`` of each schema is this + ``<name>.schema.json``."""
@@ -33,6 +34,7 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "camera-check-request": CameraCheckRequestV1,
     "camera-check-result": CameraCheckResultV1,
     "notification": NotificationV1,
+    "webhook-event": WebhookEventV1,
 }
 """File name stem -> message model."""
 
