@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -217,14 +218,40 @@ def api(config: ConfigOpt = DEFAULT_CONFIG,
 def worker(config: ConfigOpt = DEFAULT_CONFIG,
            cameras: Annotated[str | None, typer.Option(help="Comma-separated camera ids (default all).")] = None,
            worker_id: Annotated[str | None, typer.Option(help="Worker id (MQTT status topic).")] = None,
+           shard: Annotated[str | None, typer.Option(
+               envvar="GRIDWATCH_SHARD", help="Run only shard i of N's cameras (rendezvous hashing of the "
+               "camera ids), e.g. 0/3; own outbox and journal per shard (docs/deploy.md).")] = None,
+           shard_from_hostname: Annotated[bool, typer.Option(
+               "--shard-from-hostname", envvar="GRIDWATCH_SHARD_FROM_HOSTNAME",
+               help="Shard ordinal from the pod name (POD_NAME, else the host name): gridwatch-worker-3 -> 3.")]
+               = False,
+           shard_count: Annotated[int | None, typer.Option(
+               envvar="GRIDWATCH_SHARD_COUNT", help="N for --shard-from-hostname (the StatefulSet's replicas).")]
+               = None,
            status_every: Annotated[float, typer.Option(help="Print camera status every N s.")] = 30,
            verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """The detection worker only (cameras -> alerts), for scale-out next to a shared broker."""
     site = _load_with_broker(config, verbose, "worker")
+    from pipeline.sharding import ShardError, cameras_for, resolve_shard, shard_site, shard_worker_id
+
+    hostname = os.environ.get("POD_NAME") or socket.gethostname()
+    try:
+        spec = resolve_shard(shard, shard_from_hostname, shard_count, hostname)
+    except ShardError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    ids = [c.strip() for c in cameras.split(",")] if cameras else None
+    if spec is not None:
+        if ids is not None:
+            console.print("[red]--cameras and --shard exclude each other[/]")
+            raise typer.Exit(2)
+        site, ids = shard_site(site, spec), cameras_for(site, spec.index, spec.count)
+        worker_id = worker_id or shard_worker_id(spec, shard_from_hostname, hostname)
+        console.print(f"shard {spec} ({worker_id}): {len(ids)} of {len(site.cameras)} cameras, "
+                      f"outbox {site.worker.outbox_path}")
     _report_sources(site)
     from pipeline.worker import Worker
 
-    ids = [c.strip() for c in cameras.split(",")] if cameras else None
     _run_worker_until_signal(Worker(site, worker_id=worker_id, camera_ids=ids), status_every)
 
 
