@@ -8,10 +8,11 @@ for (zone, hazard), the same one that opened the incident - and publishes a
 through the worker's durable outbox) with a fresh annotated snapshot
 ``<evidence_dir>/<incident_id>/check-<check_id>.jpg``:
 
-* ``failed`` as soon as the rule sees the hazard confirmed (its own ``confirm_k`` of ``confirm_n`` judged
-  frames in the window; what the rule hands its :class:`~pipeline.analyze.rules.IncidentLifecycle` per
-  frame, ``lifecycle.last_step_observation``, so every rule is read the same way and a parked car still
-  needs its dwell);
+* ``failed`` as soon as the hazard is confirmed in the window: per judged frame the check reads what the
+  rule hands its :class:`~pipeline.analyze.rules.IncidentLifecycle` (``lifecycle.last_step_observation``)
+  and confirms it the way that lifecycle does (its ``confirm_k`` of ``confirm_n``, counted afresh). Every
+  rule is read the same way: a parked car still needs its dwell, and rules that confirm on their own
+  (fire, poster: the lifecycle then confirms 1 of 1) are not confirmed twice;
 * ``passed`` when a judged frame at or past the window's end arrives and the hazard was never confirmed;
 * the contract's third outcome (``unavailable``) with a ``detail``: unknown or disabled camera, unknown
   zone, no rule for the hazard there, a check of the same (camera, zone, hazard) already running, or no
@@ -72,7 +73,7 @@ class PendingCheck:
         rule: the zone's rule for the hazard.
         start_ts: wall time the request arrived; earlier frames do not count.
         deadline: monotonic time after which the check gives up (``unavailable``).
-        confirm: fresh k-of-n over the judged frames of the window (the rule's ``confirm_k``/``confirm_n``).
+        confirm: fresh k-of-n over the judged frames of the window (the lifecycle's ``confirm_k``/``confirm_n``).
         frames: analysed frames of the camera since the start; judged: those the rule judged.
         best_confidence: best confidence of the hazard seen in the window.
         last_frame: the latest analysed frame (the snapshot) and its zone polygons.
@@ -223,8 +224,9 @@ class CheckResponder:
                 return None
             problem, rule = self._problem(request, cam)
             if rule is not None and problem is None:
+                confirm = rule.lifecycle.rule  # what the lifecycle counts as present (fire: 1 of 1 after its own)
                 check = PendingCheck(request, rule, now, time.monotonic() + request.window_seconds
-                                     + self.grace_seconds, KofN(rule.rule.confirm_k, rule.rule.confirm_n))
+                                     + self.grace_seconds, KofN(confirm.confirm_k, confirm.confirm_n))
                 self._pending[check.key] = check
                 self._cameras_checked.add(cam)
                 log.info("camera check %s: %s %s/%s for %.0f s", request.check_id, request.hazard.value, cam,

@@ -239,21 +239,23 @@ class Bench:
     checks: CheckResponder
     seq: int = 0
 
-    def frame(self, ts: float, car: bool) -> None:
-        """Analyse one frame (a car in np1 or nothing) and show it to the checks, as the worker does."""
+    def frame(self, ts: float, car: bool, detections: dict[str, Detections] | None = None) -> None:
+        """Analyse one frame (a car in np1, nothing, or ``detections``) and show it to the checks, as the worker
+        does."""
         self.seq += 1
         frame = Frame("cam1", np.zeros((360, 640, 3), np.uint8), ts=ts, pts=ts - T0, seq=self.seq, keyframe=True)
-        self.analyzer.analyze(frame, {"coco": CAR if car else Detections.empty()})
+        self.analyzer.analyze(frame, detections or {"coco": CAR if car else Detections.empty()})
         self.checks.observe("cam1", frame, self.analyzer)
 
     def results(self) -> list[CameraCheckResultV1]:
         self.checks._pool.submit(lambda: None).result(5)  # results are written by the checks' own thread
         return [CameraCheckResultV1.model_validate_json(i.payload) for i in self.publisher.outbox.peek(100)]
 
-    def request(self, window_seconds: float, now: float, zone_id: str = "np1") -> PendingCheck:
+    def request(self, window_seconds: float, now: float, zone_id: str | None = "np1",
+                hazard: Hazard = Hazard.PARKING) -> PendingCheck:
         req = CameraCheckRequestV1(schema_version=1, check_id=f"c{self.seq}-{int(now)}", ticket_id=3,
                                    incident_id="cam1-np1-parking-1796000000-1", camera_id="cam1", zone_id=zone_id,
-                                   hazard=Hazard.PARKING, window_seconds=window_seconds,
+                                   hazard=hazard, window_seconds=window_seconds,
                                    requested_at=datetime.fromtimestamp(now, UTC))
         check = self.checks.submit(req, now=now)
         assert check is not None
@@ -262,14 +264,20 @@ class Bench:
 
 @pytest.fixture
 def bench(tmp_path: Path) -> Iterator[Bench]:
+    yield from _bench(tmp_path)
+
+
+def _bench(tmp_path: Path, site_hazards: dict[str, Any] | None = None, detectors: dict[str, Any] | None = None,
+           **camera: Any) -> Iterator[Bench]:
     site = SiteConfig.model_validate({
         "grid": [{"code": "T1", "name": "t", "children": [{"code": "D1", "name": "d", "children": [
             {"code": "C1", "name": "c", "children": [{"code": "G1", "name": "g"}]}]}]}],
         "cameras": [{"id": "cam1", "url": "unused.mp4", "grid": "G1",
-                     "zones": [{"id": "np1", "kind": "no_parking", "polygon": CAR_ZONE}]}],
-        "hazards": {"parking": {"dwell_seconds": 3, "clear_seconds": 30}},
+                     "zones": [{"id": "np1", "kind": "no_parking", "polygon": CAR_ZONE}], **camera}],
+        "hazards": site_hazards or {"parking": {"dwell_seconds": 3, "clear_seconds": 30}},
         "mqtt": {"url": "mqtt://127.0.0.1:9"},
         "api": {"evidence_dir": str(tmp_path / "ev")},
+        **({"detectors": detectors} if detectors else {}),
     })
     analyzer = CameraAnalyzer(site, site.cameras[0])
     publisher = MqttPublisher(site.mqtt, tmp_path / "outbox.db", "w-unit")  # never started: results stay queued
@@ -334,6 +342,27 @@ def test_too_few_frames_by_the_deadline_is_unavailable(bench: Bench) -> None:
     assert second.outcome == "unavailable" and "whole window (2 judged)" in (second.detail or "")
     assert second.snapshot_url is not None  # the last frame it had
     assert bench.checks.outcomes == {"passed": 0, "failed": 0, "unavailable": 2}
+
+
+def test_a_whole_frame_fire_rule_is_read_the_same_way(tmp_path: Path) -> None:
+    """Not only parking: the fire rule (whole frame, smoke boxes, k-of-n) through the same lifecycle fields."""
+    smoke = {"fire": Detections.from_arrays([[100.0, 50.0, 300.0, 200.0]], [0.7], [1], {1: "smoke"})}
+    none = {"fire": Detections.empty()}
+    fire = {"fire": {"detector": "fire", "classes": ["fire", "smoke"], "confirm_k": 2, "confirm_n": 3,
+                     "dwell_seconds": 0, "min_flicker": 0, "confirm_model": None}}
+    # The model is never loaded: the test hands the rule its detections.
+    for b in _bench(tmp_path, fire, {"fire": {"model": "fire.onnx"}}, zones=[], hazards=["fire"]):
+        b.request(window_seconds=10, now=T0, zone_id=None, hazard=Hazard.FIRE)
+        b.frame(T0 + 1, False, smoke)
+        b.frame(T0 + 2, False, none)
+        assert b.results() == []  # one smoky frame of three is not confirmed (confirm_k 2)
+        b.frame(T0 + 3, False, smoke)
+        [failed] = b.results()
+        assert failed.outcome == "failed" and failed.confidence == 0.7
+        b.request(window_seconds=5, now=T0 + 10, zone_id=None, hazard=Hazard.FIRE)
+        for i in range(11, 16):
+            b.frame(T0 + i, False, none)
+        assert [r.outcome for r in b.results()] == ["failed", "passed"]
 
 
 # -- with the broker's logins and ACL (gridwatch mqtt-acl) ------------------------------------------------
