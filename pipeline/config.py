@@ -23,11 +23,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from pipeline.analyze.incident import Hazard
+from pipeline.config_casework import CaseworkConfig
 
 # Re-exported (their home is pipeline.config_checks, which must not import this module).
 from pipeline.config_checks import GRID_LEVELS as GRID_LEVELS
 from pipeline.config_checks import camera_grid_errors as camera_grid_errors
-from pipeline.config_casework import CaseworkConfig
 from pipeline.config_webhooks import WebhooksConfig
 from pipeline.contract.ids import CONFIG_ID_PATTERN
 
@@ -532,7 +532,7 @@ class SiteConfig(_Model):
 
 def load_config(path: str | Path) -> SiteConfig:
     """Read and validate a site YAML; raises :class:`ConfigError` with every problem found."""
-    from urllib.parse import urlsplit
+    from urllib.parse import parse_qsl, urlsplit
 
     from pipeline.config_errors import ConfigError, validate_file
     from pipeline.redact import register_secret, register_url_secrets
@@ -547,5 +547,7 @@ def load_config(path: str | Path) -> SiteConfig:
     register_secret(cfg.mqtt.service_password)
     for target in cfg.api.webhooks.targets:  # bot URLs carry their key in the query
         register_secret(target.secret)
-        register_secret(urlsplit(target.url).query or None)
+        for _, value in parse_qsl(urlsplit(target.url).query):
+            register_secret(value)
+        register_url_secrets([target.url])
     return cfg

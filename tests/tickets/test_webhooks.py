@@ -390,3 +390,20 @@ def test_a_claim_leases_at_most_its_limit(tmp_path: Path, db_url: str) -> None:
     assert (len(first), len(second)) == (4, 4)
     assert not {c.id for c in first} & {c.id for c in second}
     assert len(claim_due(other, ["cases"], "replica-b:2", now, 300, 4)) == 2
+
+
+def test_loaded_config_masks_webhook_secrets_in_logs(tmp_path: Path) -> None:
+    import yaml
+
+    from pipeline.config import load_config
+    from pipeline.redact import redact_text
+
+    from .conftest import CAMERAS, GRID
+
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"grid": GRID, "cameras": CAMERAS, "api": {"webhooks": {"targets": [
+        {"name": "bot", "url": "https://qyapi.example/send?key=wecom-key-5b8e21f0", "secret": SECRET},
+        {"name": "cases", "url": "https://hook:basic-pw-77Qx@cases.example/in"}]}}}), encoding="utf-8")
+    load_config(path)
+    line = redact_text(f"POST failed: wecom-key-5b8e21f0 secret {SECRET} password basic-pw-77Qx")
+    assert "wecom-key-5b8e21f0" not in line and SECRET not in line and "basic-pw-77Qx" not in line
