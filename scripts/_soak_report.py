@@ -105,9 +105,12 @@ def memory_growth(members: Iterable[Managed], warmup_s: float) -> dict[str, dict
                            "span_s": 0.0, "peak_mb": round(peak / 1024, 1)}
             continue
         (t0, first), (t1, last) = best[0], best[-1]
+        step = max(1, len(best) // 8)  # a few points in between: a plateau after a burst is no leak
+        trend = [[round(age), round(kb / 1024, 1)] for age, kb in best[::step] + [best[-1]]]
         out[m.name] = {"incarnations": m.incarnation, "measured": life, "first_mb": round(first / 1024, 1),
                        "last_mb": round(last / 1024, 1), "growth_pct": round(100.0 * (last - first) / first, 2),
-                       "span_s": round(t1 - t0, 1), "peak_mb": round(peak / 1024, 1)}
+                       "span_s": round(t1 - t0, 1), "peak_mb": round(peak / 1024, 1),
+                       "trend_age_s_mb": trend}
     return out
 
 
