@@ -180,6 +180,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             st.consumer = AlertConsumer(site.mqtt, sessions, st.metrics, ctx=st.case)
             st.consumer.start()
             st.case_loop = CaseLoop(sessions, st.case, st.consumer.publish)
+            st.consumer.handler.on_casework = st.case_loop.kick
             st.case_loop.start()
         if webhooks is not None:
             webhooks.start()

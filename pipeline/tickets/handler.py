@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -59,6 +60,9 @@ class MessageHandler:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.ctx = ctx
+        self.on_casework: Callable[[], None] | None = None
+        """Called after a message queued case work (a new ticket's notification, a check result's move),
+        e.g. to wake the case loop that publishes it."""
         self.prefix = prefix
         self.metrics = metrics
         self.limits = limits
@@ -108,6 +112,7 @@ class MessageHandler:
             check = parse_check_result(topic, payload, self.prefix, self.limits)
             applied = apply_check_result(self._sessions, check, self.ctx)
             self.metrics.camera_checks.labels(check.outcome, applied.outcome).inc()
+            self._casework_queued()
             return
         alert = parse_alert(topic, payload, self.prefix, self.limits)
         if alert.sanitized_strings:
@@ -116,6 +121,12 @@ class MessageHandler:
             self.metrics.sanitized.labels("alert").inc(alert.sanitized_strings)
         result = apply_alert(self._sessions, alert, ctx=self.ctx)
         self._count(alert, result)
+        if result.outcome == "created":
+            self._casework_queued()
+
+    def _casework_queued(self) -> None:
+        if self.on_casework is not None and self.ctx is not None:
+            self.on_casework()
 
     def _count(self, alert: AlertIn, result: ApplyResult) -> None:
         self.metrics.alerts_consumed.labels(alert.event, result.outcome).inc()
