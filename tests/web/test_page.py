@@ -53,6 +53,6 @@ def test_script_uses_api(endpoint: str) -> None:
 
 
 def test_api_endpoints_used_by_page_exist(client: TestClient) -> None:
-    for path in ("/tickets?status=open&status=assigned&hazard=fire&grid=T1&limit=200", "/cameras", "/grid",
+    for path in ("/tickets?status=received&status=dispatched&hazard=fire&grid=T1&limit=200", "/cameras", "/grid",
                  "/healthz"):
         assert client.get(path).status_code == 200, path

@@ -1,8 +1,10 @@
 // gridwatch command centre: plain JS against the ticket REST API (see docs/api.md).
 "use strict";
 
-const STATUSES = ["open", "assigned", "in_progress", "resolved", "verified", "closed", "false_alarm"];
-const ACTIVE = ["open", "assigned", "in_progress", "resolved", "verified"];
+// The case life cycle (GB/T 30428 steps; GET /meta/states has the labels and moves).
+const STATUSES = ["received", "verified", "dispatched", "in_progress", "resolved", "checked", "closed",
+                  "false_alarm"];
+const ACTIVE = ["received", "verified", "dispatched", "in_progress", "resolved", "checked"];
 const POLL_MS = 3000;
 let selectedId = null;
 
