@@ -163,7 +163,7 @@ class CheckResponder:
         self._sweeper.start()
 
     def stop(self) -> None:
-        """Stop listening; running checks end unanswered (the service's own timeout covers them)."""
+        """Stop listening; checks still running end unanswered (their requests were acknowledged already)."""
         self._stop.set()
         self._client.disconnect()
         self._client.loop_stop()
@@ -198,7 +198,8 @@ class CheckResponder:
         try:
             request = CameraCheckRequestV1.model_validate_json(msg.payload)
         except ValueError as e:  # pydantic's ValidationError: nothing to answer to without a check id
-            self.rejected += 1
+            with self._lock:
+                self.rejected += 1
             log.warning("camera check request for %s refused: %s", camera_id, str(e).replace("\n", "; ")[:500])
             return
         self.submit(request, camera_id)
@@ -349,7 +350,8 @@ class CheckResponder:
         try:
             self.publisher.publish(check_result_topic(self.prefix, camera_id), result.to_bytes(), qos=1)
         except Exception:  # noqa: BLE001 - e.g. a camera id that is no topic level: log it, count it
-            self.rejected += 1
+            with self._lock:
+                self.rejected += 1
             log.exception("camera check %s: result not published", req.check_id)
             return
         with self._lock:
