@@ -73,7 +73,8 @@ class CaseworkConfig(_Model):
 
     hazards: dict[Hazard, HazardCasePolicy] = Field(
         default_factory=_default_policies,
-        description="Per-hazard policy; a hazard left out has no deadlines and no auto-dispatch.")
+        description="Per-hazard policy over the defaults (fire: auto-dispatch, verify/dispatch/resolve 2/2/30 "
+        "min; parking 30/30/240; clutter 60/60/1440; poster 240/240/2880); the keys given replace only those.")
     escalate_every_minutes: float = Field(default=30.0, gt=0, le=525_600,
                                           description="Once overdue, a case goes one grid level up each time "
                                           "this much more passes (cell -> community -> district -> town).")

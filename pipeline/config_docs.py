@@ -25,6 +25,7 @@ from pipeline.config import (
     WorkerConfig,
     ZoneConfig,
 )
+from pipeline.config_casework import CaseworkConfig, HazardCasePolicy
 from pipeline.config_hazards import ClutterRuleConfig, FireRuleConfig, ParkingRuleConfig, PosterRuleConfig
 from pipeline.config_webhooks import WebhooksConfig, WebhookTarget
 
@@ -35,7 +36,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("hazards.clutter (its own knobs)", ClutterRuleConfig), ("hazards.poster (its own knobs)", PosterRuleConfig),
     ("cameras[].zones[].overrides.<hazard>", RuleOverride), ("detectors.<name>", DetectorConfig),
     ("mqtt", MqttConfig), ("api", ApiConfig), ("api.auth", AuthConfig), ("api.webhooks", WebhooksConfig),
-    ("api.webhooks.targets[]", WebhookTarget), ("worker", WorkerConfig),
+    ("api.webhooks.targets[]", WebhookTarget), ("worker", WorkerConfig), ("casework", CaseworkConfig),
+    ("casework.hazards.<hazard>", HazardCasePolicy),
 ]
 
 
