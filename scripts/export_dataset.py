@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Export operator-verified evidence from the ticket API as a YOLO detection data set, for retraining.
 
-Tickets a person has confirmed (``verified`` or ``closed``) become positives: the unannotated frame
-(``frame.jpg``) with the alert's boxes as labels. Tickets marked ``false_alarm`` become negatives (an empty
-label file), which is exactly the data that teaches a detector its site's false alarms. Images are split
-into train/val by a hash of the incident id, so re-exporting never moves an image between splits.
+Tickets a person has confirmed (``verified`` and every later step of the case life cycle) become
+positives: the unannotated frame (``frame.jpg``) with the alert's boxes as labels. Tickets marked
+``false_alarm`` become negatives (an empty label file), which is exactly the data that teaches a detector
+its site's false alarms. Images are split into train/val by a hash of the incident id, so re-exporting
+never moves an image between splits.
 
     python scripts/export_dataset.py --api http://127.0.0.1:8080 --hazard fire \\
         --classes fire,smoke --out datasets/verified-fire
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 import yaml
 
-POSITIVE = ("verified", "closed")
+POSITIVE = ("verified", "dispatched", "in_progress", "resolved", "checked", "closed")
 NEGATIVE = ("false_alarm",)
 
 

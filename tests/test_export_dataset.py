@@ -40,12 +40,11 @@ def test_export_verified_and_false_alarm_tickets(tmp_path: Path) -> None:
             cv2.imwrite(str(folder / "frame.jpg"), np.full((90, 160, 3), 80, np.uint8))
     with TestClient(create_app(site, start_consumer=False)) as client:
         login(client)
-        for name, path in (("real", ["assigned", "in_progress", "resolved", "verified"]), ("fake", ["false_alarm"]),
-                           ("noframe", ["assigned", "in_progress", "resolved", "verified"])):
+        for name, path in (("real", ["verified"]), ("fake", ["false_alarm"]), ("noframe", ["verified"])):
             for to in path:
                 client.post(f"/tickets/{ids[name]}/transition", json={"to": to}).raise_for_status()
         counts = _script().export(client, "fire", ["fire", "smoke"], tmp_path / "ds")
-    assert counts == {"positives": 1, "negatives": 1, "skipped": 1}  # "open" is not verified: not exported
+    assert counts == {"positives": 1, "negatives": 1, "skipped": 1}  # "received" is not verified: not exported
     labels = {p.stem: p.read_text() for p in (tmp_path / "ds" / "labels").rglob("*.txt")}
     assert labels[f"cam1__{ids['real']}"] == "0 0.300000 0.400000 0.400000 0.400000\n"  # person box dropped
     assert labels[f"cam1__{ids['fake']}"] == ""
