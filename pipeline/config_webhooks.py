@@ -1,8 +1,8 @@
 """Config of the ticket service's outbound webhooks (``api.webhooks`` in the site YAML).
 
-Each target receives the ticket events it subscribes to (``ticket_created``, ``ticket_escalated``,
-``ticket_closed``) for the grid nodes and hazards it filters on, in the body shape of its ``format``;
-delivery, signature and retries are described in ``docs/operations.md`` (section Webhooks).
+Each target receives the ticket events it subscribes to (``ticket_created``, ``ticket_overdue``,
+``ticket_escalated``, ``ticket_closed``) for the grid nodes and hazards it filters on, in the body shape
+of its ``format``; delivery, signature and retries are described in ``docs/operations.md`` (Webhooks).
 
 Example:
     >>> cfg = WebhooksConfig.model_validate({"targets": [
@@ -28,6 +28,7 @@ class WebhookEvent(StrEnum):
     """Ticket events a webhook target can subscribe to."""
 
     TICKET_CREATED = "ticket_created"
+    TICKET_OVERDUE = "ticket_overdue"
     TICKET_ESCALATED = "ticket_escalated"
     TICKET_CLOSED = "ticket_closed"
 

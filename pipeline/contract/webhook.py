@@ -65,11 +65,12 @@ class WebhookEventV1(_Frozen):
     schema_version: Literal[1] = Field(description="Body schema version; always 1 here.")
     delivery_id: str = Field(pattern=r"^[0-9a-f]{32}$",
                              description="Unique per event and target; the same on every retry (deduplicate on it).")
-    event: Literal["ticket_created", "ticket_escalated", "ticket_closed"] = Field(description="What happened.")
+    event: Literal["ticket_created", "ticket_overdue", "ticket_escalated", "ticket_closed"] = Field(
+        description="What happened: opened; its deadline passed; escalated up the grid; closed or false alarm.")
     site: str = Field(description="The gridwatch site (`site` in its config).")
     ts: AwareDatetime = Field(description="When it happened, ISO-8601 UTC.")
-    reason: str | None = Field(max_length=2000, description="Why, in words: the escalation reason or the "
-                               "closing note; null when there is none.")
+    reason: str | None = Field(max_length=2000, description="Why, in words: which deadline passed (overdue, "
+                               "escalated) or the closing note; null when there is none.")
     ticket: WebhookTicketV1 = Field(description="The ticket.")
 
     @field_serializer("ts")

@@ -31,7 +31,8 @@ EVENT_HEADER = "X-Gridwatch-Event"
 DELIVERY_HEADER = "X-Gridwatch-Delivery"
 USER_AGENT = "gridwatch-webhooks/1"
 _BOT_TEXT_MAX = 3500  # WeCom refuses markdown content over 4096 bytes; stay below with UTF-8 slack
-_EVENT_WORDS = {"ticket_created": "New case", "ticket_escalated": "Case escalated", "ticket_closed": "Case closed"}
+_EVENT_WORDS = {"ticket_created": "New case", "ticket_overdue": "Case overdue", "ticket_escalated": "Case escalated",
+                "ticket_closed": "Case closed"}
 
 
 @dataclass(frozen=True)

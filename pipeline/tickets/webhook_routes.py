@@ -28,7 +28,7 @@ class WebhookDeliveryOut(BaseModel):
     id: int = Field(description="Row id (for the retry route).")
     delivery_id: str = Field(description="`delivery_id` of the body and the `X-Gridwatch-Delivery` header.")
     target: str = Field(description="Target name from `api.webhooks.targets`.")
-    event: str = Field(description="ticket_created, ticket_escalated or ticket_closed.")
+    event: str = Field(description="ticket_created, ticket_overdue, ticket_escalated or ticket_closed.")
     ticket_id: int = Field(description="The ticket.")
     status: Literal["pending", "delivered", "dead"] = Field(description="dead: every attempt failed.")
     attempts: int = Field(description="Attempts made.")

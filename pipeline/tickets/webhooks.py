@@ -5,7 +5,8 @@ app's session factory and, in the same transaction as the change, inserts one ``
 per matching target for:
 
 * ``ticket_created``: a new ``Ticket`` row (an incident attached to an open ticket creates none);
-* ``ticket_escalated``: a new ``escalated`` ticket event (written by the deadline/escalation loop);
+* ``ticket_overdue`` / ``ticket_escalated``: a new ``overdue`` / ``escalated`` ticket event (written by the
+  case loop, :mod:`pipeline.tickets.escalation`);
 * ``ticket_closed``: a new ``transition`` event into a final state (``closed`` or ``false_alarm``).
 
 So every code path that changes tickets (MQTT consumer, API, escalation loop) queues without knowing
@@ -110,8 +111,10 @@ def _happenings(session: Session) -> Iterator[_Happened]:
         elif isinstance(obj, TicketEvent):
             if obj.kind == EventKind.TRANSITION.value and obj.to_status in FINAL_STATES:
                 kind, status = WebhookEvent.TICKET_CLOSED, obj.to_status
-            elif obj.kind == "escalated":
+            elif obj.kind == EventKind.ESCALATED.value:
                 kind, status = WebhookEvent.TICKET_ESCALATED, None
+            elif obj.kind == EventKind.OVERDUE.value:
+                kind, status = WebhookEvent.TICKET_OVERDUE, None
             else:
                 continue
             with session.no_autoflush:

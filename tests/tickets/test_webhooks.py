@@ -274,7 +274,7 @@ def test_the_case_loop_escalation_is_sent(tmp_path: Path, receiver: WebhookRecei
     from pipeline.tickets.escalation import run_pass
     from pipeline.tickets.models import Ticket
 
-    site = _site(tmp_path, None, [_target(receiver.url, events=["ticket_escalated"])])
+    site = _site(tmp_path, None, [_target(receiver.url, events=["ticket_overdue", "ticket_escalated"])])
     sessions = _store(site)
     ticket_id = _open(sessions, camera="cam1", hazard="fire")
     now = time.time()
@@ -283,11 +283,14 @@ def test_the_case_loop_escalation_is_sent(tmp_path: Path, receiver: WebhookRecei
         assert ticket is not None
         ticket.due_stage, ticket.due_at = "verify", utcnow() - timedelta(hours=2)
     result = run_pass(sessions, CaseContext(casework=site.casework, prefix="gwtest"), None, now)
-    assert result.ran and result.escalated >= 1
-    assert WebhookSender(site.api.webhooks, sessions).process_due(time.time()) == result.escalated
+    assert result.ran
+    assert (result.overdue, result.escalated) == (1, 3)  # 2 h late, a level every 30 min, 3 levels up
+    assert WebhookSender(site.api.webhooks, sessions).process_due(time.time()) == 4
     events = [r.json() for r in receiver.received]
-    assert {e["event"] for e in events} == {"ticket_escalated"}
+    assert [e["event"] for e in events] == ["ticket_overdue"] + ["ticket_escalated"] * 3
     assert all(e["ticket"]["id"] == ticket_id and "deadline" in e["reason"] for e in events)
+    assert [e["reason"].rsplit("notified: ", 1)[1].split()[0] for e in events] == [
+        "cell", "community", "district", "town"]
 
 
 @pytest.mark.parametrize("fmt", ["wecom", "dingtalk"])
