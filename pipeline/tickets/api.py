@@ -75,6 +75,7 @@ from pipeline.tickets.users import TokenKind, audit
 from pipeline.tickets.webhook_routes import install_webhook_routes
 from pipeline.tickets.webhook_sender import setup_webhooks
 from pipeline.web.debug import install_debug
+from pipeline.web.events import install_events
 from pipeline.web.router import install_web
 
 log = logging.getLogger(__name__)
@@ -407,4 +408,5 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     install_webhook_routes(app)
     install_web(app)
     install_debug(app, site)
+    install_events(app)
     return app

@@ -1,0 +1,61 @@
+"""A real ticket API served by uvicorn in a thread (for the SSE and wall/phone tests), and alert helpers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from pipeline.alerts.schema import alert_topic
+from pipeline.config import SiteConfig
+from pipeline.tickets.api import create_app
+from pipeline.tickets.payload import parse_alert
+from pipeline.tickets.service import apply_alert
+from tests.tickets.conftest import make_alert
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    """A running API: its base URL (ending in ``/``) and the app."""
+
+    url: str
+    app: FastAPI
+
+    def post_alert(self, camera: str, hazard: str, **update: Any) -> str:
+        """Feed one ``opened`` alert through the consumer's service path; returns its incident id."""
+        alert = make_alert(camera=camera, hazard=hazard, ts=time.time(), **update)
+        topic = alert_topic("gwtest", alert.grid.path, camera, hazard)
+        apply_alert(self.app.state.tickets.sessions, parse_alert(topic, alert.model_dump_json().encode(), "gwtest"))
+        return alert.incident_id
+
+
+@contextmanager
+def serve(site: SiteConfig) -> Iterator[Served]:
+    """Run ``create_app(site)`` (no MQTT consumer) on a free port until the block ends."""
+    port = free_port()
+    app = create_app(site, start_consumer=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield Served(f"http://127.0.0.1:{port}/", app)
+    finally:
+        server.should_exit = True
+        thread.join(10)
