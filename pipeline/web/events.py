@@ -14,8 +14,9 @@ Each event is sent as::
 
 A client that reconnects sends ``Last-Event-ID`` (the browser's ``EventSource`` does so by itself) and
 gets every event after it that is still in scope; a new client starts at the newest event (nothing is
-replayed). A comment line (``: ping``) goes out every ``heartbeat_s`` so proxies keep the stream open and
-the client can tell a dead connection; the login is checked again at each heartbeat, and a revoked or
+replayed). A ``ping`` event without an id (``event: ping``, ``data: {"ts": <unix time>}``) goes out every
+``heartbeat_s``: proxies keep the stream open, and the browser (which never sees comment lines) can tell a
+dead connection; the login is checked again at each heartbeat, and a revoked or
 expired one ends the stream.
 """
 
@@ -104,7 +105,7 @@ def install_events(app: FastAPI, poll_s: float | None = None, heartbeat_s: float
     Args:
         app: the ticket API.
         poll_s: seconds between reads of ``ticket_events`` (default :data:`POLL_S`).
-        heartbeat_s: seconds between ``: ping`` comments and login checks (default :data:`HEARTBEAT_S`).
+        heartbeat_s: seconds between ``ping`` events and login checks (default :data:`HEARTBEAT_S`).
     """
     poll = POLL_S if poll_s is None else poll_s
     beat = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
@@ -119,7 +120,7 @@ def install_events(app: FastAPI, poll_s: float | None = None, heartbeat_s: float
                                                         "clients that cannot set Last-Event-ID).")] = None,
                      ) -> StreamingResponse:
         """Ticket events in the user's grid scope as they happen (``created``, ``moved``, ``escalated``,
-        ``camera_check``, ``updated``); resume with ``Last-Event-ID``; a ``: ping`` comment every
+        ``camera_check``, ``updated``); resume with ``Last-Event-ID``; a ``ping`` event every
         heartbeat."""
         st = request.app.state.tickets
         sessions: sessionmaker[Session] = st.sessions
@@ -142,7 +143,7 @@ def install_events(app: FastAPI, poll_s: float | None = None, heartbeat_s: float
                     if secret is not None and await run_in_threadpool(st.auth.principal_of_token, secret) is None:
                         yield "event: logout\ndata: {}\n\n"
                         return
-                    yield ": ping\n\n"
+                    yield f'event: ping\ndata: {{"ts":{time.time():.0f}}}\n\n'
                     next_beat = time.monotonic() + beat
                 if len(batch) < BATCH:
                     await asyncio.sleep(poll)
