@@ -35,7 +35,7 @@ from pipeline.tickets.webhooks import DEAD, DELIVERED, PENDING, WebhookDelivery,
 from tests.fixtures.auth import login, user_token
 from tests.fixtures.webhook_receiver import WebhookReceiver, closed_port
 
-from .conftest import make_alert, make_site, wait_for
+from .conftest import Publisher, make_alert, make_site, topic_of, wait_for
 
 SECRET = "hook-secret-0123456789abcdef"
 BODY_FIELDS = ["schema_version", "delivery_id", "event", "site", "ts", "reason", "ticket"]
@@ -131,6 +131,27 @@ def test_payload_carries_no_secrets(tmp_path: Path, receiver: WebhookReceiver) -
     for secret in (SECRET, "BOTKEY-7f3a9c1e5b", "mqtt-pass-Zz91xq", "worker-token-Qq77", "api_token"):
         assert secret not in text
     assert got.headers["x-gridwatch-signature"].startswith("sha256=")
+
+
+def test_alert_over_mqtt_reaches_the_receiver(tmp_path: Path, broker: Any, publisher: Publisher,
+                                              receiver: WebhookReceiver) -> None:
+    site = _site(tmp_path, None, [_target(receiver.url, hazards=["fire"])])
+    site.mqtt.url, site.mqtt.client_id = broker.url, f"wh-{tmp_path.name[-8:]}"
+    with TestClient(create_app(site)) as client:
+        client.app.state.tickets.consumer.wait_subscribed(10)  # type: ignore[attr-defined]
+        parked, fire = make_alert(camera="cam1", hazard="parking"), make_alert(camera="cam3", hazard="fire")
+        for alert in (parked, fire):
+            publisher.publish(topic_of(alert), alert.to_bytes())
+        got = wait_for(lambda: receiver.received, timeout=90)[0]
+        assert _verify(SECRET, got.headers, got.body)
+        body = got.json()
+        assert (body["event"], body["ticket"]["incident_id"]) == ("ticket_created", fire.incident_id)
+        sessions = client.app.state.tickets.sessions  # type: ignore[attr-defined]
+        wait_for(lambda: _rows(sessions) and all(r.status == DELIVERED for r in _rows(sessions)))
+    # The alerts are from 2024, so the case loop also sends the fire ticket's overdue and escalation steps.
+    bodies = [r.json() for r in receiver.received]
+    assert [b["event"] for b in bodies].count("ticket_created") == 1
+    assert {b["ticket"]["incident_id"] for b in bodies} == {fire.incident_id}  # parking is filtered out
 
 
 def test_receiver_down_is_retried_with_exponential_backoff(tmp_path: Path) -> None:
