@@ -18,6 +18,17 @@ _NO_CACHE = {"Cache-Control": "no-cache"}
 router = APIRouter(tags=["web"])
 
 
+APP_INDEX = STATIC_DIR / "app" / "index.html"
+"""The built front end (``web/``: ``npm ci && npm run build``), served for its screens below."""
+
+
+@router.get("/wall", response_class=FileResponse, include_in_schema=False)
+@router.get("/m", response_class=FileResponse, include_in_schema=False)
+def app_screen() -> FileResponse:
+    """The command-centre wall (``/wall``) and the patrol phone page (``/m``): one built single-page app."""
+    return FileResponse(APP_INDEX, media_type="text/html", headers=_NO_CACHE)
+
+
 @router.get("/", response_class=FileResponse, include_in_schema=False)
 def index() -> FileResponse:
     """The command-centre page."""
