@@ -89,15 +89,16 @@ def _take_lock(session: Session, holder: str, now: float, lease: float) -> bool:
         return False
 
 
-def _step(session: Session, ticket: Ticket, ctx: CaseContext, kind: str, level: int, at: datetime) -> bool:
-    """Record one overdue/escalation step of ``ticket`` (False when it was recorded before)."""
+def _step(session: Session, ticket: Ticket, ctx: CaseContext, kind: str, level: int, at: datetime,
+          seen: set[tuple[int, str]]) -> bool:
+    """Record one overdue/escalation step of ``ticket`` (False when it was recorded before: in ``seen``)."""
     assert ticket.due_at is not None
     deadline = ticket.due_at.isoformat()
     key = f"overdue:{ticket.due_stage}:{deadline}" if kind == "overdue" else \
         f"escalated:{ticket.due_stage}:{deadline}:{level}"
-    if session.scalar(select(TicketEvent.id).where(TicketEvent.ticket_id == ticket.id,
-                                                   TicketEvent.message_key == key)) is not None:
+    if (ticket.id, key) in seen:
         return False
+    seen.add((ticket.id, key))
     node = node_at(ticket, level)
     late = at - ticket.due_at
     reason = (f"{ticket.due_stage} deadline {deadline} passed"
@@ -123,15 +124,22 @@ def escalate(session: Session, ctx: CaseContext, now: float) -> tuple[int, int]:
                              or_(Ticket.overdue.is_(False), Ticket.escalation_level < MAX_LEVEL))
         .order_by(Ticket.due_at).with_for_update()).all()
     overdue = steps = 0
+    # Steps already recorded (one query, not one per step; the unique event key backs this up).
+    seen: set[tuple[int, str]] = set()
+    ids = [t.id for t in due]
+    for chunk in range(0, len(ids), 500):
+        seen.update(session.execute(select(TicketEvent.ticket_id, TicketEvent.message_key).where(
+            TicketEvent.ticket_id.in_(ids[chunk:chunk + 500]),
+            TicketEvent.kind.in_((EventKind.OVERDUE.value, EventKind.ESCALATED.value)))).tuples())
     for t in due:
         assert t.due_at is not None
         if not t.overdue:
-            overdue += _step(session, t, ctx, EventKind.OVERDUE.value, 0, t.due_at)
+            overdue += _step(session, t, ctx, EventKind.OVERDUE.value, 0, t.due_at, seen)
             t.overdue, t.escalation_level, t.escalated_at = True, 0, t.due_at
         target = min(MAX_LEVEL, int((now_dt - t.due_at) / every))
         for level in range(t.escalation_level + 1, target + 1):
             at = t.due_at + every * level
-            steps += _step(session, t, ctx, EventKind.ESCALATED.value, level, at)
+            steps += _step(session, t, ctx, EventKind.ESCALATED.value, level, at, seen)
             t.escalation_level, t.escalated_at = level, at
     session.flush()
     return overdue, steps
