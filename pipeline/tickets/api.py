@@ -255,6 +255,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         until: Annotated[OptionalQueryTime, Query(description="Opened before (ISO-8601, years 1970-2999; "
                                                   "no zone = UTC).", json_schema_extra={"pattern": TIME_PATTERN})
                          ] = None,
+        overdue: Annotated[bool | None, Query(description="Only overdue (true) or only not overdue (false) "
+                                              "tickets; see docs/operations.md, deadlines.")] = None,
         limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
         offset: OffsetQuery = 0,
     ) -> TicketPage:
@@ -274,6 +276,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             q = q.where(Ticket.opened_at >= since)
         if until is not None:
             q = q.where(Ticket.opened_at < until)
+        if overdue is not None:
+            q = q.where(Ticket.overdue.is_(overdue))
         with _state(request).sessions() as session:
             total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
             rows = session.scalars(q.order_by(Ticket.opened_at.desc(), Ticket.id.desc())

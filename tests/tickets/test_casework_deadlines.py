@@ -221,3 +221,21 @@ def test_racing_passes_record_each_step_once(sessions: sessionmaker[Session], ct
     assert sum(r.overdue for r in results) == 5 and sum(r.escalated for r in results) == 5 * 3
     for tid in ids:
         assert [e.kind for e in _events(sessions, tid, "overdue", "escalated")] == ["overdue"] + ["escalated"] * 3
+
+
+def test_overdue_cases_are_visible_in_the_api(site: SiteConfig, ctx: CaseContext) -> None:
+    from fastapi.testclient import TestClient
+
+    from pipeline.tickets.api import create_app
+    from tests.fixtures.auth import login
+
+    with TestClient(create_app(site, start_consumer=False)) as client:
+        login(client)
+        sessions = client.app.state.tickets.sessions  # type: ignore[attr-defined]
+        late, fresh = _open(sessions, ctx, T0), _open(sessions, ctx, T0 + 40 * MIN)
+        run_pass(sessions, ctx, None, T0 + 41 * MIN)  # late: 31 min past its deadline; fresh: not yet due
+        [t] = client.get("/tickets?overdue=true").json()["items"]
+        assert (t["id"], t["overdue"], t["escalation_level"], t["escalated_to"]) == (late, True, 1, ["T1", "D1", "C1"])
+        assert [x["id"] for x in client.get("/tickets?overdue=false").json()["items"]] == [fresh]
+        events = client.get(f"/tickets/{late}").json()["events"]
+        assert [e["kind"] for e in events if e["kind"] in ("overdue", "escalated")] == ["overdue", "escalated"]
