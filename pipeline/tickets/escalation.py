@@ -11,7 +11,8 @@ One pass (:func:`run_pass`), in one transaction, in one replica at a time:
    (event ``escalated``, notification to the community, then the district, then the town). A pass that
    finds several steps due (the service was down) records each with the time it became due;
 3. unsent notifications and camera check requests are published (QoS 1, waiting for the broker's
-   acknowledgement) and stamped ``published_at``; one that fails stays for the next pass.
+   acknowledgement) and stamped ``published_at``; one that fails stays for the next pass. Notifications
+   published more than :data:`NOTIFICATION_KEEP` ago are deleted.
 
 Event keys (``overdue:<stage>:<deadline>``, ``escalated:<stage>:<deadline>:<level>``) are unique per
 ticket, so even two passes that raced could not record a step twice. Delivery is at least once: a
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,6 +45,8 @@ from pipeline.tickets.models import CameraCheck, EventKind, Notification, Servic
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "case_loop"
+NOTIFICATION_KEEP = timedelta(days=30)
+"""Published notifications older than this are deleted by the loop (the ticket's events keep the history)."""
 PG_LOCK_KEY = 0x67776361  # "gwca": advisory lock key of the case loop
 Publish = Callable[[str, bytes], bool]
 """Publish ``payload`` on ``topic`` at QoS 1; True once the broker acknowledged it."""
@@ -186,6 +189,7 @@ def run_pass(sessions: sessionmaker[Session], ctx: CaseContext, publish: Publish
         sent = failed = 0
         if publish is not None:
             sent, failed = publish_outbox(session, ctx, publish, now)
+        session.execute(delete(Notification).where(Notification.published_at < _utc(now) - NOTIFICATION_KEEP))
     if overdue or escalated or failed:
         log.info("case loop: %d overdue, %d escalation steps, %d published, %d publish failures",
                  overdue, escalated, sent, failed)

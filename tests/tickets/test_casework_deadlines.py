@@ -239,3 +239,14 @@ def test_overdue_cases_are_visible_in_the_api(site: SiteConfig, ctx: CaseContext
         assert [x["id"] for x in client.get("/tickets?overdue=false").json()["items"]] == [fresh]
         events = client.get(f"/tickets/{late}").json()["events"]
         assert [e["kind"] for e in events if e["kind"] in ("overdue", "escalated")] == ["overdue", "escalated"]
+
+
+def test_published_notifications_are_kept_30_days(sessions: sessionmaker[Session], ctx: CaseContext) -> None:
+    _open(sessions, ctx, T0)
+    run_pass(sessions, ctx, lambda topic, payload: True, T0 + 60)  # "created" published at T0+60
+    run_pass(sessions, ctx, None, T0 + 60 + 30 * 86400 - 1)
+    with sessions() as s:
+        assert len(s.scalars(select(Notification)).all()) == 5  # + overdue and 3 escalations, unsent: kept
+    run_pass(sessions, ctx, None, T0 + 60 + 30 * 86400 + 1)
+    with sessions() as s:
+        assert [n.kind for n in s.scalars(select(Notification))] == ["overdue"] + ["escalated"] * 3
