@@ -30,10 +30,31 @@ def free_port() -> int:
 
 @dataclass
 class Served:
-    """A running API: its base URL (ending in ``/``) and the app."""
+    """A running API: its base URL (ending in ``/``), the app, and stop/start of its server (same port)."""
 
     url: str
     app: FastAPI
+    port: int
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Serve the app on ``port`` (again)."""
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=1)  # open SSE streams must not hold a stop up
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop serving (open connections are cut within about a second)."""
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(15)
+            self.server = self.thread = None
 
     def post_alert(self, camera: str, hazard: str, **update: Any) -> str:
         """Feed one ``opened`` alert through the consumer's service path; returns its incident id."""
@@ -47,15 +68,9 @@ class Served:
 def serve(site: SiteConfig) -> Iterator[Served]:
     """Run ``create_app(site)`` (no MQTT consumer) on a free port until the block ends."""
     port = free_port()
-    app = create_app(site, start_consumer=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    served = Served(f"http://127.0.0.1:{port}/", create_app(site, start_consumer=False), port)
+    served.start()
     try:
-        yield Served(f"http://127.0.0.1:{port}/", app)
+        yield served
     finally:
-        server.should_exit = True
-        thread.join(10)
+        served.stop()
