@@ -88,9 +88,12 @@ def test_wall_and_phone_live(served: Served, chromium: Browser, photo: Path) -> 
     # An alert arrives (the consumer's service path): it shows without a reload, newest first.
     served.post_alert("cam2", "clutter")
     expect(wall.locator("#alerts li.alert")).to_have_count(1, timeout=15_000)
-    served.post_alert("cam1", "fire", severity=5)
+    served.post_alert("cam1", "fire", snapshot=photo, severity=5)
     fire = wall.locator("#alerts li.alert[data-hazard=fire]")
     expect(fire).to_be_visible(timeout=15_000)
+    thumb = fire.locator("img.thumb")  # the snapshot, fetched with the session cookie
+    thumb.wait_for()
+    wall.wait_for_function("document.querySelector('li.alert[data-hazard=fire] img.thumb').naturalWidth > 0")
     expect(wall.locator("#alerts li.alert").first).to_have_attribute("data-hazard", "fire")
     expect(fire).to_contain_text("火情")
     expect(fire).to_contain_text("North gate")

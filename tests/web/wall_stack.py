@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -56,9 +58,16 @@ class Served:
             self.thread.join(15)
             self.server = self.thread = None
 
-    def post_alert(self, camera: str, hazard: str, **update: Any) -> str:
-        """Feed one ``opened`` alert through the consumer's service path; returns its incident id."""
+    def post_alert(self, camera: str, hazard: str, snapshot: Path | None = None, **update: Any) -> str:
+        """Feed one ``opened`` alert through the consumer's service path; returns its incident id.
+
+        ``snapshot``: a JPEG put where the worker writes the incident's snapshot (evidence dir).
+        """
         alert = make_alert(camera=camera, hazard=hazard, ts=time.time(), **update)
+        if snapshot is not None:
+            folder = self.app.state.tickets.evidence_dir / alert.incident_id
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(snapshot, folder / "snapshot.jpg")
         topic = alert_topic("gwtest", alert.grid.path, camera, hazard)
         apply_alert(self.app.state.tickets.sessions, parse_alert(topic, alert.model_dump_json().encode(), "gwtest"))
         return alert.incident_id
