@@ -144,9 +144,18 @@ def test_wall_and_phone_live(served: Served, chromium: Browser, photo: Path) -> 
     assert len(attachments) == 1
     expect(fire).to_contain_text("已处置", timeout=15_000)  # the wall followed without a reload
 
+    # Checked and closed: the ticket leaves the wall and the closure figure moves (1 of the 2 tickets).
+    expect(wall.locator("#fig-closure")).to_contain_text("0.0%")
+    for to in ("checked", "closed"):
+        r = httpx.post(f"{served.url}tickets/{ticket_id}/transition", headers=bearer(disp_token),
+                       json={"to": to, "note": "核查通过"}, timeout=10)
+        assert r.status_code == 200, r.text
+    expect(fire).to_have_count(0, timeout=15_000)
+    expect(wall.locator("#fig-closure")).to_contain_text("50.0%", timeout=15_000)
+
     # English switch: every label from the catalogue.
     wall.get_by_role("button", name="English").click()
-    expect(fire).to_contain_text("Fire")
+    expect(wall.locator("#alerts li.alert").first).to_contain_text("Clutter")
     expect(wall.locator("#fig-closure")).to_contain_text("Closure rate")
     phone_ctx.close()
 
