@@ -190,6 +190,8 @@ class TicketApi:
         self.timeout = timeout
         self._login = {"username": username, "password": password}
         self._token: str | None = None
+        self.errors: list[str] = []
+        """Server errors and timeouts answered by the API (retried), e.g. ``GET /tickets: 500``."""
 
     def _request(self, path: str, body: dict[str, str] | None = None) -> bytes:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
@@ -200,14 +202,24 @@ class TicketApi:
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - loopback URL we built
             return bytes(resp.read())
 
-    def _get(self, path: str) -> bytes:
-        try:
-            return self._request(path)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 401:
-                raise
-        self._token = str(json.loads(self._request("/auth/login", self._login))["token"])
-        return self._request(path)
+    def _get(self, path: str, tries: int = 6) -> bytes:
+        """GET with a login on 401 and up to ``tries`` attempts on 5xx or a timeout (counted in ``errors``)."""
+        for attempt in range(tries):
+            try:
+                return self._request(path)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:
+                    self._token = str(json.loads(self._request("/auth/login", self._login))["token"])
+                    continue
+                if exc.code < 500 or attempt == tries - 1:
+                    raise
+                self.errors.append(f"GET {path.split('?')[0]}: {exc.code}")
+            except (TimeoutError, urllib.error.URLError) as exc:
+                if attempt == tries - 1:
+                    raise
+                self.errors.append(f"GET {path.split('?')[0]}: {exc}")
+            time.sleep(2.0)
+        raise RuntimeError(f"GET {path}: no answer after {tries} tries")
 
     def json(self, path: str) -> Any:
         """GET ``path`` as JSON."""
@@ -237,10 +249,10 @@ class TicketApi:
                 break
         return out
 
-    def metrics(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    def metrics(self, tries: int = 6) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
         """``/metrics`` as {sample name: {sorted labels: value}}."""
         out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-        for family in text_string_to_metric_families(self._get("/metrics").decode()):
+        for family in text_string_to_metric_families(self._get("/metrics", tries).decode()):
             for s in family.samples:
                 out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = float(s.value)
         return out
@@ -248,8 +260,8 @@ class TicketApi:
     def processed(self) -> float | None:
         """Messages the consumer finished since the API started (applied + dead-lettered); None if down."""
         try:
-            m = self.metrics()
-        except (urllib.error.URLError, OSError, ValueError):
+            m = self.metrics(tries=1)  # a sample, not worth waiting for
+        except (urllib.error.URLError, OSError, ValueError, RuntimeError):
             return None
         return sum(m.get("gridwatch_alerts_consumed_total", {}).values()) + \
             sum(m.get("gridwatch_dead_letters_received_total", {}).values())

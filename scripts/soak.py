@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -342,6 +343,7 @@ class Soak:
                 "acked": self.burst.acked, "error": self.burst.error,
                 "publish_s": round((self.burst.finished or 0) - (self.burst.started or 0), 1)},
             "unexpected_exits": self.unexpected,
+            "api_read_errors": dict(Counter(self.api_reader.errors)),
             "camera_server_crashes": self.source_crashes,
             "drain": {"drained": drained, "seconds": round(drain_s, 1)},
         }
