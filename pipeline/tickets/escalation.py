@@ -1,18 +1,20 @@
 """The case loop: overdue cases escalate up the grid, and the outbox goes out over MQTT.
 
-One pass (:func:`run_pass`), in one transaction, in one replica at a time:
+One pass (:func:`run_pass`), in one replica at a time:
 
-1. take the loop lock - PostgreSQL: ``pg_try_advisory_xact_lock`` (released at commit; a replica that
-   does not get it skips the pass); SQLite: the ``service_locks`` lease row, taken by a conditional
-   ``UPDATE`` (the first write of the transaction, so SQLite's single-writer lock orders two replicas) and
-   held for ``casework.lock_lease_seconds`` by the replica that renews it each pass;
-2. every ticket past ``due_at`` becomes overdue (event ``overdue``, ``NotificationV1`` kind ``overdue``
-   to its cell) and, every ``escalate_every_minutes`` after the deadline, escalates one level up
+1. take the loop lock (:func:`loop_lock`) - PostgreSQL: ``pg_try_advisory_lock`` on a connection of its
+   own, held for the whole pass (a replica that does not get it skips the pass); SQLite: the
+   ``service_locks`` lease row, taken by a conditional ``UPDATE`` (the first write of its transaction, so
+   SQLite's single-writer lock orders two replicas) and held for ``casework.lock_lease_seconds`` by the
+   replica that renews it each pass;
+2. in one transaction, every ticket past ``due_at`` becomes overdue (event ``overdue``, a ``NotificationV1``
+   of kind ``overdue`` to its cell) and, every ``escalate_every_minutes`` after the deadline, escalates one level up
    (event ``escalated``, notification to the community, then the district, then the town). A pass that
    finds several steps due (the service was down) records each with the time it became due;
-3. unsent notifications and camera check requests are published (QoS 1, waiting for the broker's
-   acknowledgement) and stamped ``published_at``; one that fails stays for the next pass. Notifications
-   published more than :data:`NOTIFICATION_KEEP` ago are deleted.
+3. after that commit, with no transaction open, unsent notifications and camera check requests are
+   published (QoS 1, waiting for the broker's acknowledgement) and then stamped ``published_at``; one that
+   fails stays for the next pass. Notifications published more than :data:`NOTIFICATION_KEEP` ago are
+   deleted.
 
 Event keys (``overdue:<stage>:<deadline>``, ``escalated:<stage>:<deadline>:<level>``) are unique per
 ticket, so even two passes that raced could not record a step twice. Delivery is at least once: a
@@ -29,11 +31,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, or_, select, text, update
+from sqlalchemy import Engine, delete, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -73,23 +76,45 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _take_lock(session: Session, holder: str, now: float, lease: float) -> bool:
-    if session.get_bind().dialect.name == "postgresql":
-        return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PG_LOCK_KEY}))
-    taken = session.execute(
-        update(ServiceLock).where(ServiceLock.name == LOCK_NAME,
-                                  or_(ServiceLock.expires_at <= now, ServiceLock.holder == holder))
-        .values(holder=holder, expires_at=now + lease, last_run_at=now))
-    if taken.rowcount:  # type: ignore[attr-defined]
-        return True
-    if session.get(ServiceLock, LOCK_NAME) is not None:
-        return False  # another replica's lease is running
-    try:
-        with session.begin_nested():
-            session.add(ServiceLock(name=LOCK_NAME, holder=holder, expires_at=now + lease, last_run_at=now))
-        return True
-    except IntegrityError:
-        return False
+def _sqlite_lease(sessions: sessionmaker[Session], holder: str, now: float, lease: float) -> bool:
+    """Take or renew the ``service_locks`` lease (its own short transaction; the UPDATE is its first write)."""
+    with sessions() as session, session.begin():
+        taken = session.execute(
+            update(ServiceLock).where(ServiceLock.name == LOCK_NAME,
+                                      or_(ServiceLock.expires_at <= now, ServiceLock.holder == holder))
+            .values(holder=holder, expires_at=now + lease, last_run_at=now))
+        if taken.rowcount:  # type: ignore[attr-defined]
+            return True
+        if session.get(ServiceLock, LOCK_NAME) is not None:
+            return False  # another replica's lease is running
+        try:
+            with session.begin_nested():
+                session.add(ServiceLock(name=LOCK_NAME, holder=holder, expires_at=now + lease, last_run_at=now))
+            return True
+        except IntegrityError:
+            return False
+
+
+@contextmanager
+def loop_lock(sessions: sessionmaker[Session], holder: str, now: float, lease: float) -> Iterator[bool]:
+    """Hold the case-loop lock for the body; yields whether this replica got it.
+
+    PostgreSQL: ``pg_try_advisory_lock`` on a connection of its own, unlocked when the body ends (and freed
+    by the server if the process dies). SQLite: the lease row (kept after the body: it runs out by itself).
+    """
+    engine: Engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        yield _sqlite_lease(sessions, holder, now, lease)
+        return
+    with engine.connect() as conn:
+        got = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY}))
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
+                conn.commit()
 
 
 def _step(session: Session, ticket: Ticket, ctx: CaseContext, kind: str, level: int, at: datetime,
@@ -148,29 +173,36 @@ def escalate(session: Session, ctx: CaseContext, now: float) -> tuple[int, int]:
     return overdue, steps
 
 
-def publish_outbox(session: Session, ctx: CaseContext, publish: Publish, now: float,
+def publish_outbox(sessions: sessionmaker[Session], ctx: CaseContext, publish: Publish, now: float,
                    batch: int = 200) -> tuple[int, int]:
-    """Publish unsent notifications and check requests; returns (published, failed)."""
-    sent = failed = 0
+    """Publish unsent notifications and check requests; returns (published, failed).
+
+    No transaction is open while publishing: the publish waits for the broker, and the consumer that
+    carries the acknowledgement may itself be waiting for the database (SQLite's single writer).
+    """
+    with sessions() as session:
+        notes = [(n.id, n.topic, notification_bytes(n)) for n in session.scalars(
+            select(Notification).where(Notification.published_at.is_(None)).order_by(Notification.id).limit(batch))]
+        checks = [(c.check_id, check_request_topic(ctx.prefix, c.camera_id), request_message(c, t).to_bytes())
+                  for c, t in session.execute(
+                      select(CameraCheck, Ticket).join(Ticket, Ticket.id == CameraCheck.ticket_id)
+                      .where(CameraCheck.published_at.is_(None)).order_by(CameraCheck.requested_at).limit(batch))
+                  .tuples()]
+    sent_notes = [i for i, topic, payload in notes if publish(topic, payload)]
+    sent_checks = [i for i, topic, payload in checks if publish(topic, payload)]
     stamp = _utc(now)
-    for n in session.scalars(select(Notification).where(Notification.published_at.is_(None))
-                             .order_by(Notification.id).limit(batch)).all():
-        n.attempts += 1
-        if publish(n.topic, notification_bytes(n)):
-            n.published_at, sent = stamp, sent + 1
-        else:
-            failed += 1
-    for c in session.scalars(select(CameraCheck).where(CameraCheck.published_at.is_(None))
-                             .order_by(CameraCheck.requested_at).limit(batch)).all():
-        ticket = session.get(Ticket, c.ticket_id)
-        if ticket is None:
-            continue
-        if publish(check_request_topic(ctx.prefix, c.camera_id), request_message(c, ticket).to_bytes()):
-            c.published_at, sent = stamp, sent + 1
-        else:
-            failed += 1
-    session.flush()
-    return sent, failed
+    with sessions() as session, session.begin():
+        if notes:
+            session.execute(update(Notification).where(Notification.id.in_([i for i, _, _ in notes]))
+                            .values(attempts=Notification.attempts + 1))
+        if sent_notes:
+            session.execute(update(Notification).where(Notification.id.in_(sent_notes)).values(published_at=stamp))
+        if sent_checks:
+            session.execute(update(CameraCheck).where(CameraCheck.check_id.in_(sent_checks))
+                            .values(published_at=stamp))
+        session.execute(delete(Notification).where(Notification.published_at < stamp - NOTIFICATION_KEEP))
+    sent = len(sent_notes) + len(sent_checks)
+    return sent, len(notes) + len(checks) - sent
 
 
 def notification_bytes(n: Notification) -> bytes:
@@ -182,14 +214,18 @@ def run_pass(sessions: sessionmaker[Session], ctx: CaseContext, publish: Publish
              holder: str | None = None) -> PassResult:
     """One locked pass of the case loop at Unix time ``now`` (see the module docstring)."""
     holder = holder or default_holder()
-    with sessions() as session, session.begin():
-        if not _take_lock(session, holder, now, ctx.casework.lock_lease_seconds):
+    with loop_lock(sessions, holder, now, ctx.casework.lock_lease_seconds) as got:
+        if not got:
             return PassResult(ran=False)
-        overdue, escalated = escalate(session, ctx, now)
+        with sessions() as session, session.begin():
+            overdue, escalated = escalate(session, ctx, now)
         sent = failed = 0
         if publish is not None:
-            sent, failed = publish_outbox(session, ctx, publish, now)
-        session.execute(delete(Notification).where(Notification.published_at < _utc(now) - NOTIFICATION_KEEP))
+            sent, failed = publish_outbox(sessions, ctx, publish, now)
+        else:
+            with sessions() as session, session.begin():
+                session.execute(delete(Notification).where(
+                    Notification.published_at < _utc(now) - NOTIFICATION_KEEP))
     if overdue or escalated or failed:
         log.info("case loop: %d overdue, %d escalation steps, %d published, %d publish failures",
                  overdue, escalated, sent, failed)
