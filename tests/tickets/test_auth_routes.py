@@ -29,8 +29,9 @@ from .conftest import make_alert, make_site
 
 PUBLIC = {"GET /healthz", "POST /auth/login", "GET /", "GET /openapi.json", "GET /docs", "GET /redoc",
           "GET /docs/oauth2-redirect", "HEAD /docs", "HEAD /redoc", "HEAD /openapi.json",
-          "HEAD /docs/oauth2-redirect", "HEAD /"}
-"""Routes without data: the page shell, the API description, health and the login itself."""
+          "HEAD /docs/oauth2-redirect", "HEAD /", "GET /wall", "GET /m"}
+"""Routes without data: the page shells (`/`; the wall and phone screens), the API description, health and
+the login itself. The screens log in through ``POST /auth/login`` like the page does."""
 
 ALL_USERS = {"admin", "engineer", "dispatcher", "patrol", "viewer"}
 ALLOWED: dict[str, set[str]] = {
