@@ -42,6 +42,9 @@ from pipeline.tickets.schemas import TicketOut
 POLL_S = 1.0
 HEARTBEAT_S = 15.0
 BATCH = 200
+STREAM_MAX_S = 1800.0
+"""A stream ends after this long (the browser reconnects at once with Last-Event-ID): open streams spread
+over replicas again after a deploy, and no stream outlives a token expiry by much."""
 RETRY_MS = 3000
 """Reconnect delay the browser is told to use (``retry:``)."""
 
@@ -118,6 +121,9 @@ def install_events(app: FastAPI, poll_s: float | None = None, heartbeat_s: float
                                                                  max_length=20)] = None,
                      after: Annotated[int | None, Query(ge=0, description="Resume after this event id (for "
                                                         "clients that cannot set Last-Event-ID).")] = None,
+                     max_s: Annotated[float, Query(ge=0, le=86_400, description="End the stream after this "
+                                                   "many seconds (0: send what is there, then end).")
+                                      ] = STREAM_MAX_S,
                      ) -> StreamingResponse:
         """Ticket events in the user's grid scope as they happen (``created``, ``moved``, ``escalated``,
         ``camera_check``, ``updated``); resume with ``Last-Event-ID``; a ``ping`` event every
@@ -135,10 +141,13 @@ def install_events(app: FastAPI, poll_s: float | None = None, heartbeat_s: float
             cursor: int = start
             yield f"retry: {RETRY_MS}\n: connected after {cursor}\n\n"
             next_beat = time.monotonic() + beat
+            end = time.monotonic() + max_s
             while not await request.is_disconnected():
                 cursor, batch = await run_in_threadpool(events_after, sessions, user, cursor)
                 for event_id, data in batch:
                     yield sse_message(event_id, data)
+                if time.monotonic() >= end:
+                    return
                 if time.monotonic() >= next_beat:
                     if secret is not None and await run_in_threadpool(st.auth.principal_of_token, secret) is None:
                         yield "event: logout\ndata: {}\n\n"

@@ -58,6 +58,7 @@ ALLOWED: dict[str, set[str]] = {
     "GET /tickets/{ticket_id}/attachments/{attachment_id}": ALL_USERS,
     "GET /tickets/{ticket_id}/camera-checks": ALL_USERS,
     "GET /stats": ALL_USERS,
+    "GET /events": ALL_USERS,  # a stream; `max_s=0` ends it after the first answer
     "GET /webhooks/deliveries": {"admin"},
     "POST /webhooks/deliveries/{row_id}/retry": {"admin"},
 }
@@ -135,7 +136,7 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
         "POST /auth/login": {"username": "nobody", "password": "x"},
         "POST /auth/tokens": {"username": "viewer", "kind": "api", "name": "walk"},
     }.get(f"{method} {path}")
-    params = {"timeout": 0.1} if path.endswith("debug.jpg") else None
+    params = {"timeout": 0.1} if path.endswith("debug.jpg") else {"max_s": 0} if path == "/events" else None
     if path.endswith("/proof"):  # a raw JPEG body, so the answer is about who asks, not what was sent
         return w.client.request(method, url, content=b"\xff\xd8\xff\xe0 proof", params=params,
                                 headers={**headers, "Content-Type": "image/jpeg"})

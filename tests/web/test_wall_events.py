@@ -108,3 +108,10 @@ def test_heartbeat_and_revoked_login_end_the_stream(tmp_path: Path, monkeypatch:
 
 def test_events_need_a_login(served: Served) -> None:
     assert httpx.get(served.url + "events", timeout=10).status_code == 401
+
+
+def test_stream_ends_after_max_s(served: Served) -> None:
+    viewer = user_token(served.app, "viewer2", Role.VIEWER, ["T1/D1"])
+    served.post_alert("cam1", "poster")
+    r = httpx.get(served.url + "events?after=0&max_s=0", headers=bearer(viewer), timeout=10)
+    assert r.status_code == 200 and r.text.count("event: ticket") == 1 and r.text.startswith("retry: ")
