@@ -6,6 +6,17 @@ const STATUSES = ["received", "verified", "dispatched", "in_progress", "resolved
                   "false_alarm"];
 const ACTIVE = ["received", "verified", "dispatched", "in_progress", "resolved", "checked"];
 const POLL_MS = 3000;
+let LABELS = {};  // state -> Chinese label, from GET /meta/states after login
+function stateText(s) { return LABELS[s] ? `${LABELS[s]} ${s.replace("_", " ")}` : s.replace("_", " "); }
+async function loadLabels() {
+  try {
+    LABELS = Object.fromEntries((await api("/meta/states")).map((s) => [s.name, s.label_zh]));
+  } catch (e) { LABELS = {}; }  // the English names still work
+  for (const label of document.querySelectorAll("#status-filter label")) {
+    const box = label.querySelector("input");
+    label.replaceChildren(box, stateText(box.value));
+  }
+}
 let selectedId = null;
 
 function el(tag, attrs, ...children) {
@@ -79,7 +90,8 @@ async function refreshTickets() {
     el("td", {}, fmtTime(t.opened_at)),
     el("td", { class: `hz-${t.hazard}` }, t.hazard),
     el("td", { class: `sev-${t.severity}` }, t.severity),
-    el("td", {}, el("span", { class: `badge st-${t.status}` }, t.status.replace("_", " ")),
+    el("td", {}, el("span", { class: `badge st-${t.status}` }, stateText(t.status)),
+       t.overdue ? el("span", { class: "overdue", title: `overdue since ${fmtTime(t.due_at)}` }, " ⏰") : null,
        t.cleared_at ? el("span", { class: "cleared", title: `cleared ${fmtTime(t.cleared_at)}` }, " ✓gone") : null),
     el("td", {}, t.title),
     el("td", { class: "muted" }, t.grid_path.join("/")))));
@@ -110,14 +122,17 @@ async function renderDetail(message) {
   img.addEventListener("error", () => img.replaceWith(el("p", { class: "muted" }, "snapshot not available yet")));
   const note = el("input", { id: "note", placeholder: "note (optional)" });
   const buttons = t.allowed_next.map((s) => el("button", { type: "button", "data-to": s,
-    onclick: () => doTransition(t.id, s, note.value) }, `→ ${s.replace("_", " ")}`));
+    onclick: () => doTransition(t.id, s, note.value) }, `→ ${stateText(s)}`));
   pane.replaceChildren(
     el("h2", {}, `#${t.id} ${t.title}`),
     message ? el("p", { class: message.error ? "error" : "muted" }, message.text) : null,
     img,
     el("p", {}, el("a", { href: t.evidence.clip, target: "_blank", rel: "noopener" }, "open clip (MP4)")),
     el("dl", {},
-      el("dt", {}, "status"), el("dd", {}, el("span", { class: `badge st-${t.status}` }, t.status)),
+      el("dt", {}, "status"), el("dd", {}, el("span", { class: `badge st-${t.status}` }, stateText(t.status))),
+      el("dt", {}, "deadline"), el("dd", { class: t.overdue ? "error" : "" }, t.due_at
+        ? `${t.due_stage} by ${fmtTime(t.due_at)}${t.overdue ? ` — overdue, escalated to ${t.escalated_to.join("/")}` : ""}`
+        : "-"),
       el("dt", {}, "hazard"), el("dd", {}, `${t.hazard} (severity ${t.severity}, conf ${t.confidence.toFixed(2)})`),
       el("dt", {}, "camera"), el("dd", {}, `${t.camera_name || t.camera_id} · zone ${t.zone_id || "-"}`),
       el("dt", {}, "grid"), el("dd", {}, t.grid_path.join(" / ")),
@@ -251,7 +266,7 @@ function showApp(me) {
   document.getElementById("whoami").hidden = false;
   document.getElementById("whoami-name").textContent =
     `${me.username} (${me.role}${me.scopes.length ? ": " + me.scopes.join(", ") : ""})`;
-  if (first) { refreshTickets(); refreshCameras(); refreshGrid(); refreshConn(); }
+  if (first) { loadLabels(); refreshTickets(); refreshCameras(); refreshGrid(); refreshConn(); }
 }
 document.getElementById("login").addEventListener("submit", async (ev) => {
   ev.preventDefault();
