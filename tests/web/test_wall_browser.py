@@ -164,6 +164,15 @@ def test_wall_offline_then_back(served: Served, chromium: Browser) -> None:
     page = chromium.new_page(viewport={"width": 1920, "height": 1080})
     _log_in(page, served.url + "wall", "disp")
     expect(page.locator("#live")).to_have_class("live online", timeout=15_000)
+    # A camera tile opens its live debug picture; with no worker (no broker here) it says it is unavailable.
+    tile = page.locator(".tiles li.tile[data-camera=cam1]")
+    expect(tile).to_contain_text("North gate")
+    expect(tile).to_contain_text("无数据")  # no health reported yet
+    tile.click()
+    expect(page.locator(".modal")).to_contain_text("North gate")
+    expect(page.locator(".modal .error")).to_contain_text("画面暂不可用", timeout=20_000)
+    page.locator(".modal button").click()
+    expect(page.locator(".modal")).to_have_count(0)
     served.stop()  # the server goes away: the wall says so and keeps retrying
     expect(page.locator("#live")).to_have_class("live offline", timeout=30_000)
     expect(page.locator("#live")).to_contain_text("离线")
