@@ -14,9 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import av
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_CLIP = REPO.parent / "shared" / "clips" / "car-detection.mp4"
 GRID = [{"code": "T01", "name": "Soak town", "children": [{"code": "D01", "name": "District", "children": [
@@ -68,39 +65,13 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
 def make_clip(out: Path, src: Path = SOURCE_CLIP, start: float = 16.0, hold_at: float = 27.6,
               hold_seconds: float = 20.0) -> Path:
     """Write (once) the soak's parking clip to ``out`` (see the module docstring); returns ``out``."""
+    from make_demo_media import write_held_clip  # scripts/ is on sys.path (soak.py puts it there)
+
     if out.is_file():
         return out
     if not src.is_file():
         raise FileNotFoundError(f"source clip not found: {src} (pass --clip with an H.264 parking clip)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part.mp4")
-    rng = np.random.default_rng(0)
-    with av.open(str(src)) as inp, av.open(str(tmp), "w") as dst:
-        ins = inp.streams.video[0]
-        rate = ins.average_rate or 25
-        gop = max(1, round(float(rate)))
-        outs = dst.add_stream("libx264", rate=rate)
-        outs.width, outs.height, outs.pix_fmt = ins.width, ins.height, "yuv420p"
-        outs.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0",
-                        "preset": "veryfast"}
-        held = False
-        for frame in inp.decode(ins):
-            t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
-            if t + 1e-6 < start:
-                continue
-            img = frame.to_ndarray(format="bgr24")
-            copies = [img]
-            if not held and t + 1e-6 >= hold_at:
-                held = True  # light sensor noise, as a fixed camera sees a parked car
-                copies += [np.clip(img + rng.normal(0, 2.0, img.shape), 0, 255).astype(np.uint8)
-                           for _ in range(int(round(hold_seconds * float(rate))))]
-            for im in copies:
-                for pkt in outs.encode(av.VideoFrame.from_ndarray(im, format="bgr24")):
-                    dst.mux(pkt)
-        for pkt in outs.encode():
-            dst.mux(pkt)
-    tmp.replace(out)
-    return out
+    return Path(write_held_clip(src, out, hold_at, hold_seconds, start=start))
 
 
 def site_config(urls: dict[str, str], broker_port: int, api_port: int, database_url: str, workdir: Path,

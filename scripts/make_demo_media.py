@@ -24,8 +24,9 @@ DEFAULT_OUT = REPO / "var" / "demo" / "car-parks.mp4"
 
 
 def write_held_clip(src: Path, out: Path, hold_at: float = 27.6, hold_seconds: float = 20.0,
-                    gop_seconds: float = 1.0, noise: float = 2.0) -> Path:
-    """Re-encode ``src`` with the frame at ``hold_at`` repeated for ``hold_seconds`` (written atomically)."""
+                    gop_seconds: float = 1.0, noise: float = 2.0, start: float = 0.0) -> Path:
+    """Re-encode ``src`` from ``start`` s with the frame at ``hold_at`` repeated for ``hold_seconds`` (written
+    atomically)."""
     rng = np.random.default_rng(0)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part.mp4")
@@ -39,9 +40,11 @@ def write_held_clip(src: Path, out: Path, hold_at: float = 27.6, hold_seconds: f
                         "preset": "veryfast"}
         held = False
         for frame in inp.decode(ins):
+            t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
+            if t + 1e-6 < start:
+                continue
             img = frame.to_ndarray(format="bgr24")
             copies = [img]
-            t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
             if not held and t + 1e-6 >= hold_at:
                 held = True
                 copies += [np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)

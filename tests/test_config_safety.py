@@ -13,19 +13,8 @@ from pipeline import config_yaml
 from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.config_errors import ConfigError, validate_bytes, validate_file, validate_text
+from tests.test_config import GRID  # 11 lines
 
-GRID = """grid:
-  - code: T1
-    name: Town
-    children:
-      - code: D1
-        name: District
-        children:
-          - code: C1
-            name: Community
-            children:
-              - {code: G1, name: Cell}
-"""  # 11 lines
 CAMERA = "cameras:\n  - {id: c1, url: x.mp4, grid: G1}\n"
 runner = CliRunner()
 
