@@ -147,8 +147,9 @@ def stack(tmp_path: Path, shared_dir: Path, parked_clip: Path, rtsp_server: Any,
     listener = AlertListener(broker.host, broker.port, "gw/alerts/T01/D01/C01/G001/#")
     worker = Worker(site, worker_id="w-e2e")
     worker.start()
-    yield Stack(broker, site, base, listener, worker)
-    worker.stop()
+    stack = Stack(broker, site, base, listener, worker)
+    yield stack
+    stack.worker.stop()  # a test may have replaced the worker (restart)
     listener.close()
 
 
