@@ -89,7 +89,8 @@ One parser serves the worker's publisher and the ticket service's consumer:
 `user:password@` in the URL are the broker credentials, percent-encoded (`p%40ss` is `p@ss`);
 `mqtt.username` / `mqtt.password` override them. Both the worker and the ticket service log in with
 them, unless `mqtt.service_username` / `mqtt.service_password` give the ticket service a broker user of its
-own (what the broker ACL of `gridwatch mqtt-acl` needs to tell them apart: docs/operations.md). An unknown scheme, a missing host, port 0 or a path on a TCP URL fail `check-config`.
+own (what the broker ACL of `gridwatch mqtt-acl` needs to tell them apart: docs/operations.md).
+An unknown scheme, a missing host, port 0 or a path on a TCP URL fail `check-config`.
 
 ### Database URL (`api.database_url`)
 
