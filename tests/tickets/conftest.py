@@ -14,9 +14,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.alerts.schema import AlertV1, alert_topic, example_alert
 from pipeline.config import SiteConfig
+from pipeline.tickets.db import init_db, session_factory
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -131,6 +133,14 @@ def publisher(broker: Any) -> Iterator[Publisher]:
     p = Publisher(broker.host, broker.port)
     yield p
     p.close()
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """A fresh SQLite ticket store (migrated); test files that need another store define their own."""
+    engine = init_db(f"sqlite:///{tmp_path}/tickets.db")
+    yield session_factory(engine)
+    engine.dispose()
 
 
 @pytest.fixture

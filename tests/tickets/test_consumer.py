@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,20 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import MqttConfig
 from pipeline.tickets.consumer import AlertConsumer
-from pipeline.tickets.db import init_db, session_factory
 from pipeline.tickets.models import CameraHealthRow, DeadLetter, Ticket, TicketEvent
 from pipeline.tickets.service import apply_alert as service_apply_alert
 
 from .conftest import Publisher, make_alert, topic_of, wait_for
 
 MakeConsumer = Callable[..., AlertConsumer]
-
-
-@pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = init_db(f"sqlite:///{tmp_path}/tickets.db")
-    yield session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,13 +25,6 @@ from pipeline.tickets.service import apply_alert as service_apply_alert
 from .conftest import Publisher, make_alert, topic_of, wait_for
 
 MakeConsumer = Callable[..., AlertConsumer]
-
-
-@pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = init_db(f"sqlite:///{tmp_path}/tickets.db")
-    yield session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture

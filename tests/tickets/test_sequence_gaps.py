@@ -70,13 +70,6 @@ def test_gaps_duplicates_and_late_arrivals(engine: Engine) -> None:
     assert apply_alert(sessions, _seq(make_alert(), "w1", 2)).sequence.missing == 0
 
 
-@pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    e = init_db(f"sqlite:///{tmp_path}/tickets.db")
-    yield session_factory(e)
-    e.dispose()
-
-
 def _consumer(broker: Any, sessions: sessionmaker[Session], client_id: str | None = None) -> AlertConsumer:
     c = AlertConsumer(MqttConfig(url=broker.url, topic_prefix="gwtest"), sessions,
                       client_id=client_id or f"t-{uuid.uuid4().hex[:8]}", retry_seconds=0.2)
