@@ -32,6 +32,9 @@ def _add_user_commands() -> None:
     from pipeline.user_cli import user_app
 
     app.add_typer(user_app, name="user")
+    from pipeline.model_cli import model_app
+
+    app.add_typer(model_app, name="model")
 
 
 _add_user_commands()
