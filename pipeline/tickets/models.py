@@ -147,6 +147,8 @@ class Ticket(Base):
     escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Migration 0006: the camera check timed out, a dispatcher checks by hand (cleared on leaving resolved).
+    manual_check: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     events: Mapped[list[TicketEvent]] = relationship(
         back_populates="ticket", order_by="TicketEvent.id", cascade="all, delete-orphan"
@@ -257,6 +259,8 @@ class CameraCheck(Base):
     result_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     snapshot_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    timed_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """When the service stopped waiting (``casework.check_timeout_seconds``); a late result is still stored."""
 
 
 class Notification(Base):

@@ -70,6 +70,8 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    dropped_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Why a ``dropped`` delivery will never be sent (``target_removed``)."""
 
 
 def _ts(unix: float) -> datetime:
