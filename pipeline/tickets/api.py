@@ -77,6 +77,7 @@ from pipeline.tickets.webhook_sender import setup_webhooks
 from pipeline.web.debug import install_debug
 from pipeline.web.events import install_events
 from pipeline.web.router import install_web
+from pipeline.web.wall_api import install_wall_api
 
 log = logging.getLogger(__name__)
 
@@ -413,4 +414,5 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     install_web(app)
     install_debug(app, site)
     install_events(app)
+    install_wall_api(app)
     return app

@@ -58,7 +58,10 @@ ALLOWED: dict[str, set[str]] = {
     "GET /tickets/{ticket_id}/attachments/{attachment_id}": ALL_USERS,
     "GET /tickets/{ticket_id}/camera-checks": ALL_USERS,
     "GET /stats": ALL_USERS,
-    "GET /events": ALL_USERS,  # a stream; `max_s=0` ends it after the first answer
+    "GET /events": ALL_USERS,
+    "GET /grid/counts": ALL_USERS,
+    "GET /stats/daily": ALL_USERS,
+    "GET /tickets/{ticket_id}/patrols": {"admin", "dispatcher"},  # a stream; `max_s=0` ends it after the first answer
     "GET /webhooks/deliveries": {"admin"},
     "POST /webhooks/deliveries/{row_id}/retry": {"admin"},
 }
@@ -207,7 +210,7 @@ OUT_OF_SCOPE = ["GET /tickets/{ticket_id}", "POST /tickets/{ticket_id}/transitio
                 "GET /tickets/{ticket_id}/evidence/{kind}", "GET /evidence/{incident_id}/{name}",
                 "GET /cameras/{camera_id}/debug.jpg", "GET /tickets/{ticket_id}/attachments",
                 "GET /tickets/{ticket_id}/attachments/{attachment_id}", "GET /tickets/{ticket_id}/camera-checks",
-                "POST /tickets/{ticket_id}/proof"]
+                "POST /tickets/{ticket_id}/proof", "GET /tickets/{ticket_id}/patrols"]
 
 
 @pytest.mark.parametrize("op", OUT_OF_SCOPE)
