@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.contract.enums import Hazard
 
@@ -87,6 +87,12 @@ class CaseworkConfig(_Model):
     check_window_seconds: float = Field(default=60.0, gt=0, le=3600,
                                         description="How long the hazard must stay absent for a camera "
                                         "check to pass (CameraCheckRequestV1.window_seconds).")
+    check_timeout_seconds: float = Field(default=600.0, gt=0, le=86_400,
+                                         description="How long after a camera check was requested the "
+                                         "service waits for the worker's result; then the ticket gets a "
+                                         "`camera_check: timeout` event and is flagged for a dispatcher's "
+                                         "manual check (stays resolved). More than check_window_seconds + 15 "
+                                         "(when the worker itself gives up).")
     public_url: str | None = Field(default=None, description="Base URL of the web app for links in "
                                    "notifications (e.g. https://gw.example.org); none without it.")
 
@@ -102,6 +108,15 @@ class CaseworkConfig(_Model):
             base = merged.get(str(k), {})
             merged[str(k)] = {**base, **policy} if isinstance(policy, dict) else policy
         return merged
+
+    @model_validator(mode="after")
+    def _timeout_after_the_worker_gives_up(self) -> CaseworkConfig:
+        # The worker answers `unavailable` at window + 15 s at the latest; timing out earlier would flag
+        # tickets whose answer is still on its way.
+        if self.check_timeout_seconds <= self.check_window_seconds + 15:
+            raise ValueError(f"check_timeout_seconds ({self.check_timeout_seconds:g}) must be more than "
+                             f"check_window_seconds + 15 ({self.check_window_seconds + 15:g})")
+        return self
 
     def policy(self, hazard: str) -> HazardCasePolicy:
         """The policy of ``hazard`` (an empty policy for a hazard not configured)."""

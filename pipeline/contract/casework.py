@@ -86,10 +86,11 @@ class NotificationV1(_Planned):
     """Service -> people of a grid node: something happened to a case."""
 
     schema_version: Literal[1] = Field(description="Payload schema version; always 1 here.")
-    kind: Literal["created", "dispatched", "escalated", "overdue", "check_passed", "check_failed", "closed",
-                  "reopened"] = Field(
+    kind: Literal["created", "dispatched", "escalated", "overdue", "check_passed", "check_failed",
+                  "check_timeout", "closed", "reopened"] = Field(
         description="What happened to the case: overdue goes to the ticket's cell when a deadline passes; "
-        "escalated goes one grid level up (community, district, town) each time the case stays overdue.")
+        "escalated goes one grid level up (community, district, town) each time the case stays overdue; "
+        "check_timeout goes to the community (its dispatchers) when the camera check got no answer in time.")
     ticket_id: int = Field(ge=1, description="The ticket.")
     grid_path: list[str] = Field(min_length=1, max_length=4,
                                  description="The node notified (the topic's levels), town first.")

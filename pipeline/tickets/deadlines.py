@@ -36,7 +36,7 @@ from pipeline.tickets.users import Role, User
 S = TicketStatus
 Stage = Literal["verify", "dispatch", "resolve"]
 NotificationKind = Literal["created", "dispatched", "escalated", "overdue", "check_passed", "check_failed",
-                           "closed", "reopened"]
+                           "check_timeout", "closed", "reopened"]
 STAGE_OF: dict[str, Stage] = {S.RECEIVED.value: "verify", S.VERIFIED.value: "dispatch",
                               S.DISPATCHED.value: "resolve", S.IN_PROGRESS.value: "resolve"}
 """The deadline that runs in each status (statuses left out have none)."""
