@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, true
 
 from pipeline.tickets.api_contract import TicketIdPath, error_responses
 from pipeline.tickets.auth import CurrentUser, Principal, require_roles
@@ -24,6 +24,7 @@ from pipeline.tickets.auth_routes import AUTH_ERRORS
 from pipeline.tickets.deadlines import patrol_users
 from pipeline.tickets.models import Ticket, TicketStatus, utcnow
 from pipeline.tickets.roles import ticket_scope
+from pipeline.tickets.schemas import NO_NUL_PATTERN
 from pipeline.tickets.users import Role
 
 INACTIVE = (TicketStatus.CLOSED.value, TicketStatus.FALSE_ALARM.value)
@@ -88,8 +89,16 @@ def install_wall_api(app: FastAPI) -> None:
     def stats_daily(request: Request, user: CurrentUser,
                     days: Annotated[int, Query(ge=1, le=366, description="Days up to and including today.")] = 7,
                     utc_offset_minutes: Annotated[int, Query(ge=-840, le=840, description="Local time zone of "
-                                                             "the days (China: 480).")] = 480) -> list[DayStats]:
-        """Per local day, oldest first: opened, closed, false alarms and the closure rate of the day's tickets."""
+                                                             "the days (China: 480).")] = 480,
+                    grid: Annotated[str | None, Query(description="Grid path prefix, e.g. `T1/D1`.", max_length=300,
+                                                      pattern=NO_NUL_PATTERN)] = None) -> list[DayStats]:
+        """Per local day, oldest first: opened, closed, false alarms and the closure rate of the day's tickets
+        (optionally of one grid node)."""
+        node: ColumnElement[bool] = true()
+        if grid and (g := grid.strip("/")):
+            if not user.overlaps(g):
+                raise HTTPException(403, f"grid {g!r} is outside your grid scope")
+            node = or_(Ticket.grid_path == g, Ticket.grid_path.startswith(g + "/", autoescape=True))
         offset = timedelta(minutes=utc_offset_minutes)
         today = (utcnow() + offset).date()
         first = today - timedelta(days=days - 1)
@@ -97,7 +106,7 @@ def install_wall_api(app: FastAPI) -> None:
         with sessions(request)() as session:
             rows = session.execute(
                 select(Ticket.status, Ticket.opened_at, Ticket.closed_at)
-                .where(ticket_scope(user), or_(Ticket.opened_at >= start, Ticket.closed_at >= start))).all()
+                .where(ticket_scope(user), node, or_(Ticket.opened_at >= start, Ticket.closed_at >= start))).all()
         opened: Counter[date] = Counter()
         closed: Counter[date] = Counter()
         false_alarms: Counter[date] = Counter()

@@ -53,7 +53,10 @@ def test_counts_per_node_and_daily_trend(client: TestClient) -> None:
     assert (days[-1]["opened"], days[-1]["closed"], days[-1]["closure_rate"]) == (2, 1, 0.5)
     assert (days[-3]["opened"], days[-3]["closure_rate"]) == (1, 0.0)
     assert days[0]["opened"] == 0 and days[0]["closure_rate"] is None
+    node = client.get("/stats/daily?days=7&utc_offset_minutes=0&grid=T1/D1/C1/G2", headers=admin).json()
+    assert (node[-1]["opened"], node[-1]["closed"], node[-1]["closure_rate"]) == (1, 1, 1.0)
     assert client.get("/stats/daily?days=0", headers=admin).status_code == 422
+    assert client.get("/stats/daily?grid=T1/D1", headers=scoped).status_code == 403
 
 
 def test_patrols_of_a_ticket(client: TestClient) -> None:
