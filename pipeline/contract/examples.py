@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
+from pipeline.contract.camera_config import CameraConfigV1, CameraIndexV1
 from pipeline.contract.casework import CameraCheckRequestV1, CameraCheckResultV1, NotificationV1
 from pipeline.contract.enums import Hazard, IncidentEvent
 from pipeline.contract.messages import (
@@ -83,4 +84,11 @@ def example_messages() -> dict[str, BaseModel]:
                 title="Fire at North gate / Stairwell", camera_id="cam1", camera_name="North gate",
                 grid_path=["T1", "D1", "C1", "G1"], zone_id="z1", opened_at=_utc(_T0),
                 url="https://tickets.example.org/tickets/42")),
+        "camera-config": CameraConfigV1(
+            schema_version=1, camera_id="cam1", revision=7, ts=_utc(_T0 + 60), camera={
+                "id": "cam1", "name": "North gate", "url": "rtsp://viewer:secret@10.0.0.7:554/ch1", "grid": "G1",
+                "zones": [{"id": "z1", "kind": "fire_lane", "name": "Fire lane A",
+                           "polygon": [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]}],
+                "hazards": ["fire"]}),
+        "camera-index": CameraIndexV1(schema_version=1, revision=7, ts=_utc(_T0 + 60), camera_ids=["cam1", "cam2"]),
     }

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pipeline.contract.camera_config import CameraConfigV1, CameraIndexV1
 from pipeline.contract.casework import CameraCheckRequestV1, CameraCheckResultV1, NotificationV1
 from pipeline.contract.examples import example_messages
 from pipeline.contract.messages import AlertV1, CameraHealthV1, DebugRequestV1, OccupancyV1, WorkerStatusV1
@@ -35,6 +36,8 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "camera-check-result": CameraCheckResultV1,
     "notification": NotificationV1,
     "webhook-event": WebhookEventV1,
+    "camera-config": CameraConfigV1,
+    "camera-index": CameraIndexV1,
 }
 """File name stem -> message model."""
 

@@ -118,6 +118,16 @@ def check_result_topic(prefix: str, camera_id: str) -> str:
     return _join(prefix, "check", "result", check_level(camera_id, "camera id"))
 
 
+def camera_config_topic(prefix: str, camera_id: str) -> str:
+    """Retained ``<prefix>/config/cameras/<camera_id>``: one camera's run-time config (empty = deleted)."""
+    return _join(prefix, "config", "cameras", check_level(camera_id, "camera id"))
+
+
+def camera_index_topic(prefix: str) -> str:
+    """Retained ``<prefix>/config/index``: every camera id of the run-time config."""
+    return _join(prefix, "config", "index")
+
+
 def notify_topic(prefix: str, grid_path: Sequence[str]) -> str:
     """``<prefix>/notify/<l1>[/<l2>[/<l3>[/<l4>]]]``: notifications of one grid node (planned, issue 9)."""
     return _join(prefix, "notify", *_grid_levels(grid_path, 1))
@@ -150,6 +160,11 @@ def debug_reply_filter(prefix: str) -> str:
 def check_request_filter(prefix: str) -> str:
     """Every camera check request: ``<prefix>/check/request/+`` (each worker answers for its own cameras)."""
     return _join(prefix, "check", "request", "+")
+
+
+def camera_config_filter(prefix: str) -> str:
+    """Every camera's run-time config: ``<prefix>/config/cameras/+`` (a worker keeps its shard's)."""
+    return _join(prefix, "config", "cameras", "+")
 
 
 # -- parsers --------------------------------------------------------------------------------------
@@ -215,6 +230,11 @@ def parse_check_request_topic(topic: str, prefix: str) -> str | None:
     return parse_single_level(topic, prefix, "check/request")
 
 
+def parse_camera_config_topic(topic: str, prefix: str) -> str | None:
+    """The camera id of ``<prefix>/config/cameras/<camera_id>``; None when ``topic`` is not one."""
+    return parse_single_level(topic, prefix, "config/cameras")
+
+
 def valid_debug_reply_to(reply_to: str, prefix: str, camera_id: str) -> bool:
     """Whether ``reply_to`` is ``<prefix>/debug/reply/<camera_id>/<one level>`` (a worker answers nowhere else)."""
     head = debug_reply_prefix(prefix, camera_id)
@@ -258,6 +278,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("debug/reply/<camera_id>/<request_id>", "worker", "service", 0, False, "JPEG bytes (empty: none)"),
     TopicSpec("check/request/<camera_id>", "service", "worker", 1, False, "CameraCheckRequestV1"),
     TopicSpec("check/result/<camera_id>", "worker", "service", 1, False, "CameraCheckResultV1"),
+    TopicSpec("config/cameras/<camera_id>", "service", "worker", 1, True, "CameraConfigV1 (empty: deleted)"),
+    TopicSpec("config/index", "service", "worker", 1, True, "CameraIndexV1"),
     TopicSpec("notify/<grid path, 1..4 levels>", "service", "patrol, dispatchers", 1, False, "NotificationV1",
               planned=True),
 )
@@ -285,9 +307,9 @@ def role_topic_filters(role: BrokerRole | str, prefix: str,
     """The topic filters a broker role needs, for an ACL (e.g. Mosquitto ``topic read|write <filter>``).
 
     * ``worker``: publishes alerts, health, occupancy, its status (also its last will) and debug replies
-      and camera check results; subscribes to debug and check requests.
+      and camera check results; subscribes to debug and check requests and the run-time camera config.
     * ``service``: subscribes to alerts, health, worker status, debug replies and check results;
-      publishes debug requests, check requests (and, planned, notifications).
+      publishes debug requests, check requests, the run-time camera config (and, planned, notifications).
     * ``patrol``: subscribes to the alerts and notifications under each of its ``grid_paths`` (1..4
       levels each: a cell, or a community for a supervisor); publishes nothing.
 
@@ -313,10 +335,12 @@ def role_topic_filters(role: BrokerRole | str, prefix: str,
         return TopicGrants(
             publish=(f"{p}/alerts/#", f"{p}/health/+", f"{p}/occupancy/#", f"{p}/status/workers/+",
                      f"{p}/debug/reply/#", f"{p}/check/result/+"),
-            subscribe=(f"{p}/debug/request/+", f"{p}/check/request/+"))
+            subscribe=(f"{p}/debug/request/+", f"{p}/check/request/+", f"{p}/config/cameras/+",
+                       f"{p}/config/index"))
     if role is BrokerRole.SERVICE:
         return TopicGrants(
-            publish=(f"{p}/debug/request/+", f"{p}/check/request/+", f"{p}/notify/#"),
+            publish=(f"{p}/debug/request/+", f"{p}/check/request/+", f"{p}/notify/#", f"{p}/config/cameras/+",
+                     f"{p}/config/index"),
             subscribe=(f"{p}/alerts/#", f"{p}/health/+", f"{p}/status/workers/+", f"{p}/debug/reply/#",
                        f"{p}/check/result/+"))
     if not grid_paths:

@@ -90,6 +90,22 @@ def _matches_any(filters: tuple[str, ...], topic: str) -> bool:
     return any(topic_matches_sub(f, topic) for f in filters)
 
 
+def test_camera_config_topics_and_grants() -> None:
+    assert t.camera_config_topic("gw", "cam1") == "gw/config/cameras/cam1"
+    assert t.camera_index_topic("city/gw") == "city/gw/config/index"
+    assert t.parse_camera_config_topic("gw/config/cameras/cam1", "gw") == "cam1"
+    assert t.parse_camera_config_topic("gw/config/index", "gw") is None
+    assert topic_matches_sub(t.camera_config_filter("gw"), t.camera_config_topic("gw", "cam-9"))
+    worker, service = t.role_topic_filters("worker", "gw"), t.role_topic_filters("service", "gw")
+    for topic in (t.camera_config_topic("gw", "cam1"), t.camera_index_topic("gw")):
+        assert _matches_any(worker.subscribe, topic) and _matches_any(service.publish, topic)
+        assert not _matches_any(worker.publish, topic)  # a worker cannot rewrite another camera's config
+    patrol = t.role_topic_filters("patrol", "gw", [CELL])
+    assert not _matches_any(patrol.subscribe, t.camera_config_topic("gw", "cam1"))  # URLs carry credentials
+    with pytest.raises(ValueError):
+        t.camera_config_topic("gw", "a/b")
+
+
 def test_worker_grants_cover_what_a_worker_sends_and_nothing_of_the_service() -> None:
     g = t.role_topic_filters("worker", "gw")
     for topic in (t.alert_topic("gw", CELL, "cam1", "fire"), t.health_topic("gw", "cam1"),
@@ -144,7 +160,8 @@ def test_topic_table_patterns_match_the_builders() -> None:
         "occupancy": t.occupancy_topic("gw", "c", "z"), "status": t.status_topic("gw", "w"),
         "debug/request": t.debug_request_topic("gw", "c"), "debug/reply": t.debug_reply_topic("gw", "c", "r"),
         "check/request": t.check_request_topic("gw", "c"), "check/result": t.check_result_topic("gw", "c"),
-        "notify": t.notify_topic("gw", CELL),
+        "notify": t.notify_topic("gw", CELL), "config/cameras": t.camera_config_topic("gw", "c"),
+        "config/index": t.camera_index_topic("gw"),
     }
     for spec in t.TOPICS:
         kind = next(k for k in sorted(built, key=len, reverse=True) if spec.pattern.startswith(k))
