@@ -28,6 +28,7 @@ from pipeline.config_casework import CaseworkConfig
 # Re-exported (their home is pipeline.config_checks, which must not import this module).
 from pipeline.config_checks import GRID_LEVELS as GRID_LEVELS
 from pipeline.config_checks import camera_grid_errors as camera_grid_errors
+from pipeline.config_resident import ResidentConfig
 from pipeline.config_webhooks import WebhooksConfig
 from pipeline.contract.ids import CONFIG_ID_PATTERN
 
@@ -358,6 +359,8 @@ class ApiConfig(_Model):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="Logins, sessions, lockout, SSO proxy.")
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig,
                                      description="Outbound webhooks: ticket events to case systems and group bots.")
+    resident: ResidentConfig = Field(default_factory=ResidentConfig,
+                                     description="Resident QR report page (一楼一码): public URL, abuse limits.")
 
     @field_validator("allowed_hosts")
     @classmethod

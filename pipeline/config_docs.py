@@ -27,6 +27,7 @@ from pipeline.config import (
 )
 from pipeline.config_casework import CaseworkConfig, HazardCasePolicy
 from pipeline.config_hazards import ClutterRuleConfig, FireRuleConfig, ParkingRuleConfig, PosterRuleConfig
+from pipeline.config_resident import ResidentConfig
 from pipeline.config_webhooks import WebhooksConfig, WebhookTarget
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
@@ -36,7 +37,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("hazards.clutter (its own knobs)", ClutterRuleConfig), ("hazards.poster (its own knobs)", PosterRuleConfig),
     ("cameras[].zones[].overrides.<hazard>", RuleOverride), ("detectors.<name>", DetectorConfig),
     ("mqtt", MqttConfig), ("api", ApiConfig), ("api.auth", AuthConfig), ("api.webhooks", WebhooksConfig),
-    ("api.webhooks.targets[]", WebhookTarget), ("worker", WorkerConfig), ("casework", CaseworkConfig),
+    ("api.webhooks.targets[]", WebhookTarget), ("api.resident", ResidentConfig), ("worker", WorkerConfig),
+    ("casework", CaseworkConfig),
     ("casework.hazards.<hazard>", HazardCasePolicy),
 ]
 
