@@ -44,237 +44,33 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 MANIFEST = REPO / "models" / "manifest.yaml"
-IMG_EXT = {".jpg", ".jpeg", ".png", ".bmp"}
-IOUS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 CARD_BEGIN, CARD_END = "<!-- metrics:begin (scripts/evaluate.py) -->", "<!-- metrics:end -->"
 
 
-# ----------------------------------------------------------------------------------------------- data
+# The metrics live in pipeline.evaluation.frames (also used by `gridwatch model evaluate`); re-exported here.
+from pipeline.evaluation.frames import (  # noqa: E402
+    IMG_EXT,
+    IOUS,
+    average_precision,
+    class_metrics,
+    iou_matrix,
+    load_split,
+    match,
+    operating_point,
+    read_image,
+    tile_regions,
+    to_pixels,
+)
+from pipeline.evaluation.frames import evaluate_detector as evaluate_model  # noqa: E402
 
-def load_split(data_yaml: Path, split: str = "val") -> tuple[list[str], list[tuple[Path, np.ndarray]]]:
-    """Class names and (image, gt) pairs; gt is (N, 5) class, x1, y1, x2, y2 in pixels."""
-    data_yaml = data_yaml.resolve()
-    doc = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
-    root = Path(doc.get("path") or data_yaml.parent)
-    root = root if root.is_absolute() else data_yaml.parent / root
-    names = doc["names"]
-    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    img_dir = root / doc[split]
-    out = []
-    for p in sorted(q for q in img_dir.iterdir() if q.suffix.lower() in IMG_EXT):
-        lab = Path(str(p.parent).replace("/images", "/labels")) / (p.stem + ".txt")
-        rows = np.loadtxt(lab, ndmin=2) if lab.is_file() and lab.stat().st_size else np.zeros((0, 5))
-        out.append((p, rows.reshape(-1, 5)))
-    return names, out
-
-
-def read_image(path: Path) -> np.ndarray:
-    """BGR image of ``path``; a file OpenCV cannot read is an error that names it."""
-    img = cv2.imread(str(path))
-    if img is None:
-        raise SystemExit(f"cannot read image {path}")
-    return img
-
-
-def to_pixels(rows: np.ndarray, w: int, h: int) -> np.ndarray:
-    g = np.zeros((len(rows), 5))
-    if len(rows):
-        g[:, 0] = rows[:, 0]
-        g[:, 1] = (rows[:, 1] - rows[:, 3] / 2) * w
-        g[:, 2] = (rows[:, 2] - rows[:, 4] / 2) * h
-        g[:, 3] = (rows[:, 1] + rows[:, 3] / 2) * w
-        g[:, 4] = (rows[:, 2] + rows[:, 4] / 2) * h
-    return g
-
-
-# ------------------------------------------------------------------------------------------- metrics
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    aa = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
-    ab = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
-    out: np.ndarray = inter / np.maximum(aa[:, None] + ab[None, :] - inter, 1e-12)
-    return out
-
-
-def match(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[np.ndarray], thr: float
-          ) -> tuple[np.ndarray, np.ndarray, int]:
-    """One class. dets[i] = (boxes, scores) of image i, gts[i] = boxes. Returns scores, tp flags, n_gt."""
-    scores, tps = [], []
-    for (boxes, sc), gt in zip(dets, gts, strict=True):
-        order = np.argsort(-sc, kind="stable")
-        ious = iou_matrix(boxes[order], gt)
-        used = np.zeros(len(gt), bool)
-        for k, i in enumerate(order):
-            tp = False
-            if len(gt):
-                cand = np.where(used, -1.0, ious[k])
-                j = int(cand.argmax())
-                if cand[j] >= thr:
-                    used[j] = tp = True
-            scores.append(sc[i])
-            tps.append(tp)
-    return np.asarray(scores, float), np.asarray(tps, bool), int(sum(len(g) for g in gts))
-
-
-def average_precision(scores: np.ndarray, tps: np.ndarray, n_gt: int) -> float:
-    """COCO 101-point interpolated AP."""
-    if n_gt == 0:
-        return float("nan")
-    if len(scores) == 0:
-        return 0.0
-    o = np.argsort(-scores, kind="mergesort")
-    tp = np.cumsum(tps[o])
-    fp = np.cumsum(~tps[o])
-    rec = tp / n_gt
-    prec = tp / np.maximum(tp + fp, 1e-12)
-    prec = np.maximum.accumulate(prec[::-1])[::-1]  # envelope
-    rs = np.linspace(0, 1, 101)
-    idx = np.searchsorted(rec, rs, side="left")
-    q = np.where(idx < len(prec), prec[np.minimum(idx, len(prec) - 1)], 0.0)
-    return float(q.mean())
-
-
-def class_metrics(dets, gts, conf: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    aps = []
-    for thr in IOUS:
-        s, t, n = match(dets, gts, float(thr))
-        aps.append(average_precision(s, t, n))
-    s, t, n = match(dets, gts, 0.5)
-    keep = s >= conf
-    tp = int(t[keep].sum())
-    npred = int(keep.sum())
-    return {"ap50": aps[0], "ap50_95": float(np.mean(aps)) if n else float("nan"),
-            "precision": tp / npred if npred else float("nan"), "recall": tp / n if n else float("nan"),
-            "gt": n, "tp": tp, "pred": npred}
-
-
-def operating_point(per_img, names: list[str], thr: float, neg_scores: np.ndarray) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """Frame-level recall at threshold ``thr`` (the 1 %-false-alarm point of ``neg_scores``).
-
-    ``per_img`` holds (boxes, scores, classes, gt) per val image, gt rows (class, x1, y1, x2, y2).
-    """
-    pos = [(s, c, g) for _, s, c, g in per_img if len(g)]
-    fa_rate = float((neg_scores >= thr).mean()) if len(neg_scores) else float("nan")
-    alarmed = float(np.mean([bool((s >= thr).any()) for s, _, _ in pos])) if pos else float("nan")
-    out: dict[str, Any] = {"threshold": thr, "false_alarm_rate": fa_rate, "negative_frames": int(len(neg_scores)),
-                           "positive_frames": len(pos), "frames_alarmed": alarmed, "classes": {}}
-    for k, cname in enumerate(names):
-        frames = [bool((s[c == k] >= thr).any()) for s, c, g in pos if (g[:, 0] == k).any()]
-        if not frames:
-            continue
-        dets = [(b[c == k], s[c == k]) for b, s, c, _ in per_img]
-        gts = [g[g[:, 0] == k, 1:] for *_, g in per_img]
-        sc, tp, n_gt = match(dets, gts, 0.5)
-        out["classes"][cname] = {"frames": len(frames), "frames_alarmed": float(np.mean(frames)),
-                                 "box_recall": float(tp[sc >= thr].sum() / n_gt) if n_gt else float("nan")}
-    return out
-
-
-# --------------------------------------------------------------------------------------------- run
-
-def tile_regions(w: int, h: int, n: int, overlap: float = 0.2) -> list[tuple[int, int, int, int]]:
-    regs = [(0, 0, w, h)]
-    if n > 1:
-        tw, th = w / (n - (n - 1) * overlap), h / (n - (n - 1) * overlap)
-        for iy in range(n):
-            for ix in range(n):
-                x1, y1 = ix * tw * (1 - overlap), iy * th * (1 - overlap)
-                regs.append((int(x1), int(y1), int(min(w, x1 + tw)), int(min(h, y1 + th))))
-    return regs
-
-
-def evaluate_model(model: Path, names: list[str], items, negatives: list[Path], args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    from pipeline.detect import YoloDetector
-
-    det = YoloDetector(model, input_size=args.imgsz, threads=args.threads, nms_iou=args.nms_iou,
-                       min_confidence=args.eval_conf)
-    mapping = dict(kv.split("=", 1) for kv in args.map)
-    to_data = {}
-    for mid, mname in det.class_names.items():
-        target = mapping.get(mname, mname)
-        if target in names:
-            to_data[mid] = names.index(target)
-    if not to_data:
-        raise SystemExit(f"no model class of {model} maps to the data classes {names}")
-
-    def run(img: np.ndarray):  # type: ignore[no-untyped-def]
-        h, w = img.shape[:2]
-        d = det.detect(img) if args.tiles <= 1 else det.detect_regions(img, tile_regions(w, h, args.tiles))
-        cls = np.array([to_data.get(int(c), -1) for c in d.class_id], int)
-        ok = cls >= 0
-        return d.xyxy[ok].astype(float), d.confidence[ok].astype(float), cls[ok]
-
-    per_img = []  # (boxes, scores, cls, gt)
-    n_neg_in_split = 0
-    fa_scores = []  # max score per negative image
-    for p, rows in items:
-        img = read_image(p)
-        h, w = img.shape[:2]
-        b, s, c = run(img)
-        per_img.append((b, s, c, to_pixels(rows, w, h)))
-        if len(rows) == 0:
-            n_neg_in_split += 1
-            fa_scores.append(float(s.max()) if len(s) else 0.0)
-    for p in negatives:
-        _, s, _ = run(read_image(p))
-        fa_scores.append(float(s.max()) if len(s) else 0.0)
-
-    res: dict[str, Any] = {"file": str(model), "classes": {}}
-    for k, cname in enumerate(names):
-        dets = [(b[c == k], s[c == k]) for b, s, c, _ in per_img]
-        gts = [g[g[:, 0] == k, 1:] for *_, g in per_img]
-        m = class_metrics(dets, gts, args.conf)
-        has = [len(g) > 0 for g in gts]
-        hit = [bool((sc >= args.conf).any()) for (_, sc), h in zip(dets, has, strict=True) if h]
-        m["images"] = int(sum(has))
-        m["frame_recall"] = float(np.mean(hit)) if hit else float("nan")  # images of the class alarmed on
-        if m["gt"]:
-            res["classes"][cname] = m
-    valid = [m for m in res["classes"].values()]
-    res["map50"] = float(np.mean([m["ap50"] for m in valid]))
-    res["map50_95"] = float(np.mean([m["ap50_95"] for m in valid]))
-    fa = np.asarray(fa_scores)
-    res["negatives"] = {"images": int(len(fa)), "in_split": n_neg_in_split,
-                        "extra": int(len(fa)) - n_neg_in_split,
-                        "false_alarm_rate": float((fa >= args.conf).mean()) if len(fa) else float("nan"),
-                        "false_alarm_rate_in_split": float((fa[:n_neg_in_split] >= args.conf).mean())
-                        if n_neg_in_split else float("nan")}
-    if len(fa):
-        srt = np.sort(fa)[::-1]
-        allowed = int(np.floor(0.01 * len(fa)))  # images allowed to alarm for <= 1 %
-        res["negatives"]["threshold_for_1pct"] = float(np.nextafter(srt[allowed], 1)) if allowed < len(srt) else 0.0
-        res["operating_point"] = operating_point(per_img, names, res["negatives"]["threshold_for_1pct"], fa)
-        res["threshold_sweep"] = [operating_point(per_img, names, thr, fa) for thr in args.sweep]
-    # speed on one thread
-    tdet = YoloDetector(model, input_size=args.imgsz, threads=1, nms_iou=args.nms_iou,
-                        min_confidence=args.conf)
-    imgs = [read_image(p) for p, _ in items[: args.time_n]]
-    for im in imgs[:3]:
-        tdet.detect(im)
-    wall, cpu = [], []
-    for im in imgs:
-        t0, c0 = time.perf_counter(), time.process_time()
-        h, w = im.shape[:2]
-        if args.tiles <= 1:
-            tdet.detect(im)
-        else:
-            tdet.detect_regions(im, tile_regions(w, h, args.tiles))
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    res["ms_per_frame_1thread"] = {"wall_median": 1000 * float(np.median(wall)),
-                                   "cpu_median": 1000 * float(np.median(cpu)), "frames": len(imgs)}
-    return res
+__all__ = ["IMG_EXT", "IOUS", "average_precision", "class_metrics", "evaluate_model", "iou_matrix", "load_split",
+           "match", "operating_point", "read_image", "tile_regions", "to_pixels"]
 
 
 # ------------------------------------------------------------------------------------ manifest/card
