@@ -72,6 +72,7 @@ from pipeline.tickets.schemas import (
 from pipeline.tickets.service import TicketNotFoundError, TransitionError, transition
 from pipeline.tickets.stats import CaseStatsCollector
 from pipeline.tickets.users import TokenKind, audit
+from pipeline.tickets.verdict_routes import install_verdict_routes
 from pipeline.tickets.webhook_routes import install_webhook_routes
 from pipeline.tickets.webhook_sender import setup_webhooks
 from pipeline.web.debug import install_debug
@@ -411,6 +412,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     install_auth_routes(app)
     install_casework_routes(app)
     install_webhook_routes(app)
+    install_verdict_routes(app)
     install_web(app)
     install_debug(app, site)
     install_events(app)
