@@ -87,6 +87,7 @@ class EventKind(StrEnum):
     OVERDUE = "overdue"
     ESCALATED = "escalated"
     CAMERA_CHECK = "camera_check"
+    RESIDENT_REPORT = "resident_report"
 
 
 class Base(DeclarativeBase):
@@ -147,6 +148,8 @@ class Ticket(Base):
     escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    source: Mapped[str] = mapped_column(String(16), default="camera", server_default="camera")
+    """``camera`` (opened by an alert) or ``resident`` (a QR report, :mod:`pipeline.tickets.resident`)."""
     # Migration 0006: the camera check timed out, a dispatcher checks by hand (cleared on leaving resolved).
     manual_check: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
@@ -294,6 +297,7 @@ class ServiceLock(Base):
 
 # The user, token and audit tables live in their own module; importing it here puts them on Base.metadata
 # wherever the ticket tables are (migrations, schema comparisons).
+from pipeline.tickets import resident_models as _resident_models  # noqa: E402,F401
 from pipeline.tickets import users as _users  # noqa: E402,F401
 from pipeline.tickets import verdicts as _verdicts  # noqa: E402,F401
 from pipeline.tickets import webhooks as _webhooks  # noqa: E402,F401
