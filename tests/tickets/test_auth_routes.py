@@ -64,6 +64,8 @@ ALLOWED: dict[str, set[str]] = {
     "GET /tickets/{ticket_id}/patrols": {"admin", "dispatcher"},  # a stream; `max_s=0` ends it after the first answer
     "GET /webhooks/deliveries": {"admin"},
     "POST /webhooks/deliveries/{row_id}/retry": {"admin"},
+    "POST /tickets/{ticket_id}/verdict": {"admin", "engineer", "dispatcher"},
+    "GET /tickets/{ticket_id}/verdicts": ALL_USERS,
 }
 """Who may call each protected route (anyone else: 403; nobody logged in: 401)."""
 
@@ -136,6 +138,7 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
     url = path.format(**{n: values[n] for n in names})
     body: dict[str, Any] | None = {
         "POST /tickets/{ticket_id}/transition": {"to": "dispatched", "assignee": "patrol"},
+        "POST /tickets/{ticket_id}/verdict": {"verdict": "false_alarm"},
         "POST /auth/login": {"username": "nobody", "password": "x"},
         "POST /auth/tokens": {"username": "viewer", "kind": "api", "name": "walk"},
     }.get(f"{method} {path}")
