@@ -26,6 +26,7 @@ from pipeline.contract.messages import (
     WorkerStatusV1,
     ZoneRef,
 )
+from pipeline.contract.resend import ResendRequestV1, SeqRange
 from pipeline.contract.webhook import WebhookEventV1, WebhookTicketV1
 
 _T0 = 1714550400.0  # 2024-05-01T08:00:00Z
@@ -61,7 +62,7 @@ def example_messages() -> dict[str, BaseModel]:
                                  worker_id="w1", url="rtsp://***@10.0.0.7:554/ch1", ts=_T0 + 120),
         "occupancy": OccupancyV1(used=12, free=28, capacity=40, ts=_T0 + 119.9, camera_id="lot", zone_id="bays",
                                  grid_path=["T1", "D1", "C1", "G1"]),
-        "worker-status": WorkerStatusV1(state="online", ts=_utc(_T0)),
+        "worker-status": WorkerStatusV1(state="online", ts=_utc(_T0), last_seq=42),
         "debug-request": DebugRequestV1(reply_to="gridwatch/debug/reply/cam1/5f0c2a9e4b7d4e0f9a1b2c3d4e5f6a7b"),
         "camera-check-request": CameraCheckRequestV1(
             schema_version=1, check_id="chk-42-1", ticket_id=42, incident_id="cam1-z1-parking-1714550400-1",
@@ -76,6 +77,9 @@ def example_messages() -> dict[str, BaseModel]:
             severity=5, title="Fire at North gate", status="dispatched",
             reason="not resolved within 30 min (cell G1)", deadline=_utc(_T0 + 5400), ts=_utc(_T0 + 3600),
             escalation_level=2, stage="resolve"),
+        "resend-request": ResendRequestV1(
+            schema_version=1, request_id="rs-w1-4-1", worker_id="w1",
+            ranges=[SeqRange(first=4, last=6), SeqRange(first=9, last=9)], requested_at=_utc(_T0 + 130)),
         "webhook-event": WebhookEventV1(
             schema_version=1, delivery_id="4f0c2a9e4b7d4e0f9a1b2c3d4e5f6a7b", event="ticket_escalated",
             site="demo", ts=_utc(_T0 + 3600), reason="resolve deadline passed; notified: community T1/D1/C1",

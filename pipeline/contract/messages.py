@@ -195,14 +195,18 @@ class WorkerStatusV1(_Strict):
 
     state: Literal["online", "offline"] = Field(description="online or offline.")
     ts: AwareDatetime = Field(description="When the worker set this state, ISO-8601 UTC.")
+    last_seq: int | None = Field(default=None, ge=1,
+                                 description="The last alert sequence number (`AlertV1.seq`) this worker has "
+                                 "queued; the service asks for a resend when it has seen less. Optional (absent "
+                                 "before the first alert and in the last will).")
 
     @field_serializer("ts")
     def _iso_z(self, v: datetime) -> str:
         return iso_z(v)
 
     def to_bytes(self) -> bytes:
-        """The payload, ``{"state": "online", "ts": "...Z"}`` (``json.dumps`` spacing)."""
-        return json.dumps(self.model_dump(mode="json")).encode()
+        """The payload, ``{"state": "online", "ts": "...Z"}`` (``json.dumps`` spacing; ``last_seq`` only when set)."""
+        return json.dumps(self.model_dump(mode="json", exclude_none=True)).encode()
 
 
 # -- debug view ------------------------------------------------------------------------------------

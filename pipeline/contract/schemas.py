@@ -21,6 +21,7 @@ from pipeline.contract.camera_config import CameraConfigV1, CameraIndexV1
 from pipeline.contract.casework import CameraCheckRequestV1, CameraCheckResultV1, NotificationV1
 from pipeline.contract.examples import example_messages
 from pipeline.contract.messages import AlertV1, CameraHealthV1, DebugRequestV1, OccupancyV1, WorkerStatusV1
+from pipeline.contract.resend import ResendRequestV1
 from pipeline.contract.webhook import WebhookEventV1
 
 SCHEMA_BASE_URL = "https://gridwatch.example/messages/"
@@ -35,6 +36,7 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "camera-check-request": CameraCheckRequestV1,
     "camera-check-result": CameraCheckResultV1,
     "notification": NotificationV1,
+    "resend-request": ResendRequestV1,
     "webhook-event": WebhookEventV1,
     "camera-config": CameraConfigV1,
     "camera-index": CameraIndexV1,

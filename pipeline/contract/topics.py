@@ -128,6 +128,12 @@ def camera_index_topic(prefix: str) -> str:
     return _join(prefix, "config", "index")
 
 
+def resend_request_topic(prefix: str, worker_id: str) -> str:
+    """``<prefix>/resend/request/<worker_id>``: the service asks a worker to publish archived alerts again
+    (:mod:`pipeline.contract.resend`)."""
+    return _join(prefix, "resend", "request", check_level(worker_id, "worker id"))
+
+
 def notify_topic(prefix: str, grid_path: Sequence[str]) -> str:
     """``<prefix>/notify/<l1>[/<l2>[/<l3>[/<l4>]]]``: notifications of one grid node (planned, issue 9)."""
     return _join(prefix, "notify", *_grid_levels(grid_path, 1))
@@ -225,6 +231,21 @@ def parse_debug_request_topic(topic: str, prefix: str) -> str | None:
     return parse_single_level(topic, prefix, "debug/request")
 
 
+def parse_resend_request_topic(topic: str, prefix: str) -> str | None:
+    """The worker id of ``<prefix>/resend/request/<worker_id>``; None when ``topic`` is not one."""
+    return parse_single_level(topic, prefix, "resend/request")
+
+
+def status_filter(prefix: str) -> str:
+    """Every worker's retained status: ``<prefix>/status/workers/+``."""
+    return _join(prefix, "status", "workers", "+")
+
+
+def parse_status_topic(topic: str, prefix: str) -> str | None:
+    """The worker id of ``<prefix>/status/workers/<worker_id>``; None when ``topic`` is not one."""
+    return parse_single_level(topic, prefix, "status/workers")
+
+
 def parse_check_request_topic(topic: str, prefix: str) -> str | None:
     """The camera id of ``<prefix>/check/request/<camera_id>``; None when ``topic`` is not one."""
     return parse_single_level(topic, prefix, "check/request")
@@ -280,6 +301,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("check/result/<camera_id>", "worker", "service", 1, False, "CameraCheckResultV1"),
     TopicSpec("config/cameras/<camera_id>", "service", "worker", 1, True, "CameraConfigV1 (empty: deleted)"),
     TopicSpec("config/index", "service", "worker", 1, True, "CameraIndexV1"),
+    TopicSpec("resend/request/<worker_id>", "service", "worker", 1, False, "ResendRequestV1"),
     TopicSpec("notify/<grid path, 1..4 levels>", "service", "patrol, dispatchers", 1, False, "NotificationV1",
               planned=True),
 )
@@ -336,11 +358,11 @@ def role_topic_filters(role: BrokerRole | str, prefix: str,
             publish=(f"{p}/alerts/#", f"{p}/health/+", f"{p}/occupancy/#", f"{p}/status/workers/+",
                      f"{p}/debug/reply/#", f"{p}/check/result/+"),
             subscribe=(f"{p}/debug/request/+", f"{p}/check/request/+", f"{p}/config/cameras/+",
-                       f"{p}/config/index"))
+                       f"{p}/config/index", f"{p}/resend/request/+"))
     if role is BrokerRole.SERVICE:
         return TopicGrants(
             publish=(f"{p}/debug/request/+", f"{p}/check/request/+", f"{p}/notify/#", f"{p}/config/cameras/+",
-                     f"{p}/config/index"),
+                     f"{p}/config/index", f"{p}/resend/request/+"),
             subscribe=(f"{p}/alerts/#", f"{p}/health/+", f"{p}/status/workers/+", f"{p}/debug/reply/#",
                        f"{p}/check/result/+"))
     if not grid_paths:

@@ -160,6 +160,7 @@ def test_topic_table_patterns_match_the_builders() -> None:
         "occupancy": t.occupancy_topic("gw", "c", "z"), "status": t.status_topic("gw", "w"),
         "debug/request": t.debug_request_topic("gw", "c"), "debug/reply": t.debug_reply_topic("gw", "c", "r"),
         "check/request": t.check_request_topic("gw", "c"), "check/result": t.check_result_topic("gw", "c"),
+        "resend/request": t.resend_request_topic("gw", "w"),
         "notify": t.notify_topic("gw", CELL), "config/cameras": t.camera_config_topic("gw", "c"),
         "config/index": t.camera_index_topic("gw"),
     }
