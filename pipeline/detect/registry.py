@@ -13,6 +13,10 @@ Manifest format (file paths relative to the manifest)::
         sha256: 1a1e2fcee7ba86c6ab740b061208e65649bbbf8df71e72a0d1818be0c99ee0a2
         classes: 80
         input_size: 640
+
+Entries may carry a ``version`` and a name may appear once per version (:mod:`pipeline.detect.model_versions`:
+``deployments`` says which version a bare name means). Every versioned entry is also served as
+``name@version``, so a config may pin ``model: fire@v3``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import DetectorConfig, SiteConfig
+from pipeline.detect.model_versions import deployed_version, label, same_version
 from pipeline.detect.yolo import YoloDetector
 
 
@@ -41,22 +46,41 @@ class ManifestEntry:
     sha256: str | None = None
     classes: int | None = None
     input_size: int | None = None
+    version: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``name@version`` (``name`` for an unversioned entry), the form alerts name a model by."""
+        return label(self.name, self.version)
 
 
 def load_manifest(path: Path) -> dict[str, ManifestEntry]:
-    """Read a manifest (``models: [...]`` or a bare list); file paths resolve against its folder."""
+    """Read a manifest (``models: [...]`` or a bare list); file paths resolve against its folder.
+
+    Returns ``name`` -> the deployed entry of that name, plus ``name@version`` -> entry for every versioned one.
+    """
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     items = doc.get("models", []) if isinstance(doc, dict) else doc
+    by_name: dict[str, list[ManifestEntry]] = {}
     out: dict[str, ManifestEntry] = {}
     for i, it in enumerate(items or []):
         if not isinstance(it, dict) or "name" not in it or "file" not in it:
             raise ValueError(f"{path}: models[{i}] needs at least 'name' and 'file'")
         f = Path(str(it["file"])).expanduser()
-        out[str(it["name"])] = ManifestEntry(
+        entry = ManifestEntry(
             str(it["name"]), f if f.is_absolute() else path.parent / f,
             str(it["sha256"]).lower() if it.get("sha256") else None,
             int(it["classes"]) if it.get("classes") is not None else None,
-            int(it["input_size"]) if it.get("input_size") is not None else None)
+            int(it["input_size"]) if it.get("input_size") is not None else None,
+            str(it["version"]) if it.get("version") is not None else None)
+        by_name.setdefault(entry.name, []).append(entry)
+        if entry.version is not None:
+            out[entry.label] = entry
+    mapping = {"models": [{"name": e.name, "version": e.version} for es in by_name.values() for e in es],
+               "deployments": doc.get("deployments") if isinstance(doc, dict) else None}
+    for name, entries in by_name.items():
+        want = deployed_version(mapping, name)
+        out[name] = next((e for e in entries if same_version(e.version, want)), entries[0])
     return out
 
 
@@ -113,14 +137,38 @@ class DetectorRegistry:
         with self._lock:
             return sorted(self._cache)
 
-    def resolve(self, name: str) -> tuple[Path, DetectorConfig]:
-        """Model file and settings of ``name`` (verifying the manifest hash where there is one)."""
+    def reload_manifest(self) -> None:
+        """Read the manifest again (a promotion or rollback changed which version a name means)."""
+        if self.manifest_path is not None:
+            self.manifest = load_manifest(self.manifest_path)
+
+    def replace(self, name: str, detector: YoloDetector) -> None:
+        """Serve ``detector`` as ``name`` from now on (the next :meth:`get` returns it; a hot swap)."""
+        with self._lock:
+            self._cache[name] = detector
+
+    def config(self, name: str) -> DetectorConfig:
+        """The settings of detector ``name`` (default ones for a manifest name the site does not define).
+
+        Raises:
+            KeyError: ``name`` is neither in ``site.detectors`` nor in the manifest.
+        """
         cfg = self.site.detectors.get(name)
         if cfg is None:
             if name not in self.manifest:
                 known = sorted({*self.site.detectors, *self.manifest})
                 raise KeyError(f"unknown detector {name!r} (known: {', '.join(known) or 'none'})")
             cfg = DetectorConfig(model=name)
+        return cfg
+
+    def resolve(self, name: str, model: str | None = None) -> tuple[Path, DetectorConfig]:
+        """Model file and settings of ``name`` (verifying the manifest hash where there is one).
+
+        ``model`` (e.g. ``fire@v3``) is used instead of the detector's configured model (hot swap, canary).
+        """
+        cfg = self.config(name)
+        if model is not None:
+            cfg = cfg.model_copy(update={"model": model})
         entry = self.manifest.get(cfg.model)
         path = entry.file if entry else self.site.resolve_path(cfg.model)
         if entry is None:  # a plain path may still be a file the manifest vouches for
@@ -137,7 +185,11 @@ class DetectorRegistry:
         return path, cfg
 
     def _create(self, name: str) -> YoloDetector:
-        path, cfg = self.resolve(name)
+        return self.create(name)
+
+    def create(self, name: str, model: str | None = None) -> YoloDetector:
+        """A new (uncached) detector ``name``, optionally with ``model`` instead of its configured one."""
+        path, cfg = self.resolve(name, model)
         return YoloDetector(path, input_size=cfg.input_size, providers=cfg.providers, threads=cfg.threads,
                             nms_iou=cfg.nms_iou, min_confidence=cfg.min_confidence)
 
