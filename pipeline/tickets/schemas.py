@@ -121,6 +121,8 @@ class TicketOut(_Out):
                                   "1 community, 2 district, 3 town.")
     escalated_to: list[str] | None = Field(default=None, description="The grid node notified last (overdue only).")
     reopen_count: int = Field(default=0, description="Times the case was reopened.")
+    source: str = Field(default="camera", description="`camera` (opened by an alert) or `resident` (a QR "
+                        "report; `details` holds its category, description and place).")
 
     @classmethod
     def of(cls, t: Ticket) -> TicketOut:
@@ -137,7 +139,7 @@ class TicketOut(_Out):
             boxes=list(t.boxes or []), details=dict(t.details or {}), assignee=t.assignee, note=t.note,
             verified_at=t.verified_at, dispatched_at=t.dispatched_at, resolved_at=t.resolved_at,
             checked_at=t.checked_at, closed_at=t.closed_at, due_stage=t.due_stage, due_at=t.due_at,
-            overdue=bool(t.overdue), escalation_level=t.escalation_level or 0,
+            source=t.source or "camera", overdue=bool(t.overdue), escalation_level=t.escalation_level or 0,
             escalated_to=[t.grid_l1, t.grid_l2, t.grid_l3, t.grid_l4][: 4 - (t.escalation_level or 0)]
             if t.overdue else None, reopen_count=t.reopen_count or 0,
         )
@@ -148,7 +150,7 @@ class EventOut(_Out):
 
     id: int
     kind: str = Field(description="alert_opened, alert_updated, alert_cleared, incident_attached, transition, "
-                      "proof, overdue, escalated or camera_check.")
+                      "proof, overdue, escalated, camera_check or resident_report.")
     from_status: str | None
     to_status: str | None
     actor: str | None
