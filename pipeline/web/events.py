@@ -50,6 +50,7 @@ RETRY_MS = 3000
 
 EVENT_TYPES: dict[str, str] = {
     EventKind.ALERT_OPENED.value: "created",
+    EventKind.RESIDENT_REPORT.value: "created",
     EventKind.TRANSITION.value: "moved",
     EventKind.ESCALATED.value: "escalated",
     EventKind.OVERDUE.value: "escalated",
