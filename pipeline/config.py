@@ -276,6 +276,17 @@ class MqttConfig(_Model):
                                      description="Shared-subscription group of the ticket consumer "
                                      "($share/<group>/...); null for brokers without shared subscriptions.")
     keepalive: int = Field(default=30, ge=5, description="Keepalive seconds.")
+    consumer_reconnect_max_seconds: float = Field(
+        default=5.0, ge=0.1, le=300,
+        description="Cap of the ticket consumer's reconnect back-off (it starts at 1 s and doubles, with "
+        "jitter): short, so the consumer is subscribed again soon after a broker restart.")
+    resend_retry_seconds: float = Field(
+        default=5.0, ge=0.1, le=3600,
+        description="The ticket service asks a worker again for alerts still missing after this long "
+        "(resend requests, docs/reliability.md).")
+    resend_max_requests: int = Field(
+        default=5, ge=0, le=100,
+        description="Resend requests per gap before it is given up as unrecoverable (0: never ask).")
 
     @field_validator("url")
     @classmethod
@@ -414,6 +425,14 @@ class WorkerConfig(_Model):
         default=600.0, gt=0,
         description="A camera that delivers no frame for this long clears its open incidents (`cleared`, "
         "details.clear_reason `camera_down`): nobody can see whether the hazard is still there.")
+    alert_archive_max: int = Field(
+        default=10_000, ge=0, le=10_000_000,
+        description="Published alerts kept in the outbox's archive, so the ticket service can ask for lost "
+        "ones again by `seq` (resend requests); 0 = no archive.")
+    alert_archive_hours: float = Field(
+        default=24.0, gt=0, le=24 * 90,
+        description="Archived alerts older than this are pruned (whichever of this and `alert_archive_max` "
+        "is reached first).")
 
 
 def _hazards_json_schema(schema: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline.alerts.evidence import EvidenceWriter
 from pipeline.alerts.publisher import MqttPublisher
+from pipeline.alerts.resend import ResendResponder
 from pipeline.alerts.schema import build_alert
 from pipeline.analyze.analyzer import CameraAnalyzer
 from pipeline.analyze.incident import Incident, IncidentEvent
@@ -112,7 +113,12 @@ class Worker:
         self.evidence = EvidenceWriter(site.resolve_path(site.api.evidence_dir))
         outbox = site.resolve_path(site.worker.outbox_path)
         outbox.parent.mkdir(parents=True, exist_ok=True)
-        self.publisher = MqttPublisher(site.mqtt, str(outbox), self.worker_id)
+        self.publisher = MqttPublisher(site.mqtt, str(outbox), self.worker_id,
+                                       archive_max=site.worker.alert_archive_max,
+                                       archive_seconds=site.worker.alert_archive_hours * 3600)
+        # Re-queues archived alerts the ticket service asks for by seq (pipeline/alerts/resend.py).
+        self.resend = ResendResponder(self.publisher, f"{self.publisher.client_id}-resend",
+                                      persistent=worker_id is not None)
         self.slots: dict[str, _CameraSlot] = {}
         self.incidents_emitted = 0
         self.broken_detectors: dict[str, str] = {}
@@ -150,6 +156,7 @@ class Worker:
     def start(self) -> None:
         """Start the publisher, load detectors, then start readers and analysis threads."""
         self.publisher.start()
+        self.resend.start()
         self.debug.start()
         self.checks.start()
         for incident in self._orphans:
@@ -194,6 +201,7 @@ class Worker:
                 # Write the clip now with what is buffered rather than losing it.
                 timer.function(*timer.args)
         self.checks.stop()  # before the publisher: results decided by now still reach the outbox
+        self.resend.stop()
         self.publisher.stop()
         self.debug.stop()
         self.journal.close()

@@ -13,6 +13,11 @@ so the extra fsync per commit is worth it.
 The outbox also holds each worker's alert sequence counter (table ``sequences``): :meth:`Outbox.put_sequenced`
 takes the next number and queues the message in one transaction, so numbers survive restarts, are never
 reused and never skipped by a crash (the ticket service counts a jump as lost alerts).
+
+It keeps a bounded archive of the sequenced messages too (table ``archive``: the last ``archive_max`` per
+worker, none older than ``archive_seconds``), written in the same transaction: when the ticket service
+misses numbers (a broker that dropped them) it asks for them by ``seq``, and :meth:`Outbox.requeue_archived`
+queues the very same bytes again.
 """
 
 from __future__ import annotations
@@ -37,6 +42,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0
 )
 """
+_ARCHIVE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS archive (
+    worker_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (worker_id, seq)
+) WITHOUT ROWID
+"""
+DEFAULT_ARCHIVE_MAX = 10_000
+"""Sequenced messages kept per worker for resend requests."""
+DEFAULT_ARCHIVE_SECONDS = 24 * 3600.0
+"""Oldest archived message kept, seconds."""
 _SEQUENCES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sequences (
     worker_id TEXT PRIMARY KEY,
@@ -68,11 +88,26 @@ class OutboxItem:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """What :meth:`Outbox.requeue_archived` did.
+
+    Attributes:
+        seqs: the numbers queued again, ascending.
+        missing: numbers asked for that the archive no longer (or never) had.
+    """
+
+    seqs: tuple[int, ...]
+    missing: int
+
+
 class Outbox:
     """SQLite-backed FIFO, safe to share between threads, durable across restarts.
 
     Args:
         path: database file (parent folders are created); ``":memory:"`` for tests.
+        archive_max: sequenced messages archived per worker (0: no archive).
+        archive_seconds: archived messages older than this are pruned.
 
     Example:
         >>> ob = Outbox(":memory:")
@@ -85,8 +120,13 @@ class Outbox:
         >>> ob.close()
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, archive_max: int = DEFAULT_ARCHIVE_MAX,
+                 archive_seconds: float = DEFAULT_ARCHIVE_SECONDS) -> None:
+        if archive_max < 0 or archive_seconds <= 0:
+            raise ValueError("archive_max must be >= 0 and archive_seconds > 0")
         self.path = str(path)
+        self.archive_max = archive_max
+        self.archive_seconds = archive_seconds
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -96,6 +136,7 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
         self._db.execute(_SEQUENCES_SCHEMA)
+        self._db.execute(_ARCHIVE_SCHEMA)
 
     def put(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
         """Append a message; returns its id once it is committed to disk."""
@@ -130,15 +171,75 @@ class Outbox:
                     "INSERT INTO sequences (worker_id, last_seq) VALUES (?, 1) ON CONFLICT(worker_id)"
                     " DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq", (worker_id,)).fetchone()
                 seq = int(row[0])
+                payload = bytes(payload_for(seq))
+                now = time.time()
                 cur = self._db.execute(
                     "INSERT INTO outbox (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (topic, sqlite3.Binary(bytes(payload_for(seq))), qos, int(retain), time.time()))
+                    (topic, sqlite3.Binary(payload), qos, int(retain), now))
                 item_id = int(cur.lastrowid or 0)
+                if self.archive_max:
+                    self._archive(worker_id, seq, topic, payload, qos, now)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
         return item_id, seq
+
+    def _archive(self, worker_id: str, seq: int, topic: str, payload: bytes, qos: int, now: float) -> None:
+        """Keep the message for resend requests and prune the archive (inside put_sequenced's transaction)."""
+        self._db.execute("INSERT OR REPLACE INTO archive (worker_id, seq, topic, payload, qos, created_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?)", (worker_id, seq, topic, sqlite3.Binary(payload), qos, now))
+        # By the primary key: a range delete of what just fell out of the window (cheap per message).
+        self._db.execute("DELETE FROM archive WHERE worker_id = ? AND seq <= ?", (worker_id, seq - self.archive_max))
+        self._db.execute("DELETE FROM archive WHERE worker_id = ? AND created_at < ?",
+                         (worker_id, now - self.archive_seconds))
+
+    def archive_bounds(self, worker_id: str) -> tuple[int, int] | None:
+        """Lowest and highest archived ``seq`` of ``worker_id`` (None when nothing is archived)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(seq), MAX(seq) FROM archive WHERE worker_id = ?",
+                                   (worker_id,)).fetchone()
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    def requeue_archived(self, worker_id: str, ranges: list[tuple[int, int]], limit: int) -> Requeued:
+        """Queue the archived messages of ``ranges`` (``(first, last)``, both included) again, in ``seq``
+        order, in one transaction: the same topic, payload and QoS as the first time.
+
+        Args:
+            worker_id: whose archive.
+            ranges: sequence ranges; overlapping numbers are queued once.
+            limit: most messages queued (the rest counts as neither queued nor missing).
+
+        Returns:
+            The numbers queued and how many asked for were not in the archive.
+        """
+        wanted: set[int] = set()
+        for first, last in ranges:
+            if first > last:
+                continue
+            wanted.update(range(first, min(last, first + limit - 1) + 1))
+            if len(wanted) >= limit:
+                break
+        asked = sorted(wanted)[:limit]
+        if not asked:
+            return Requeued((), 0)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, topic, payload, qos FROM archive WHERE worker_id = ? AND seq BETWEEN ? AND ?"
+                    " ORDER BY seq", (worker_id, asked[0], asked[-1])).fetchall()
+                keep = set(asked)
+                found = [r for r in rows if int(r[0]) in keep]
+                now = time.time()
+                self._db.executemany(
+                    "INSERT INTO outbox (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, 0, ?)",
+                    [(str(r[1]), r[2], int(r[3]), now) for r in found])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return Requeued(tuple(int(r[0]) for r in found), len(asked) - len(found))
 
     def last_seq(self, worker_id: str) -> int:
         """The last sequence number taken for ``worker_id`` (0 when none yet)."""

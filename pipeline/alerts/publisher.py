@@ -13,7 +13,9 @@ after a reconnect, so the sender never publishes the same row twice.
 
 The worker's retained status ``<prefix>/status/workers/<worker_id>`` is ``{"state": "online", ...}``
 after each connect, ``offline`` after a clean ``stop()``, and ``offline`` via the last will when the
-process dies without disconnecting.
+process dies without disconnecting. It carries ``last_seq`` (the last alert number queued) once there is
+one, and is published again each time the outbox has drained after sending something, so the ticket
+service can tell when the tail of a stream (the last alerts, with no later one to show the gap) was lost.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any, Literal
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-from pipeline.alerts.outbox import Outbox, OutboxItem
+from pipeline.alerts.outbox import DEFAULT_ARCHIVE_MAX, DEFAULT_ARCHIVE_SECONDS, Outbox, OutboxItem, Requeued
 from pipeline.config import MqttConfig
 from pipeline.contract.messages import AlertV1, WorkerStatusV1
 from pipeline.contract.topics import alert_topic, health_topic, status_topic
@@ -60,6 +62,8 @@ class MqttPublisher:
         host_port_override: connect here instead of ``mqtt.url`` (e.g. the embedded broker's port).
         reconnect_min_seconds: first reconnect delay.
         reconnect_max_seconds: reconnect delay cap (paho doubles the delay each try).
+        archive_max: alerts kept per worker for resend requests (0: none).
+        archive_seconds: archived alerts older than this are pruned.
 
     Example:
         >>> from pipeline.config import MqttConfig
@@ -74,7 +78,8 @@ class MqttPublisher:
 
     def __init__(self, mqtt: MqttConfig, outbox_path: str | Path, worker_id: str,
                  host_port_override: tuple[str, int] | None = None, *,
-                 reconnect_min_seconds: float = 1.0, reconnect_max_seconds: float = 30.0) -> None:
+                 reconnect_min_seconds: float = 1.0, reconnect_max_seconds: float = 30.0,
+                 archive_max: int = DEFAULT_ARCHIVE_MAX, archive_seconds: float = DEFAULT_ARCHIVE_SECONDS) -> None:
         self.cfg = mqtt
         self.worker_id = worker_id
         self.prefix = mqtt.topic_prefix
@@ -84,13 +89,13 @@ class MqttPublisher:
             # Same credentials, TLS and transport as the URL, another address.
             addr = dataclasses.replace(addr, host=host_port_override[0], port=int(host_port_override[1]))
         self.address = addr
-        self.outbox = Outbox(outbox_path)
+        self.outbox = Outbox(outbox_path, archive_max, archive_seconds)
         self.client_id = f"{mqtt.client_id or 'gridwatch-' + socket.gethostname()}-{worker_id}"[:128]
 
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
                         protocol=MQTTProtocolVersion.MQTTv311, transport=addr.transport)
         c.enable_logger(logging.getLogger(f"{__name__}.paho"))
-        c.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        c.will_set(self.status_topic, self._status_payload("offline", last_seq=False), qos=1, retain=True)
         configure_client(c, addr, mqtt)
         c.reconnect_delay_set(min_delay=max(1, round(reconnect_min_seconds)),
                               max_delay=max(1, round(reconnect_max_seconds)))
@@ -108,6 +113,7 @@ class MqttPublisher:
         self._failures = 0
         self._connects = 0
         self._last_error: str | None = None
+        self._status_stale = False  # something was sent since the last status (its last_seq is old)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -180,6 +186,13 @@ class MqttPublisher:
             self._wake.notify_all()
         return item_id
 
+    def resend_archived(self, ranges: list[tuple[int, int]], limit: int) -> Requeued:
+        """Queue this worker's archived alerts of ``ranges`` again (same bytes, through the outbox)."""
+        done = self.outbox.requeue_archived(self.worker_id[:200], ranges, limit)
+        with self._wake:
+            self._wake.notify_all()
+        return done
+
     def publish_health(self, camera_id: str, health: dict[str, Any]) -> bool:
         """Publish camera health as retained JSON on ``<prefix>/health/<camera_id>``.
 
@@ -223,8 +236,9 @@ class MqttPublisher:
 
     # -- paho callbacks (loop thread) ------------------------------------------------------------
 
-    def _status_payload(self, state: Literal["online", "offline"]) -> bytes:
-        return WorkerStatusV1(state=state, ts=datetime.now(UTC)).to_bytes()
+    def _status_payload(self, state: Literal["online", "offline"], last_seq: bool = True) -> bytes:
+        seq = self.outbox.last_seq(self.worker_id[:200]) if last_seq else 0
+        return WorkerStatusV1(state=state, ts=datetime.now(UTC), last_seq=seq or None).to_bytes()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any) -> None:
@@ -269,6 +283,10 @@ class MqttPublisher:
                         continue
                     items = self.outbox.peek(1)
                     if not items:
+                        if self._status_stale:
+                            self._status_stale = False
+                            self._client.publish(self.status_topic, self._status_payload("online"), qos=1,
+                                                 retain=True)
                         self._idle(0.5)
                         continue
                     inflight = self._send(items[0])
@@ -279,6 +297,7 @@ class MqttPublisher:
                     self.outbox.ack(item.id)
                     with self._stats_lock:
                         self._published += 1
+                    self._status_stale = True
                     inflight = None
             except RuntimeError as exc:
                 # QoS 0 packet lost with the connection (or paho refused it): send the row again.
