@@ -2,7 +2,7 @@
 
 Moved here from ``scripts/evaluate_events.py`` (its docstring describes the events YAML; the script
 re-exports every name) so ``gridwatch model evaluate`` scores a candidate model on the same clips: pass
-``models={detector name: ONNX path}`` to :func:`run_clip` to replay with another model file.
+``models={manifest name: ModelOverride(path)}`` to :func:`run_clip` to replay with another model file.
 
 * an expected event ``{hazard, window: [start, end], zone?}`` is *found* by the first unmatched incident of
   that hazard (and zone, if given) that opens within ``[start, end]`` (``end: null`` = the clip's end);
@@ -89,17 +89,31 @@ def with_overrides(site: SiteConfig, overrides: dict[str, dict[str, Any]] | None
     return out
 
 
-def with_models(site: SiteConfig, models: Mapping[str, Path | str] | None) -> SiteConfig:
-    """``site`` with detector ``name``'s model replaced by ``models[name]`` (a file path or manifest name).
+@dataclass(frozen=True)
+class ModelOverride:
+    """Run detectors of one manifest model with this file instead (``input_size`` None: keep the detector's)."""
 
-    A detector the site does not define (served from the manifest by name) is added with default settings.
-    """
+    path: Path
+    input_size: int | None = None
+
+
+def with_models(site: SiteConfig, models: Mapping[str, ModelOverride] | None) -> SiteConfig:
+    """``site`` with every detector whose model is manifest name ``name`` (or ``name@version``) running
+    ``models[name]`` instead; a detector called ``name`` is added when the site has none (it was served from
+    the manifest by name with default settings)."""
     if not models:
         return site
     detectors = dict(site.detectors)
-    for name, model in models.items():
-        base = detectors.get(name) or DetectorConfig(model=name)
-        detectors[name] = base.model_copy(update={"model": str(model)})
+    for name, override in models.items():
+        users = [d for d, cfg in detectors.items() if cfg.model.partition("@")[0] == name]
+        if name not in detectors:
+            detectors[name] = DetectorConfig(model=name)
+            users.append(name)
+        for d in users:
+            update: dict[str, Any] = {"model": str(override.path.resolve())}
+            if override.input_size and "input_size" not in detectors[d].model_fields_set:
+                update["input_size"] = override.input_size
+            detectors[d] = detectors[d].model_copy(update=update)
     return site.model_copy(update={"detectors": detectors})
 
 
@@ -124,14 +138,14 @@ def score(events: list[ExpectedEvent], summary: ReplaySummary, result: ClipResul
 
 
 def run_clip(entry: dict[str, Any], base: Path, defaults: dict[str, Any],
-             models: Mapping[str, Path | str] | None = None) -> ClipResult:
+             models: Mapping[str, ModelOverride] | None = None) -> ClipResult:
     """Replay and score one clip entry of the YAML (``base``: the YAML's folder).
 
     Args:
         entry: the clip entry.
         base: folder the entry's paths are relative to.
         defaults: the YAML's ``defaults``.
-        models: detector name -> model file (or manifest name) to replay with instead of the site's.
+        models: manifest model name -> the file to replay its detectors with (:func:`with_models`).
     """
     name = str(entry.get("name") or entry.get("clip"))
     spec = entry.get("spec") or {}
