@@ -7,6 +7,37 @@ export interface Ticket {
   title: string; camera_id: string; camera_name: string | null; grid_path: string[]; opened_at: string;
   updated_at: string; evidence: { snapshot: string; clip: string }; assignee: string | null; note: string | null;
   due_at: string | null; due_stage: string | null; overdue: boolean; closed_at: string | null;
+  boxes?: Box[]; details?: Record<string, unknown>; zone_id?: string | null; resolved_at?: string | null;
+  escalation_level?: number; reopen_count?: number; confidence?: number;
+}
+
+/** A detection box of the alert, normalised 0..1 of the image. */
+export interface Box { x1: number; y1: number; x2: number; y2: number; label?: string; confidence?: number }
+
+export interface TicketEventRow {
+  id: number; kind: string; from_status: string | null; to_status: string | null; actor: string | null;
+  note: string | null; ts: string; payload: Record<string, unknown> | null;
+}
+
+export interface TicketDetail extends Ticket { events: TicketEventRow[] }
+
+export interface Attachment { id: number; kind: string; sha256: string; uploaded_by: string | null; uploaded_at: string; url: string }
+
+export interface CameraCheck {
+  check_id: string; requested_at: string; outcome: string | null; result_at: string | null;
+  snapshot_url: string | null; detail: string | null;
+}
+
+export interface Patrol { username: string; display_name: string | null; open_tickets: number }
+
+export interface NodeCounts { path: string; open: number; overdue: number }
+
+export interface DayStats { day: string; opened: number; closed: number; false_alarms: number; closure_rate: number | null }
+
+/** A zone as in the site YAML (pipeline/config.py ZoneConfig); other fields are kept as they came. */
+export interface Zone {
+  id: string; name?: string | null; kind: string; polygon: [number, number][]; hazards: string[];
+  [other: string]: unknown;
 }
 
 export interface Camera {
@@ -20,24 +51,37 @@ export interface GroupStats {
   median_close_seconds: number | null;
 }
 
-export interface GridNode { code: string; name: string; path: string[]; children: GridNode[] }
+export interface GridNode {
+  code: string; name: string; path: string[]; level?: string; active_tickets?: number; children: GridNode[];
+}
 
 export class ApiError extends Error {
-  constructor(public status: number, message: string) { super(message); }
+  constructor(public status: number, message: string, public body: unknown = null) { super(message); }
 }
 
 export async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   const r = await fetch(path, { credentials: "same-origin", ...init });
   if (!r.ok) {
     let detail = r.statusText;
-    try { const body = await r.json(); detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail); } catch { /* not JSON */ }
-    throw new ApiError(r.status, detail);
+    let body: unknown = null;
+    try {
+      body = await r.json();
+      const d = (body as { detail?: unknown }).detail;
+      detail = typeof d === "string" ? d
+        : d && typeof d === "object" && "reason" in d && (d as { reason: unknown }).reason ? String((d as { reason: unknown }).reason)
+        : JSON.stringify(d);
+    } catch { /* not JSON */ }
+    throw new ApiError(r.status, detail, body);
   }
   return (r.status === 204 ? undefined : await r.json()) as T;
 }
 
 export function postJson<T>(path: string, body: unknown): Promise<T> {
   return api<T>(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+export function putJson<T>(path: string, body: unknown): Promise<T> {
+  return api<T>(path, { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 }
 
 export const OPEN_STATUSES = ["received", "verified", "dispatched", "in_progress", "resolved", "checked"];
@@ -56,4 +100,18 @@ export function gridNames(nodes: GridNode[]): Map<string, string> {
   };
   walk(nodes, []);
   return out;
+}
+
+/** Whether a ticket on `path` (codes) lies at or below the grid node `node` ("T1/D1"; "" = everything). */
+export function underNode(path: string[], node: string): boolean {
+  const p = path.join("/");
+  return !node || p === node || p.startsWith(node + "/");
+}
+
+/** The moves `me` may make on `t`, as the server's role table (pipeline/tickets/roles.py MOVERS) allows. */
+export function movesFor(me: Me, t: Ticket): string[] {
+  if (me.role === "admin" || me.role === "dispatcher") return t.allowed_next;
+  if (me.role !== "patrol" || t.assignee !== me.username) return [];
+  const patrol: Record<string, string> = { dispatched: "in_progress", in_progress: "resolved" };
+  return t.allowed_next.filter((to) => patrol[t.status] === to);
 }
