@@ -43,6 +43,9 @@ from pipeline.tickets.api_contract import (
 )
 from pipeline.tickets.auth import AnyPrincipal, Authenticator, AuthMetrics, CurrentUser, Principal, require_roles
 from pipeline.tickets.auth_routes import AUTH_ERRORS, install_auth_routes
+from pipeline.tickets.camera_check import CheckTimeoutCollector
+from pipeline.tickets.camera_routes import install_camera_routes
+from pipeline.tickets.camera_store import database_cameras
 from pipeline.tickets.casework_routes import install_casework_routes
 from pipeline.tickets.consumer import AlertConsumer
 from pipeline.tickets.db import init_db, session_factory
@@ -174,12 +177,14 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                      auth=Authenticator(site.api.auth, sessions, AuthMetrics(ticket_metrics.registry)),
                      case=CaseContext(site.casework, site.mqtt.topic_prefix, frozenset(c.id for c in site.cameras)))
     ticket_metrics.registry.register(CaseStatsCollector(sessions))
+    ticket_metrics.registry.register(CheckTimeoutCollector(sessions))
     st.initial_admin_password = st.auth.ensure_admin()
     webhooks = setup_webhooks(site, sessions, ticket_metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if start_consumer:
+            app.state.camera_config.start()  # retained run-time camera config for the workers
             st.consumer = AlertConsumer(site.mqtt, sessions, st.metrics, ctx=st.case)
             st.consumer.start()
             st.case_loop = CaseLoop(sessions, st.case, st.consumer.publish)
@@ -198,6 +203,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                 st.consumer = None
             if webhooks is not None:
                 webhooks.stop()
+            app.state.camera_config.stop()
             engine.dispose()
 
     app = FastAPI(title="gridwatch tickets", version="1", lifespan=lifespan, responses=HOST_REFUSED,
@@ -259,6 +265,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
                          ] = None,
         overdue: Annotated[bool | None, Query(description="Only overdue (true) or only not overdue (false) "
                                               "tickets; see docs/operations.md, deadlines.")] = None,
+        manual_check: Annotated[bool | None, Query(description="Only tickets whose camera check timed out "
+                                                   "and wait for a manual check (true), or the others.")] = None,
         limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
         offset: OffsetQuery = 0,
     ) -> TicketPage:
@@ -280,6 +288,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             q = q.where(Ticket.opened_at < until)
         if overdue is not None:
             q = q.where(Ticket.overdue.is_(overdue))
+        if manual_check is not None:
+            q = q.where(Ticket.manual_check.is_(manual_check))
         with _state(request).sessions() as session:
             total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
             rows = session.scalars(q.order_by(Ticket.opened_at.desc(), Ticket.id.desc())
@@ -376,8 +386,9 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             # Health comes from workers (any version): mask URL credentials quoted in their errors.
             health = {h.camera_id: _without_credentials(HealthOut.of(h))
                       for h in session.scalars(select(CameraHealthRow))}
+            configured = database_cameras(session)  # the run-time config (seeded from the site YAML)
         out: list[CameraOut] = []
-        for c in s.site.cameras:
+        for c in configured:
             if not user.covers(s.site.grid_path(c.grid)):
                 health.pop(c.id, None)
                 continue
@@ -410,6 +421,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
         return prune_grid(_grid_tree(s.site.grid, counts, []), user)
 
     install_auth_routes(app)
+    install_camera_routes(app)
     install_casework_routes(app)
     install_webhook_routes(app)
     install_verdict_routes(app)

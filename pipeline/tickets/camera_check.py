@@ -15,17 +15,27 @@ the zone for ``window_seconds`` and answers with :class:`CameraCheckResultV1` on
 
 A result is applied once (the event key is the check id); a result for an unknown check, or whose ticket or
 camera disagrees with the request, is a :class:`~pipeline.tickets.payload.PayloadError` (dead letter).
+
+A check without a result ``casework.check_timeout_seconds`` after it was requested times out
+(:func:`time_out_checks`, run by the case loop under its lock): event ``camera_check: timeout``, and a ticket
+still ``resolved`` on that check is flagged ``manual_check`` for a dispatcher (notification
+``check_timeout`` to its community). A result arriving after that is stored on the check and as an event,
+but moves nothing (outcome ``late``): the dispatcher has the ticket.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import ValidationError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.contract.casework import CameraCheckRequestV1, CameraCheckResultV1
@@ -42,7 +52,11 @@ log = logging.getLogger(__name__)
 S = TicketStatus
 MAX_RESULT_BYTES = 16 * 1024
 """A check result is a few hundred bytes; anything much larger is refused before parsing."""
-CheckOutcome = Literal["applied", "duplicate"]
+CheckOutcome = Literal["applied", "duplicate", "late"]
+TIMEOUT_ACTOR = "system"
+"""Actor of the timeout event (the service itself)."""
+TIMEOUT_BATCH = 500
+"""Checks timed out per pass at most (the rest in the next pass)."""
 
 
 def camera_actor(camera_id: str) -> str:
@@ -101,12 +115,16 @@ def _apply(session: Session, result: CameraCheckResultV1, ctx: CaseContext) -> C
     now = utcnow()
     check.outcome, check.result_at = result.outcome, now
     check.snapshot_url, check.detail = result.snapshot_url, result.detail
-    note = f"camera_check: {result.outcome}" + (f" ({result.detail})" if result.detail else "")
+    late = check.timed_out_at is not None
+    note = f"camera_check: {result.outcome}" + (f" ({result.detail})" if result.detail else "") + (
+        " (late: after the timeout; a dispatcher checks, the ticket is not moved)" if late else "")
     body = result.model_dump(mode="json")
     session.add(TicketEvent(ticket_id=ticket.id, kind=EventKind.CAMERA_CHECK.value,
                             message_key=f"camera_check:{check.check_id}", actor=camera_actor(check.camera_id),
                             note=note[:4000], ts=now, payload=body))
     session.flush()
+    if late:  # the timeout handed the ticket to a dispatcher: it moves once, by a person
+        return CheckApplied(ticket.id, "late", ticket.status)
     policy = ctx.casework.policy(ticket.hazard)
     if ticket.status == S.RESOLVED:
         actor = camera_actor(check.camera_id)
@@ -143,3 +161,71 @@ def apply_check_result(sessions: sessionmaker[Session], result: CameraCheckResul
             if attempt == 3:  # a concurrent consumer applied the same result first
                 raise
     raise AssertionError("unreachable")
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def time_out_checks(session: Session, ctx: CaseContext, now: float) -> int:
+    """Time out the checks without a result ``check_timeout_seconds`` after their request (inside the case
+    loop's locked transaction); returns how many.
+
+    Each gets ``timed_out_at`` (the moment it became due, also after downtime) and a ``camera_check:
+    timeout`` event (key ``camera_check_timeout:<check_id>``, unique per ticket, so two racing passes cannot
+    record it twice). A ticket still ``resolved`` on that check (not resolved again since) is flagged
+    ``manual_check`` and its community's dispatchers are notified (``check_timeout``).
+    """
+    timeout = timedelta(seconds=ctx.casework.check_timeout_seconds)
+    due = session.execute(
+        select(CameraCheck, Ticket).join(Ticket, Ticket.id == CameraCheck.ticket_id)
+        .where(CameraCheck.outcome.is_(None), CameraCheck.timed_out_at.is_(None),
+               CameraCheck.requested_at <= _utc(now) - timeout)
+        .order_by(CameraCheck.requested_at).limit(TIMEOUT_BATCH).with_for_update()).tuples().all()
+    for check, ticket in due:
+        at = check.requested_at + timeout
+        check.timed_out_at = at
+        current = ticket.status == S.RESOLVED and (ticket.resolved_at is None
+                                                    or check.requested_at >= ticket.resolved_at)
+        wait = f"{ctx.casework.check_timeout_seconds:g} s"
+        note = (f"camera_check: timeout (no result from camera {check.camera_id} within {wait}"
+                + ("; a dispatcher checks by hand)" if current else ")"))
+        session.add(TicketEvent(ticket_id=ticket.id, kind=EventKind.CAMERA_CHECK.value,
+                                message_key=f"camera_check_timeout:{check.check_id}", actor=TIMEOUT_ACTOR,
+                                note=note, ts=at, payload={"check_id": check.check_id, "outcome": "timeout",
+                                                           "timeout_seconds": ctx.casework.check_timeout_seconds,
+                                                           "published": check.published_at is not None}))
+        if current:
+            ticket.manual_check = True
+            ticket.updated_at = max(ticket.updated_at, at)
+            notify(session, ticket, ctx, "check_timeout", at, level=1,
+                   reason=f"camera {check.camera_id} did not answer the check within {wait}; check by hand")
+        log.warning("camera check %s of ticket %d timed out after %s%s", check.check_id, ticket.id, wait,
+                    "" if check.published_at is not None else " (never published: broker unreachable?)")
+    session.flush()
+    return len(due)
+
+
+class CheckTimeoutCollector(Collector):
+    """``gridwatch_camera_check_timeouts`` (checks that timed out, ever) and ``gridwatch_tickets_manual_check``
+    (resolved tickets waiting for a dispatcher's manual check), read from the store at scrape time so every
+    replica reports the same."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Query the store; yields nothing when the database is unreachable."""
+        try:
+            with self._sessions() as session:
+                timed_out = session.scalar(select(func.count()).select_from(CameraCheck)
+                                           .where(CameraCheck.timed_out_at.is_not(None))) or 0
+                manual = session.scalar(select(func.count()).select_from(Ticket).where(
+                    Ticket.manual_check.is_(True), Ticket.status == S.RESOLVED.value)) or 0
+        except SQLAlchemyError as exc:
+            log.warning("camera check metrics: database unavailable: %s", exc)
+            return
+        yield GaugeMetricFamily("gridwatch_camera_check_timeouts", "Camera checks that got no result within "
+                                "casework.check_timeout_seconds (in the store).", value=float(timed_out))
+        yield GaugeMetricFamily("gridwatch_tickets_manual_check", "Resolved tickets whose camera check timed "
+                                "out, waiting for a dispatcher's manual check.", value=float(manual))

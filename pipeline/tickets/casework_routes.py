@@ -91,10 +91,14 @@ class CameraCheckOut(BaseModel):
     window_seconds: float
     requested_at: datetime
     published_at: datetime | None = Field(description="When the request went out over MQTT (null: queued).")
-    outcome: str | None = Field(description="passed, failed, unavailable; null while waiting.")
+    outcome: str | None = Field(description="passed, failed, unavailable; null while waiting (or timed out "
+                                "without any answer).")
     result_at: datetime | None
     snapshot_url: str | None
     detail: str | None
+    timed_out_at: datetime | None = Field(description="When the service stopped waiting "
+                                          "(`casework.check_timeout_seconds`); a result after it is `late`: "
+                                          "stored here, the ticket not moved.")
 
 
 class StatsOut(BaseModel):

@@ -10,11 +10,13 @@ One pass (:func:`run_pass`), in one replica at a time:
 2. in one transaction, every ticket past ``due_at`` becomes overdue (event ``overdue``, a ``NotificationV1``
    of kind ``overdue`` to its cell) and, every ``escalate_every_minutes`` after the deadline, escalates one level up
    (event ``escalated``, notification to the community, then the district, then the town). A pass that
-   finds several steps due (the service was down) records each with the time it became due;
+   finds several steps due (the service was down) records each with the time it became due; in the same
+   transaction, camera checks without a result after ``check_timeout_seconds`` time out
+   (:func:`~pipeline.tickets.camera_check.time_out_checks`);
 3. after that commit, with no transaction open, unsent notifications and camera check requests are
-   published (QoS 1, waiting for the broker's acknowledgement) and then stamped ``published_at``; one that
-   fails stays for the next pass. Notifications published more than :data:`NOTIFICATION_KEEP` ago are
-   deleted.
+   published (QoS 1, waiting for the broker's acknowledgement; a timed-out check is not sent late) and
+   then stamped ``published_at``; one that fails stays for the next pass. Notifications published more
+   than :data:`NOTIFICATION_KEEP` ago are deleted.
 
 Event keys (``overdue:<stage>:<deadline>``, ``escalated:<stage>:<deadline>:<level>``) are unique per
 ticket, so even two passes that raced could not record a step twice. Delivery is at least once: a
@@ -41,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.contract.topics import check_request_topic
-from pipeline.tickets.camera_check import request_message
+from pipeline.tickets.camera_check import request_message, time_out_checks
 from pipeline.tickets.deadlines import LEVEL_NAMES, MAX_LEVEL, CaseContext, node_at, notify
 from pipeline.tickets.models import CameraCheck, EventKind, Notification, ServiceLock, Ticket, TicketEvent
 
@@ -65,6 +67,7 @@ class PassResult:
     escalated: int = 0
     published: int = 0
     publish_failed: int = 0
+    checks_timed_out: int = 0
 
 
 def default_holder() -> str:
@@ -186,7 +189,8 @@ def publish_outbox(sessions: sessionmaker[Session], ctx: CaseContext, publish: P
         checks = [(c.check_id, check_request_topic(ctx.prefix, c.camera_id), request_message(c, t).to_bytes())
                   for c, t in session.execute(
                       select(CameraCheck, Ticket).join(Ticket, Ticket.id == CameraCheck.ticket_id)
-                      .where(CameraCheck.published_at.is_(None)).order_by(CameraCheck.requested_at).limit(batch))
+                      .where(CameraCheck.published_at.is_(None), CameraCheck.timed_out_at.is_(None))
+                      .order_by(CameraCheck.requested_at).limit(batch))
                   .tuples()]
     sent_notes = [i for i, topic, payload in notes if publish(topic, payload)]
     sent_checks = [i for i, topic, payload in checks if publish(topic, payload)]
@@ -219,6 +223,7 @@ def run_pass(sessions: sessionmaker[Session], ctx: CaseContext, publish: Publish
             return PassResult(ran=False)
         with sessions() as session, session.begin():
             overdue, escalated = escalate(session, ctx, now)
+            timed_out = time_out_checks(session, ctx, now)
         sent = failed = 0
         if publish is not None:
             sent, failed = publish_outbox(sessions, ctx, publish, now)
@@ -226,10 +231,10 @@ def run_pass(sessions: sessionmaker[Session], ctx: CaseContext, publish: Publish
             with sessions() as session, session.begin():
                 session.execute(delete(Notification).where(
                     Notification.published_at < _utc(now) - NOTIFICATION_KEEP))
-    if overdue or escalated or failed:
-        log.info("case loop: %d overdue, %d escalation steps, %d published, %d publish failures",
-                 overdue, escalated, sent, failed)
-    return PassResult(True, overdue, escalated, sent, failed)
+    if overdue or escalated or failed or timed_out:
+        log.info("case loop: %d overdue, %d escalation steps, %d checks timed out, %d published, "
+                 "%d publish failures", overdue, escalated, timed_out, sent, failed)
+    return PassResult(True, overdue, escalated, sent, failed, timed_out)
 
 
 @dataclass

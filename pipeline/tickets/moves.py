@@ -102,6 +102,8 @@ def move(session: Session, ticket: Ticket, to: str, actor: str | None, note: str
                             message_key=f"transition:{uuid.uuid4().hex}", from_status=ticket.status,
                             to_status=to, actor=actor, note=note, ts=now, payload=payload))
     stamp(ticket, to, now)
+    if ticket.status == S.RESOLVED and to != S.RESOLVED:
+        ticket.manual_check = False  # a dispatcher (or a late camera) decided: no longer waiting
     if to == S.DISPATCHED:
         ticket.assignee = assignee
     if note:

@@ -121,6 +121,8 @@ class TicketOut(_Out):
                                   "1 community, 2 district, 3 town.")
     escalated_to: list[str] | None = Field(default=None, description="The grid node notified last (overdue only).")
     reopen_count: int = Field(default=0, description="Times the case was reopened.")
+    manual_check: bool = Field(default=False, description="The camera check got no answer in time "
+                               "(`camera_check: timeout`): a dispatcher checks this resolved ticket by hand.")
     source: str = Field(default="camera", description="`camera` (opened by an alert) or `resident` (a QR "
                         "report; `details` holds its category, description and place).")
 
@@ -141,7 +143,7 @@ class TicketOut(_Out):
             checked_at=t.checked_at, closed_at=t.closed_at, due_stage=t.due_stage, due_at=t.due_at,
             source=t.source or "camera", overdue=bool(t.overdue), escalation_level=t.escalation_level or 0,
             escalated_to=[t.grid_l1, t.grid_l2, t.grid_l3, t.grid_l4][: 4 - (t.escalation_level or 0)]
-            if t.overdue else None, reopen_count=t.reopen_count or 0,
+            if t.overdue else None, reopen_count=t.reopen_count or 0, manual_check=bool(t.manual_check),
         )
 
 
