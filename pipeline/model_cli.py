@@ -145,20 +145,21 @@ def comparison_table(dep: ModelScore, cand: ModelScore, tol: Tolerance, reasons:
     def num(v: float | int | None, fmt: str = "{:.0f}") -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
-    table = Table(title="deployed vs candidate" + (" — REFUSED" if reasons else " — passes the gate"))
+    table = Table(title="deployed vs candidate" + (" — REFUSED" if reasons else " — passes the gate"),
+                  caption=f"operating point: share of {cand.positive_frames} positive frames alarmed at the threshold "
+                  f"(@) where 1 % of {cand.negative_frames} negative frames alarm; events: {cand.expected_events} "
+                  f"expected in {cand.video_s:.0f} s of clips")
     for col in ("metric", f"{dep.label} (deployed)", f"{cand.label} (candidate)", "gate"):
         table.add_column(col)
-    table.add_row("AP50 (mean over classes)", num(dep.ap50, "{:.3f}"), num(cand.ap50, "{:.3f}"), "reported")
-    table.add_row(f"operating point: positive frames alarmed at 1 % false alarms ({cand.positive_frames} pos / "
-                  f"{cand.negative_frames} neg)", f"{pct(dep.operating_point)} @ {num(dep.threshold_1pct, '{:.2f}')}",
+    table.add_row("AP50", num(dep.ap50, "{:.3f}"), num(cand.ap50, "{:.3f}"), "reported")
+    table.add_row("operating point", f"{pct(dep.operating_point)} @ {num(dep.threshold_1pct, '{:.2f}')}",
                   f"{pct(cand.operating_point)} @ {num(cand.threshold_1pct, '{:.2f}')}",
                   f"≥ deployed − {tol.operating_point:.1%}")
-    table.add_row(f"missed events (of {cand.expected_events})", num(dep.missed_events), num(cand.missed_events),
-                  f"≤ deployed + {tol.missed_events}")
-    table.add_row(f"false events per hour ({cand.video_s:.0f} s of video)", num(dep.false_per_hour, "{:.1f}"),
-                  num(cand.false_per_hour, "{:.1f}"), f"≤ deployed + {tol.false_per_hour:.1f}")
+    table.add_row("missed events", num(dep.missed_events), num(cand.missed_events), f"≤ deployed + {tol.missed_events}")
+    table.add_row("false events / h", num(dep.false_per_hour, "{:.1f}"), num(cand.false_per_hour, "{:.1f}"),
+                  f"≤ deployed + {tol.false_per_hour:.1f}")
     for r in reasons:
-        table.add_row("[red]refused[/]", "", r, "")
+        table.add_row("[red]refused[/]", r, "", "")
     return table
 
 
