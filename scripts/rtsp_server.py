@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
 
 import gi
@@ -56,6 +57,24 @@ class LoopingMedia(GstRtspServer.RTSPMedia):
         # seek from an idle callback can race a client's PLAY and abort the server in
         # gst_rtsp_media_get_rates.
         self._seek_start(Gst.SeekFlags.FLUSH | _SEGMENT_FLAGS)
+        self._wait_for_segments()
+
+    def _wait_for_segments(self, timeout: float = 10.0) -> None:
+        """Block until every stream carries a segment again after the flushing seek.
+
+        The flush clears the SEGMENT event that the RTSP server reads a stream's rate from. A PLAY that
+        arrives before the new segment has reached the end of the stream (a busy machine: the demuxer thread
+        has not run yet) makes gst_rtsp_media_get_rates hit ``g_assert (FALSE)`` and abort the process.
+        """
+        deadline = time.monotonic() + timeout
+        for i in range(self.n_streams()):
+            stream = self.get_stream(i)
+            while not stream.get_rates()[0]:
+                if time.monotonic() > deadline:
+                    print(f"stream {i}: no segment {timeout:.0f} s after the loop seek", file=sys.stderr,
+                          flush=True)
+                    return
+                time.sleep(0.005)
 
     def do_handle_message(self, message: Gst.Message) -> bool:  # noqa: D102 - GObject vfunc
         if message.type == Gst.MessageType.SEGMENT_DONE:
