@@ -53,6 +53,7 @@ from pipeline.tickets.deadlines import CaseContext
 from pipeline.tickets.escalation import CaseLoop
 from pipeline.tickets.metrics import TicketMetrics
 from pipeline.tickets.models import CameraCheck, CameraHealthRow, DeadLetter, IncidentAlias, Ticket, TicketStatus
+from pipeline.tickets.resident_codes import install_report_code_routes
 from pipeline.tickets.roles import OPS_ROLES, move_refusal, prune_grid, ticket_scope
 from pipeline.tickets.schemas import (
     NO_NUL_PATTERN,
@@ -80,6 +81,7 @@ from pipeline.tickets.webhook_routes import install_webhook_routes
 from pipeline.tickets.webhook_sender import setup_webhooks
 from pipeline.web.debug import install_debug
 from pipeline.web.events import install_events
+from pipeline.web.resident import install_resident_page
 from pipeline.web.router import install_web
 from pipeline.web.wall_api import install_wall_api
 
@@ -425,6 +427,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     install_casework_routes(app)
     install_webhook_routes(app)
     install_verdict_routes(app)
+    install_report_code_routes(app)
+    install_resident_page(app)
     install_web(app)
     install_debug(app, site)
     install_events(app)
