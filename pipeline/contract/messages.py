@@ -114,6 +114,9 @@ class AlertV1(_Strict):
     seq: int | None = Field(default=None, ge=1,
                             description="Per-worker sequence number, 1, 2, 3, ... across restarts (persisted in "
                             "the worker's outbox); a jump shows a lost alert. Optional.")
+    models: list[str] | None = Field(default=None, max_length=16,
+                                     description="The model version(s) behind the incident, `name@version` "
+                                     "(e.g. `fire@v3`; the canary's on a canary camera). Optional, added in 1.")
 
     @field_validator("ts", "started_at")
     @classmethod
@@ -125,12 +128,12 @@ class AlertV1(_Strict):
         return iso_z(v)
 
     def to_bytes(self) -> bytes:
-        """Compact UTF-8 JSON, the MQTT payload (``worker_id``/``seq`` left out while unset)."""
+        """Compact UTF-8 JSON, the MQTT payload (``worker_id``/``seq``/``models`` left out while unset)."""
         unset = {name for name in _OPTIONAL_TRAILER if getattr(self, name) is None}
         return self.model_dump_json(exclude=unset or None).encode("utf-8")
 
 
-_OPTIONAL_TRAILER = ("worker_id", "seq")
+_OPTIONAL_TRAILER = ("worker_id", "seq", "models")
 """Fields added to version 1 after its release: omitted when None, so a payload without them is byte-for-byte
 what older producers sent and older consumers accept it."""
 
