@@ -297,6 +297,7 @@ class ServiceLock(Base):
 
 # The user, token and audit tables live in their own module; importing it here puts them on Base.metadata
 # wherever the ticket tables are (migrations, schema comparisons).
+from pipeline.tickets import gaps as _gaps  # noqa: E402,F401
 from pipeline.tickets import resident_models as _resident_models  # noqa: E402,F401
 from pipeline.tickets import users as _users  # noqa: E402,F401
 from pipeline.tickets import verdicts as _verdicts  # noqa: E402,F401
