@@ -433,6 +433,10 @@ class WorkerConfig(_Model):
         default=24.0, gt=0, le=24 * 90,
         description="Archived alerts older than this are pruned (whichever of this and `alert_archive_max` "
         "is reached first).")
+    model_poll_seconds: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="How often the worker checks models/manifest.yaml for a promoted, canary or rolled-back "
+        "model version and swaps it in without a restart (docs/retraining.md); 0 = never.")
 
 
 def _hazards_json_schema(schema: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from pipeline.config import CameraConfig, SiteConfig
 from pipeline.contract.topics import occupancy_topic
 from pipeline.debug_view import DebugFrames, DebugResponder
 from pipeline.detect.detections import Detections
+from pipeline.detect.hot_swap import ModelHotSwap, detector_of, incident_models
 from pipeline.detect.registry import DetectorRegistry
 from pipeline.detect_requests import split_requests
 from pipeline.ingest.decode_plan import hazard_rates, rule_rate_warnings
@@ -123,6 +124,9 @@ class Worker:
         self.incidents_emitted = 0
         self.broken_detectors: dict[str, str] = {}
         self.metrics = WorkerMetrics(self.worker_id)
+        # Follows models/manifest.yaml: promoted/canary/rolled-back versions swap in between frames.
+        self.models = ModelHotSwap(self.registry, site.worker.model_poll_seconds, self.metrics.registry,
+                                   self.worker_id)
         self.debug_frames = DebugFrames()
         self._max_batch = max((d.batch_size for d in site.detectors.values()), default=8)
         for cam in site.cameras:
@@ -171,6 +175,7 @@ class Worker:
                 self.broken_detectors[name] = (f"detector {name!r} unavailable: {exc}. Set detectors.{name}.model "
                                                "to an ONNX file (see models/manifest.yaml)")
                 log.error("%s", self.broken_detectors[name])
+        self.models.start()
         for warning in rule_rate_warnings(self.site.hazards):
             log.warning("%s", warning)
         for i in range(self.site.worker.analysis_threads):
@@ -193,6 +198,7 @@ class Worker:
         self._stop.set()
         for t in self._threads:  # the starter first, so no reader starts after this
             t.join(timeout=5)
+        self.models.stop()
         for slot in self.slots.values():
             slot.reader.stop()
         for timer in self._timers:
@@ -262,18 +268,20 @@ class Worker:
             for name in plan.blocked:
                 slot.analysis_error = self.broken_detectors[name]
             for name in plan.whole:
-                full.setdefault(name, []).append(i)
+                full.setdefault(self.models.route(name, slot.camera.id), []).append(i)
             for name, regs in plan.regions.items():
                 try:
-                    results[i][name] = self.registry.get(name).detect_regions(frame.image, regs)
+                    detector = self.registry.get(self.models.route(name, slot.camera.id))
+                    results[i][name] = detector.detect_regions(frame.image, regs)
                 except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
                     self._fail(slot, exc)
-        for name, idx in full.items():
+        for key, idx in full.items():  # key: the detector, or its canary (ModelHotSwap.route)
+            name = detector_of(key)
             batch = self.site.detectors[name].batch_size if name in self.site.detectors else 8
             for start in range(0, len(idx), batch):
                 chunk = idx[start:start + batch]
                 try:
-                    dets = self.registry.get(name).detect_batch([work[i][1].image for i in chunk])
+                    dets = self.registry.get(key).detect_batch([work[i][1].image for i in chunk])
                 except Exception as exc:  # noqa: BLE001
                     for i in chunk:
                         self._fail(work[i][0], exc)
@@ -311,7 +319,9 @@ class Worker:
                 log.exception("camera %s: snapshot failed for %s", slot.camera.id, incident.id)
             self._schedule_clip(slot, incident)
         # Stamped with this worker's id and next sequence number: the ticket service counts any gap as lost.
-        self.publisher.publish_alert(build_alert(incident, self.site, urls))
+        alert = build_alert(incident, self.site, urls)
+        alert.models = incident_models(self.models, slot.analyzer, incident)  # which version(s) raised it
+        self.publisher.publish_alert(alert)
         self.journal.record(incident)  # after the outbox has it: a crash in between re-sends, never loses
         self.incidents_emitted += 1
         log.info("%s %s %s on %s", incident.event.value, incident.hazard.value, incident.id, slot.camera.id)

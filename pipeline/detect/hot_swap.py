@@ -249,3 +249,20 @@ class ModelHotSwap:
         if self._gauges:
             self._gauges["failures"].labels(self._worker_id, what).inc()
         log.error("model %s refused, the running model keeps serving: %s", what, why)
+
+
+def detector_of(key: str) -> str:
+    """The detector name of a registry key from :meth:`ModelHotSwap.route`."""
+    return key.removesuffix(CANARY_SUFFIX)
+
+
+def incident_models(swap: ModelHotSwap, analyzer: Any, incident: Any) -> list[str] | None:
+    """``name@version`` of the models the rules behind ``incident`` read on its camera (None: no model).
+
+    ``analyzer`` is the camera's :class:`~pipeline.analyze.analyzer.CameraAnalyzer`; the poster rule's OCR is
+    not a manifest model and is left out.
+    """
+    known = {*swap.registry.site.detectors, *swap.registry.manifest}
+    names = [d for r in analyzer.rules if r.hazard == incident.hazard and r.zone_id == incident.zone_id
+             for d in r.detectors if d in known]
+    return swap.versions(incident.camera_id, names) or None
