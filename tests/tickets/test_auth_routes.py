@@ -66,6 +66,13 @@ ALLOWED: dict[str, set[str]] = {
     "POST /webhooks/deliveries/{row_id}/retry": {"admin"},
     "POST /tickets/{ticket_id}/verdict": {"admin", "engineer", "dispatcher"},
     "GET /tickets/{ticket_id}/verdicts": ALL_USERS,
+    "GET /cameras/{camera_id}/config": {"admin", "engineer"},
+    "PUT /cameras/{camera_id}/zones": {"admin", "engineer"},
+    "POST /cameras": {"admin", "engineer"},
+    "PUT /cameras/{camera_id}": {"admin", "engineer"},
+    "DELETE /cameras/{camera_id}": {"admin", "engineer"},
+    "GET /cameras/export": {"admin", "engineer"},
+    "POST /cameras/import": {"admin", "engineer"},
 }
 """Who may call each protected route (anyone else: 403; nobody logged in: 401)."""
 
