@@ -1,89 +1,40 @@
 #!/usr/bin/env python3
-"""Export operator-verified evidence from the ticket API as a YOLO detection data set, for retraining.
+"""Export operator-verified evidence from the ticket REST API as a YOLO + COCO set (a remote deployment).
 
-Tickets a person has confirmed (``verified`` and every later step of the case life cycle) become
-positives: the unannotated frame (``frame.jpg``) with the alert's boxes as labels. Tickets marked
-``false_alarm`` become negatives (an empty label file), which is exactly the data that teaches a detector
-its site's false alarms. Images are split into train/val by a hash of the incident id, so re-exporting
-never moves an image between splits.
+A thin wrapper: with the site config at hand use ``gridwatch dataset export`` (docs/retraining.md), which
+reads the ticket store directly. This script gets the same data through the API only (tickets, their
+verdicts and raw frames), so it works against any deployment, and writes the same layout
+(:mod:`pipeline.dataset.layout`): split by camera, false alarms as negatives, ``manifest.json``.
 
     python scripts/export_dataset.py --api http://127.0.0.1:8080 --hazard fire \\
         --classes fire,smoke --out datasets/verified-fire
-    python scripts/train.py --data datasets/verified-fire/data.yaml --name fire ...
-
-Only the REST API is used (no database access), so it works against any deployment.
+    gridwatch model train --hazard fire --from fire@2 --data datasets/verified-fire ...
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
-import yaml
 
-POSITIVE = ("verified", "dispatched", "in_progress", "resolved", "checked", "closed")
-NEGATIVE = ("false_alarm",)
-
-
-def _tickets(client: httpx.Client, hazard: str, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while True:
-        page = client.get("/tickets", params={"hazard": hazard, "status": list(statuses), "limit": 500,
-                                              "offset": len(out)}).raise_for_status().json()
-        out += page["items"]
-        if not page["items"] or len(out) >= page["total"]:
-            return out
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline.dataset.api_source import ApiClient, api_source  # noqa: E402
+from pipeline.dataset.export import export_hazard  # noqa: E402
 
 
-def _labels(detail: dict[str, Any], classes: list[str]) -> list[str]:
-    """YOLO label lines from the ticket's first alert event that carries boxes."""
-    for event in detail["events"]:
-        boxes = (event.get("payload") or {}).get("boxes") or []
-        if event["kind"].startswith("alert_") and boxes:
-            lines = []
-            for b in boxes:
-                if b["label"] not in classes:
-                    continue
-                cx, cy = (b["x1"] + b["x2"]) / 2, (b["y1"] + b["y2"]) / 2
-                w, h = b["x2"] - b["x1"], b["y2"] - b["y1"]
-                lines.append(f"{classes.index(b['label'])} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
-            return lines
-    return []
-
-
-def export(client: httpx.Client, hazard: str, classes: list[str], out: Path,
-           val_fraction: float = 0.15) -> dict[str, int]:
-    """Write ``out/images/{train,val}``, ``out/labels/{train,val}`` and ``out/data.yaml``; return counts.
-
-    ``client`` has the API as its base URL (an ``httpx.Client``, or FastAPI's ``TestClient``).
-    """
-    counts = {"positives": 0, "negatives": 0, "skipped": 0}
-    for split in ("train", "val"):
-        for sub in ("images", "labels"):
-            (out / sub / split).mkdir(parents=True, exist_ok=True)
-    for statuses, kind in ((POSITIVE, "positives"), (NEGATIVE, "negatives")):
-        for ticket in _tickets(client, hazard, statuses):
-            frame = client.get(f"/tickets/{ticket['id']}/evidence/frame")
-            detail = client.get(f"/tickets/{ticket['id']}").raise_for_status().json()
-            lines = _labels(detail, classes) if kind == "positives" else []
-            if frame.status_code != 200 or (kind == "positives" and not lines):
-                counts["skipped"] += 1  # evidence expired, or no box of the wanted classes
-                continue
-            digest = hashlib.sha256(ticket["incident_id"].encode()).digest()
-            split = "val" if digest[0] / 255 < val_fraction else "train"
-            stem = f"{ticket['camera_id']}__{ticket['id']}"
-            (out / "images" / split / f"{stem}.jpg").write_bytes(frame.content)
-            (out / "labels" / split / f"{stem}.txt").write_text("".join(f"{x}\n" for x in lines))
-            counts[kind] += 1
-    (out / "data.yaml").write_text(yaml.safe_dump({
-        "path": str(out.resolve()), "train": "images/train", "val": "images/val", "nc": len(classes),
-        "names": classes}, sort_keys=False))
-    return counts
+def export(client: ApiClient, hazard: str, classes: list[str], out: Path,
+           val_fraction: float = 0.2) -> dict[str, int]:
+    """Write the set of ``hazard`` into ``out``; return positives, negatives and skipped frames."""
+    frames, raw = api_source(client, hazard)
+    result = export_hazard(frames, lambda f: raw.get(f.ticket_id), hazard, out, classes, val_fraction,
+                           sources={"api": str(getattr(client, "base_url", ""))})
+    c = result.counts
+    return {"positives": c["train"]["positives"] + c["val"]["positives"],
+            "negatives": c["train"]["negatives"] + c["val"]["negatives"],
+            "skipped": sum(result.skipped.values())}
 
 
 def main() -> int:
@@ -92,7 +43,7 @@ def main() -> int:
     ap.add_argument("--hazard", required=True, help="parking, fire, clutter or poster")
     ap.add_argument("--classes", required=True, help="comma-separated class names, in model order")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
-    ap.add_argument("--val-fraction", type=float, default=0.15)
+    ap.add_argument("--val-fraction", type=float, default=0.2, help="share of cameras in val")
     ap.add_argument("--token", default=os.environ.get("GRIDWATCH_TOKEN"),
                     help="API token of a user that reads the tickets (default: $GRIDWATCH_TOKEN; "
                     "gridwatch user token NAME --name export)")
@@ -101,7 +52,7 @@ def main() -> int:
     with httpx.Client(base_url=args.api.rstrip("/"), timeout=30, headers=headers) as client:
         counts = export(client, args.hazard, args.classes.split(","), args.out, args.val_fraction)
     print(f"{args.out}: {counts['positives']} positives, {counts['negatives']} negatives, "
-          f"{counts['skipped']} skipped (no frame or no matching box)")
+          f"{counts['skipped']} skipped (see manifest.json)")
     return 0
 
 
