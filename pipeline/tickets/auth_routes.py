@@ -1,5 +1,5 @@
 """Routes of logins and accounts: ``/auth/login``, ``/auth/logout``, ``/auth/me``, ``/auth/tokens``,
-``/users`` and the audit trail ``/audit`` (see docs/api.md and docs/operations.md)."""
+``/users`` (:mod:`.user_routes`) and the audit trail ``/audit`` (see docs/api.md and docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pipeline.tickets.auth import (
     authenticator,
 )
 from pipeline.tickets.schemas import DB_INT_MAX, NO_NUL_PATTERN, ErrorOut
-from pipeline.tickets.users import AuditEvent, AuthToken, Role, TokenKind, User, get_user, list_users
+from pipeline.tickets.users import AuditEvent, AuthToken, Role, TokenKind, User, get_user
 
 Responses = dict[int | str, dict[str, Any]]
 AUTH_ERRORS: Responses = {
@@ -84,18 +84,6 @@ class TokenCreatedOut(TokenOut):
     """A new token; ``token`` is shown only in this answer."""
 
     token: str = Field(description="The secret, for `Authorization: Bearer <token>`.")
-
-
-class UserOut(BaseModel):
-    """A user account."""
-
-    username: str
-    display_name: str | None
-    role: str
-    scopes: list[str]
-    disabled: bool
-    password_login: bool = Field(description="Whether the user has a password (else SSO proxy or tokens only).")
-    created_at: datetime
 
 
 class AuditOut(BaseModel):
@@ -208,15 +196,6 @@ def revoke_token(request: Request, admin: AdminUser,
     return Response(status_code=204)
 
 
-@router.get("/users", response_model=list[UserOut], tags=["auth"], responses=AUTH_ERRORS)
-def users(request: Request, admin: AdminUser) -> list[UserOut]:
-    """Every user, disabled ones too (admin). Users are managed with `gridwatch user ...`."""
-    with authenticator(request).sessions() as session:
-        return [UserOut(username=u.username, display_name=u.display_name, role=u.role, scopes=u.scopes,
-                        disabled=u.disabled, password_login=u.password_hash is not None, created_at=u.created_at)
-                for u in list_users(session, include_disabled=True)]
-
-
 @router.get("/audit", response_model=list[AuditOut], tags=["auth"], responses=AUTH_ERRORS)
 def audit_trail(request: Request, admin: AdminUser,
                 action: Annotated[str | None, Query(max_length=64, pattern=NO_NUL_PATTERN,
@@ -240,4 +219,7 @@ def audit_trail(request: Request, admin: AdminUser,
 
 def install_auth_routes(app: FastAPI) -> None:
     """Add the login, token, user and audit routes to ``app``."""
+    from pipeline.tickets.user_routes import install_user_routes  # it builds on this module
+
     app.include_router(router)
+    install_user_routes(app)

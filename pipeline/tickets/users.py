@@ -183,7 +183,8 @@ def check_new_user(username: str, role: str, scopes: list[str]) -> Role:
 
 
 def add_user(session: Session, username: str, role: str, scopes: list[str], password_hash: str | None,
-             display_name: str | None = None, actor: str | None = None, now: datetime | None = None) -> User:
+             display_name: str | None = None, actor: str | None = None, now: datetime | None = None,
+             client: str | None = None) -> User:
     """Create a user (scopes already resolved to grid paths) and audit it; the caller commits.
 
     Raises:
@@ -197,5 +198,5 @@ def add_user(session: Session, username: str, role: str, scopes: list[str], pass
                 password_hash=password_hash, disabled=False, created_at=t, updated_at=t)
     session.add(user)
     session.flush()
-    audit(session, actor, "user.add", username, now=t, role=r.value, scopes=user.scopes)
+    audit(session, actor, "user.add", username, client, now=t, role=r.value, scopes=user.scopes)
     return user
