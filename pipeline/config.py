@@ -31,6 +31,7 @@ from pipeline.config_checks import camera_grid_errors as camera_grid_errors
 from pipeline.config_resident import ResidentConfig
 from pipeline.config_webhooks import WebhooksConfig
 from pipeline.contract.ids import CONFIG_ID_PATTERN
+from pipeline.scenes.config import SceneConfig, scene_errors
 
 
 class _Model(BaseModel):
@@ -458,6 +459,9 @@ class SiteConfig(_Model):
     detectors: dict[str, DetectorConfig] = Field(
         default_factory=lambda: {"coco": DetectorConfig(model="coco")},
         description="ONNX detectors by name.")
+    scenes: list[SceneConfig] = Field(
+        default_factory=list, description="State-classification scenes: a camera crop + a small trained "
+        "classifier (hazard `scene`; docs/scenes.md).")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT.")
     api: ApiConfig = Field(default_factory=ApiConfig, description="Ticket API.")
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="Detection worker.")
@@ -497,6 +501,7 @@ class SiteConfig(_Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
         errors = camera_grid_errors(self.model_dump(mode="json"))
+        errors += scene_errors(self.scenes, {c.id for c in self.cameras})
         used = set().union(*(c.used_hazards() for c in self.cameras)) if self.cameras else set()
         for h, rule in self.hazards.items():
             if h in used and rule.enabled and h is not Hazard.POSTER and rule.detector not in self.detectors:

@@ -29,6 +29,7 @@ from pipeline.config_casework import CaseworkConfig, HazardCasePolicy
 from pipeline.config_hazards import ClutterRuleConfig, FireRuleConfig, ParkingRuleConfig, PosterRuleConfig
 from pipeline.config_resident import ResidentConfig
 from pipeline.config_webhooks import WebhooksConfig, WebhookTarget
+from pipeline.scenes.config import SceneConfig
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("site (top level)", SiteConfig), ("grid[] (GridNode)", GridNode), ("cameras[]", CameraConfig),
@@ -36,6 +37,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("hazards.parking (its own knobs)", ParkingRuleConfig), ("hazards.fire (its own knobs)", FireRuleConfig),
     ("hazards.clutter (its own knobs)", ClutterRuleConfig), ("hazards.poster (its own knobs)", PosterRuleConfig),
     ("cameras[].zones[].overrides.<hazard>", RuleOverride), ("detectors.<name>", DetectorConfig),
+    ("scenes[] (docs/scenes.md)", SceneConfig),
     ("mqtt", MqttConfig), ("api", ApiConfig), ("api.auth", AuthConfig), ("api.webhooks", WebhooksConfig),
     ("api.webhooks.targets[]", WebhookTarget), ("api.resident", ResidentConfig), ("worker", WorkerConfig),
     ("casework", CaseworkConfig),

@@ -46,6 +46,7 @@ from pipeline.detect.fire_confirm import FireConfirmClassifier
 from pipeline.detect.fire_confirm import resolve_model as resolve_fire_confirm
 from pipeline.detect.ocr import TextDetector
 from pipeline.ingest.frame import Frame
+from pipeline.scenes.rule import scene_rules
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ class CameraAnalyzer:
                 self._add(hazard, zone)
         for hazard in camera.hazards:
             self._add(hazard, None)
+        self.rules.extend(scene_rules(site, camera))  # scenes[] of this camera (pipeline.scenes)
         self.counters: list[OccupancyCounter] = []
         park = site.hazards.get(Hazard.PARKING)
         window = occupancy_window if occupancy_window is not None else (

@@ -20,6 +20,8 @@ class Hazard(StrEnum):
     FIRE = "fire"
     CLUTTER = "clutter"
     POSTER = "poster"
+    SCENE = "scene"
+    """A state-classification scene of the site config (``scenes[]``: its id is the zone id, details name it)."""
 
 
 class IncidentEvent(StrEnum):
