@@ -29,7 +29,11 @@ from .conftest import make_alert, make_site
 
 PUBLIC = {"GET /healthz", "POST /auth/login", "GET /", "GET /openapi.json", "GET /docs", "GET /redoc",
           "GET /docs/oauth2-redirect", "HEAD /docs", "HEAD /redoc", "HEAD /openapi.json",
-          "HEAD /docs/oauth2-redirect", "HEAD /", "GET /wall", "GET /m"}
+          "HEAD /docs/oauth2-redirect", "HEAD /", "GET /wall", "GET /m",
+          # The resident report page (一楼一码) is for residents without a login, on purpose: its token (the QR
+          # code's) or the tracking token is the only key; tests/web/test_resident.py tests its limits.
+          "GET /r/{token}", "GET /r/{token}/info", "POST /r/{token}/reports", "GET /r/t/{tracking}",
+          "GET /r/t/{tracking}/status"}
 """Routes without data: the page shells (`/`; the wall and phone screens), the API description, health and
 the login itself. The screens log in through ``POST /auth/login`` like the page does."""
 
@@ -66,6 +70,11 @@ ALLOWED: dict[str, set[str]] = {
     "POST /webhooks/deliveries/{row_id}/retry": {"admin"},
     "POST /tickets/{ticket_id}/verdict": {"admin", "engineer", "dispatcher"},
     "GET /tickets/{ticket_id}/verdicts": ALL_USERS,
+    "POST /report-codes": {"admin", "dispatcher"},  # each for the cells in their scope
+    "GET /report-codes": {"admin", "dispatcher"},
+    "GET /report-codes/sheet.html": {"admin", "dispatcher"},
+    "GET /report-codes/{code_id}/qr.png": {"admin", "dispatcher"},
+    "PATCH /report-codes/{code_id}": {"admin", "dispatcher"},
     "GET /cameras/{camera_id}/config": {"admin", "engineer"},
     "PUT /cameras/{camera_id}/zones": {"admin", "engineer"},
     "POST /cameras": {"admin", "engineer"},
@@ -138,7 +147,8 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
     """Send ``method path`` with its path parameters filled in (fresh throw-away tokens where it revokes)."""
     values = {"ticket_id": w.near, "kind": "snapshot", "incident_id": w.incident, "name": "snapshot.jpg",
               "camera_id": "cam1", "token_id": _throwaway_token_id(w), "row_id": 1,
-              "attachment_id": 1}
+              "attachment_id": 1, "code_id": 1, "token": "unknown-code-0000000000",
+              "tracking": "unknown-tracking-000000000"}
     names = re.findall(r"{(\w+)}", path)
     unknown = [n for n in names if n not in values]
     assert not unknown, f"{method} {path}: add a value for {unknown} to this test"
@@ -148,6 +158,8 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
         "POST /tickets/{ticket_id}/verdict": {"verdict": "false_alarm"},
         "POST /auth/login": {"username": "nobody", "password": "x"},
         "POST /auth/tokens": {"username": "viewer", "kind": "api", "name": "walk"},
+        "POST /report-codes": {"grid": "T1/D1/C1/G1", "place": "walk"},
+        "PATCH /report-codes/{code_id}": {"enabled": True},
     }.get(f"{method} {path}")
     params = {"timeout": 0.1} if path.endswith("debug.jpg") else {"max_s": 0} if path == "/events" else None
     if path.endswith("/proof"):  # a raw JPEG body, so the answer is about who asks, not what was sent
