@@ -37,14 +37,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def parked_clip(shared_dir: Path) -> Path:
-    """car-detection.mp4 with a car at rest from 27.6 s to 47.6 s (50 s long, key frame every 1 s)."""
+    """car-detection.mp4 from 20 s on, with the car at rest from 7.6 s to 27.6 s (30 s long, key frame every 1 s).
+
+    Starting at 20 s of the source keeps each test's wait for the first alert short (the car parks 7.6 s into
+    the stream instead of 27.6 s).
+    """
     from tests.fixtures.media import CACHE
     from tests.scripts_loader import load_script
 
     mod = load_script("make_demo_media")
-    out = CACHE / "car-parks-27.6-20-gop1.mp4"
+    out = CACHE / "car-parks-27.6-20-gop1-from20.mp4"
     if not out.is_file():
-        mod.write_held_clip(shared_dir / "clips" / "car-detection.mp4", out, 27.6, 20.0, 1.0)
+        mod.write_held_clip(shared_dir / "clips" / "car-detection.mp4", out, 27.6, 20.0, 1.0, start=20.0)
     return Path(out)
 
 
@@ -176,9 +180,9 @@ def test_parking_clip_to_one_ticket_with_evidence(stack: Stack) -> None:
     assert frames >= 10, frames
     assert 2.0 <= duration <= 30.0, duration
 
-    # The clip loops (50 s): the car is gone for 30 s (< clear_seconds) and parks again while the
+    # The clip loops (30 s): the car is gone for ~10 s (< clear_seconds) and parks again while the
     # incident is still open - that must not open a second incident or ticket.
-    time.sleep(45)
+    time.sleep(30)
     assert _get(f"{base}/tickets").json()["total"] == 1
     assert len(listener.events("opened")) == 1
     cams = _get(f"{base}/cameras").json()
@@ -188,7 +192,7 @@ def test_parking_clip_to_one_ticket_with_evidence(stack: Stack) -> None:
 def test_broker_down_while_alert_fires_delivers_once_after_restart(stack: Stack) -> None:
     base, listener, worker = stack.base, stack.listener, stack.worker
     wait_for(lambda: worker.publisher.connected, 15, "worker connected")
-    stack.broker.stop()  # the car comes to rest ~28 s into the stream; the alert fires with no broker
+    stack.broker.stop()  # the car comes to rest ~8 s into the stream; the alert fires with no broker
     wait_for(lambda: worker.incidents_emitted >= 1, 90, "the parking incident")
     time.sleep(2)
     assert worker.publisher.stats()["pending"] >= 1, "the alert should wait in the outbox"
@@ -211,7 +215,7 @@ def test_worker_restart_continues_the_open_incident(stack: Stack) -> None:
     stack.worker.stop()
     stack.worker = Worker(stack.site, worker_id="w-e2e")
     stack.worker.start()
-    # The car stays at rest until ~47.6 s of the 50 s loop and parks again ~30 s later (< clear_seconds).
+    # The new worker's stream starts at the beginning: the car is at rest again from 7.6 s (< clear_seconds).
     wait_for(lambda: any(p["incident_id"] == incident_id for p in listener.events("updated")), 60,
              "the restored incident's update")
     time.sleep(20)
