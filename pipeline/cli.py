@@ -35,6 +35,9 @@ def _add_user_commands() -> None:
     from pipeline.model_cli import model_app
 
     app.add_typer(model_app, name="model")
+    from pipeline.scenes.cli import scene_app
+
+    app.add_typer(scene_app, name="scene")
     from pipeline.dataset_cli import dataset_app
 
     app.add_typer(dataset_app, name="dataset")
