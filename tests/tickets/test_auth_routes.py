@@ -55,6 +55,11 @@ ALLOWED: dict[str, set[str]] = {
     "POST /auth/tokens": {"admin"},
     "DELETE /auth/tokens/{token_id}": {"admin"},
     "GET /users": {"admin"},
+    "POST /users": {"admin"},
+    "PATCH /users/{username}": {"admin"},
+    "POST /users/{username}/disable": {"admin"},
+    "POST /users/{username}/enable": {"admin"},
+    "POST /users/{username}/password": {"admin"},
     "GET /audit": {"admin"},
     "GET /meta/states": ALL_USERS,
     "POST /tickets/{ticket_id}/proof": {"admin", "dispatcher", "patrol"},  # patrol: dispatched to it
@@ -148,7 +153,8 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
     values = {"ticket_id": w.near, "kind": "snapshot", "incident_id": w.incident, "name": "snapshot.jpg",
               "camera_id": "cam1", "token_id": _throwaway_token_id(w), "row_id": 1,
               "attachment_id": 1, "code_id": 1, "token": "unknown-code-0000000000",
-              "tracking": "unknown-tracking-000000000"}
+              "tracking": "unknown-tracking-000000000",
+              "username": "walked"}  # a user of the walk's own (POST /users makes it): never one with a token
     names = re.findall(r"{(\w+)}", path)
     unknown = [n for n in names if n not in values]
     assert not unknown, f"{method} {path}: add a value for {unknown} to this test"
@@ -158,6 +164,8 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
         "POST /tickets/{ticket_id}/verdict": {"verdict": "false_alarm"},
         "POST /auth/login": {"username": "nobody", "password": "x"},
         "POST /auth/tokens": {"username": "viewer", "kind": "api", "name": "walk"},
+        "POST /users": {"username": "walked", "role": "viewer", "scopes": ["T1"]},
+        "PATCH /users/{username}": {"display_name": "walked by the route walk"},
         "POST /report-codes": {"grid": "T1/D1/C1/G1", "place": "walk"},
         "PATCH /report-codes/{code_id}": {"enabled": True},
     }.get(f"{method} {path}")
