@@ -133,8 +133,8 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     expect(detail.locator("#timeline li[data-kind=transition]").nth(1)).to_contain_text("disp")
     expect(detail).to_contain_text("liwei")
     _shot(wall, "ticket-detail.png")
-    body = httpx.get(f"{served.url}tickets/{near_id}", headers=bearer(user_token(served.app, "root", Role.ADMIN, [])),
-                     timeout=10).json()
+    admin = bearer(user_token(served.app, "root", Role.ADMIN, []))
+    body = httpx.get(f"{served.url}tickets/{near_id}", headers=admin, timeout=10).json()
     assert (body["status"], body["assignee"]) == ("dispatched", "liwei")
     detail.locator("button.back").click()
     expect(detail).to_have_count(0)
@@ -154,9 +154,30 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     phone.locator("button[data-move=in_progress]").click()
     expect(phone.locator("#detail-status")).to_have_text("处置中", timeout=15_000)
     phone.locator("button.back").click()
-    expect(phone.locator(f"#mine li.card[data-ticket='{near_id}']")).to_contain_text("处置中")
+    card = phone.locator(f"#mine li.card[data-ticket='{near_id}']")
+    expect(card).to_contain_text("处置中")
     phone.locator("#tab-history").click()
     expect(phone.locator("#history .empty")).to_be_visible()
+    phone.locator("#tab-open").click()
+
+    # The network drops the photo upload (the fault made in the browser); the report is kept, and a reload
+    # resumes it: the photo goes up, the ticket is resolved and moves to the history.
+    phone.route("**/proof", lambda route: route.abort())
+    card.locator("button.resolve").click()
+    card.locator("textarea[name=note]").fill("已联系车主挪车")
+    card.locator("input[type=file][name=photo]").set_input_files(str(frame_jpeg))
+    card.locator("form.resolve-form button[type=submit]").click()
+    expect(card.locator("form.resolve-form button[type=submit]")).to_contain_text("重试中", timeout=15_000)
+    phone.unroute("**/proof")
+    phone.reload()
+    expect(phone.locator("#live")).to_have_class("live online", timeout=15_000)
+    expect(phone.locator(f"#mine li.card[data-ticket='{near_id}']")).to_have_count(0, timeout=20_000)
+    body = httpx.get(f"{served.url}tickets/{near_id}", headers=admin, timeout=10).json()
+    assert (body["status"], body["note"]) == ("resolved", "已联系车主挪车")
+    assert len(httpx.get(f"{served.url}tickets/{near_id}/attachments", headers=admin, timeout=10).json()) == 1
+    phone.locator("#tab-history").click()
+    expect(phone.locator(f"#history li.card[data-ticket='{near_id}']")).to_contain_text("已处置")
+    _shot(phone, "phone-history.png")
     phone_ctx.close()
     wall.close()
 
