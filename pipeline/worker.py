@@ -25,6 +25,7 @@ from pipeline.analyze.analyzer import CameraAnalyzer
 from pipeline.analyze.incident import Incident, IncidentEvent
 from pipeline.analyze.journal import IncidentJournal, orphan_cleared
 from pipeline.camera_check import CheckResponder
+from pipeline.camera_runtime import CameraRuntime, camera_owner, swap_slot
 from pipeline.config import CameraConfig, SiteConfig
 from pipeline.contract.topics import occupancy_topic
 from pipeline.debug_view import DebugFrames, DebugResponder
@@ -38,6 +39,7 @@ from pipeline.ingest.mailbox import LatestFrameMailbox
 from pipeline.ingest.reader import CameraReader
 from pipeline.ingest.ring import PacketRing
 from pipeline.redact import install_log_redaction, redact_text, redact_url, register_url_secrets
+from pipeline.sharding import ShardSpec
 from pipeline.sources import resolve_source
 from pipeline.worker_metrics import WorkerMetrics
 
@@ -92,6 +94,7 @@ class Worker:
         site: the validated site config.
         worker_id: id used in MQTT client ids and the retained status topic.
         camera_ids: only run these cameras (for sharding a site over several workers); None = all.
+        shard: this worker's shard: cameras added at run time are run when the shard owns them.
 
     Example:
         >>> from pipeline.config import load_config
@@ -100,7 +103,7 @@ class Worker:
     """
 
     def __init__(self, site: SiteConfig, worker_id: str | None = None,
-                 camera_ids: list[str] | None = None) -> None:
+                 camera_ids: list[str] | None = None, shard: ShardSpec | None = None) -> None:
         # Camera and broker passwords never reach a log line, traceback or health message.
         install_log_redaction()
         register_url_secrets([*(c.url for c in site.cameras), site.mqtt.url])
@@ -132,13 +135,7 @@ class Worker:
         for cam in site.cameras:
             if not cam.enabled or (camera_ids is not None and cam.id not in camera_ids):
                 continue
-            url = resolve_source(site, cam.url)
-            mailbox = _SignallingMailbox(cam.id, self._ready)
-            ring = PacketRing(site.worker.buffer_seconds)
-            # decode: auto follows the hazards' min_analysis_fps; the reader probes GOP and fps and logs the plan.
-            reader = CameraReader(cam, url, mailbox, ring, site.worker, hazard_rates(site.hazards, cam))
-            self.slots[cam.id] = _CameraSlot(cam, url, site.grid_path(cam.grid), mailbox, ring, reader,
-                                             CameraAnalyzer(site, cam))
+            self.slots[cam.id] = self.new_slot(cam)
         # Incidents the previous run left open go back to their rules: a restart must not open a second case.
         journal = site.worker.incident_journal_path
         self.journal = IncidentJournal(site.resolve_path(journal) if journal else outbox.with_name(
@@ -155,6 +152,31 @@ class Worker:
                                      {cid: s.analyzer for cid, s in self.slots.items()}, self.publisher,
                                      self.evidence, lambda iid, name: evidence_url(site, iid, name), self.worker_id,
                                      persistent=worker_id is not None)
+        # Cameras changed at run time by retained config messages of the ticket service (pipeline/camera_runtime.py).
+        self.runtime = CameraRuntime(self, camera_owner(camera_ids, shard), f"{self.publisher.client_id}-config")
+
+    def new_slot(self, cam: CameraConfig) -> _CameraSlot:
+        """A camera's reader (not started), mailbox, packet ring and analyzer."""
+        url = resolve_source(self.site, cam.url)
+        mailbox = _SignallingMailbox(cam.id, self._ready)
+        ring = PacketRing(self.site.worker.buffer_seconds)
+        # decode: auto follows the hazards' min_analysis_fps; the reader probes GOP and fps and logs the plan.
+        reader = CameraReader(cam, url, mailbox, ring, self.site.worker, hazard_rates(self.site.hazards, cam))
+        return _CameraSlot(cam, url, self.site.grid_path(cam.grid), mailbox, ring, reader,
+                           CameraAnalyzer(self.site, cam))
+
+    def put_camera(self, cam: CameraConfig) -> None:
+        """Run ``cam`` (new, or replacing the running camera of its id) without touching the other cameras."""
+        swap_slot(self, cam.id, self.new_slot(cam))
+
+    def remove_camera(self, camera_id: str) -> None:
+        """Stop and drop one camera (its open incidents are cleared)."""
+        swap_slot(self, camera_id, None)
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -182,6 +204,7 @@ class Worker:
             self._spawn(self._analysis_loop, f"analysis-{i}")
         self._spawn(self._health_loop, "health")
         self._spawn(self._start_readers, "starter")
+        self.runtime.start()
 
     def _start_readers(self) -> None:
         # Spread connections over start_spread_seconds: a thousand cameras connecting in the same instant
@@ -196,6 +219,7 @@ class Worker:
     def stop(self) -> None:
         """Stop readers and threads; flush pending clips; the outbox keeps undelivered alerts."""
         self._stop.set()
+        self.runtime.stop()  # no camera is swapped in after this
         for t in self._threads:  # the starter first, so no reader starts after this
             t.join(timeout=5)
         self.models.stop()
@@ -309,6 +333,10 @@ class Worker:
         log.exception("camera %s: analysis failed", slot.camera.id)
 
     # -- incidents -> evidence + alerts ----------------------------------------------------------
+    def emit(self, slot: _CameraSlot, frame: Frame | None, incident: Incident) -> None:
+        """Hand an incident to the evidence writer and the durable publisher."""
+        self._emit(slot, frame, incident)
+
     def _emit(self, slot: _CameraSlot, frame: Frame | None, incident: Incident) -> None:
         urls = evidence_urls(self.site, incident.id)
         if incident.event is IncidentEvent.OPENED and frame is not None:

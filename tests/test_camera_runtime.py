@@ -1,0 +1,112 @@
+"""Run-time cameras reach a live worker over retained MQTT: a new zone is judged, a removed camera stops, the
+other camera's reader is never restarted, a bad message is refused and the camera keeps its config (real
+Mosquitto, SQLite ticket store, real clips and the COCO model)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline.camera_runtime import camera_owner
+from pipeline.config import SiteConfig
+from pipeline.contract.topics import camera_config_topic
+from pipeline.sharding import ShardSpec, shard_of
+from pipeline.tickets.api import create_app
+from pipeline.tickets.users import Role
+from pipeline.worker import Worker
+from tests.fixtures.auth import bearer, user_token
+
+pytestmark = pytest.mark.integration
+
+LANE = {"id": "lane", "kind": "no_parking", "polygon": [[0, 0.4], [1, 0.4], [1, 1], [0, 1]]}
+
+
+def _site(tmp_path: Path, mqtt_url: str, clips: dict[str, Path], model: Path) -> SiteConfig:
+    return SiteConfig.model_validate({
+        "grid": [{"code": "T1", "name": "t", "children": [{"code": "D1", "name": "d", "children": [
+            {"code": "C1", "name": "c", "children": [{"code": "G1", "name": "g"}]}]}]}],
+        "cameras": [{"id": "gate", "url": str(clips["car"]), "grid": "G1", "decode": "keyframes"},
+                    {"id": "lobby", "url": str(clips["person"]), "grid": "G1", "decode": "keyframes"}],
+        "detectors": {"coco": {"model": str(model), "input_size": 320, "threads": 1}},
+        "mqtt": {"url": mqtt_url, "topic_prefix": "rt"},
+        "api": {"database_url": f"sqlite:///{tmp_path}/tickets.db", "evidence_dir": str(tmp_path / "ev")},
+        "worker": {"outbox_path": str(tmp_path / "outbox.db"), "health_interval_seconds": 1,
+                   "start_spread_seconds": 0, "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1},
+    })
+
+
+def _wait(pred: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := pred():
+            return value
+        time.sleep(0.1)
+    return pred()
+
+
+def test_zone_change_and_removal_reach_the_live_worker(tmp_path: Path, shared_dir: Path,
+                                                       h264_clips: dict[str, Path], mosquitto: Any) -> None:
+    broker = mosquitto()
+    site = _site(tmp_path, broker.url, h264_clips, shared_dir / "models" / "yolo11n-coco.onnx")
+    app = create_app(site, start_consumer=False)
+    worker = Worker(site, worker_id="w-rt")
+    with TestClient(app) as api:
+        api.headers.update(bearer(user_token(app, "admin", Role.ADMIN, [])))
+        app.state.camera_config.start()
+        worker.start()
+        try:
+            runtime = worker.runtime
+            # The seeded copy of the YAML arrives first: same entries, so nothing restarts.
+            assert _wait(lambda: runtime.outcomes["unchanged"] >= 2), runtime.stats()
+            gate_reader, lobby_reader = worker.slots["gate"].reader, worker.slots["lobby"].reader
+            assert _wait(lambda: worker.slots["gate"].frames_analysed >= 1)
+            assert not worker.slots["gate"].analyzer.rules  # no zone, no rule yet
+
+            r = api.put("/cameras/gate/zones", json={"zones": [LANE]})
+            assert r.status_code == 200, r.text
+            assert _wait(lambda: runtime.outcomes["applied"] >= 1), runtime.stats()
+            gate = worker.slots["gate"]
+            assert gate.reader is not gate_reader and not gate_reader.running  # only gate restarted
+            assert worker.slots["lobby"].reader is lobby_reader and lobby_reader.running
+            assert [z.id for z in gate.analyzer.camera.zones] == ["lane"]
+            # The new analyzer judges the new zone on the new reader's frames.
+            assert _wait(lambda: any(s["zone"] == "lane" and s["last_judged"] is not None
+                                     for s in gate.analyzer.rule_states())), gate.analyzer.rule_states()
+
+            # A bad message for gate is refused; gate keeps running its last good config.
+            refused = runtime.outcomes["refused"]
+            info = app.state.camera_config._client.publish(camera_config_topic("rt", "gate"), b'{"nope": 1}',
+                                                          qos=1, retain=False)
+            info.wait_for_publish(5)
+            assert _wait(lambda: runtime.outcomes["refused"] == refused + 1)
+            assert worker.slots["gate"] is gate and gate.reader.running and "gate" in str(runtime.last_error)
+            assert (worker.metrics.registry.get_sample_value(
+                "gridwatch_camera_config_messages_total", {"worker": "w-rt", "outcome": "refused"}) or 0) >= 1
+
+            assert api.delete("/cameras/lobby").status_code == 204
+            assert _wait(lambda: "lobby" not in worker.slots), runtime.stats()
+            assert _wait(lambda: not lobby_reader.running)
+            assert worker.slots["gate"] is gate and gate.reader.running  # gate untouched by lobby's removal
+            assert "lobby" not in worker.debug.cameras and "lobby" not in worker.checks.analyzers
+
+            # A camera added at run time starts without a worker restart.
+            new = {"id": "yard", "url": str(h264_clips["person"]), "grid": "G1", "decode": "keyframes"}
+            assert api.post("/cameras", json=new).status_code == 201
+            assert _wait(lambda: "yard" in worker.slots and worker.slots["yard"].frames_analysed >= 1)
+            assert worker.slots["gate"] is gate
+        finally:
+            worker.stop()
+            app.state.camera_config.stop()
+
+
+def test_a_worker_keeps_only_its_shards_cameras() -> None:
+    owns = camera_owner(None, ShardSpec(1, 3))
+    ids = [f"cam-{i}" for i in range(30)]
+    assert [c for c in ids if owns(c)] == [c for c in ids if shard_of(c, 3) == 1]
+    assert camera_owner(["a"], None)("a") and not camera_owner(["a"], None)("b")
+    assert camera_owner(None, None)("anything")
