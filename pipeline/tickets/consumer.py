@@ -6,13 +6,18 @@ published while the API is down are delivered when it comes back):
 * ``$share/<shared_group>/<prefix>/alerts/#`` (``<prefix>/alerts/#`` when ``shared_group`` is None);
   with a shared group, several API replicas split the alerts between them.
 * ``<prefix>/health/+``: retained camera health JSON.
+* ``<prefix>/status/workers/+``: retained worker status; its ``last_seq`` feeds the gap recovery
+  (:mod:`pipeline.tickets.recovery`), which asks workers for missing alerts from this thread, about once a
+  second, on this connection.
 
 Messages are acknowledged manually (paho ``manual_ack=True``) only after their effect is committed; an
 unusable one (over a size/depth limit, not JSON, wrong shape) is committed to ``dead_letters`` and
 acknowledged (see :mod:`pipeline.tickets.handler`, which contains every failure of one message). When
 the database fails the message is left unacknowledged and the consumer drops the connection and
-reconnects after a back-off, which makes the broker redeliver it (MQTT session resumption), so nothing
-is acked and lost; after ``max_attempts`` failed deliveries it is dead-lettered as ``unprocessable``.
+reconnects after a back-off (1 s doubling to ``mqtt.consumer_reconnect_max_seconds``, 5 s, each wait
+drawn between half and all of it so replicas do not reconnect in step), which makes the broker redeliver it
+(MQTT session resumption), so nothing is acked and lost; after ``max_attempts`` failed deliveries it is
+dead-lettered as ``unprocessable``.
 
 Supervision: the network thread ``ticket-consumer`` is watched by ``ticket-consumer-supervisor``, which
 restarts it (with back-off, counted in ``gridwatch_consumer_restarts_total``) whenever it dies.
@@ -27,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import threading
 import time
@@ -38,18 +44,42 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.config import MqttConfig
-from pipeline.contract.topics import alert_filter, check_result_topic, health_filter
+from pipeline.contract.topics import alert_filter, check_result_topic, health_filter, parse_status_topic, status_filter
 from pipeline.mqtt_url import BrokerAddress, broker_address, configure_client
 from pipeline.tickets.deadlines import CaseContext
 from pipeline.tickets.handler import DEFAULT_MAX_ATTEMPTS, MessageHandler
 from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits
 from pipeline.tickets.metrics import TicketMetrics
+from pipeline.tickets.recovery import GapRecovery
 
 log = logging.getLogger(__name__)
 
 STALL_SECONDS = 60.0
 """A network loop that has not come round for this long (stuck on one message) is reported not ready."""
-_MAX_BACKOFF = 30.0
+RECOVERY_TICK_SECONDS = 1.0
+"""How often the network loop runs the gap recovery (status claims, resend requests)."""
+
+
+def next_backoff(delay: float, cap: float, rng: random.Random | None = None) -> tuple[float, float]:
+    """The wait before the next attempt and the delay after it: exponential, capped, jittered.
+
+    Args:
+        delay: the current back-off delay.
+        cap: the largest delay.
+        rng: random source (tests); None: the module's.
+
+    Returns:
+        ``(wait, next_delay)``: ``wait`` is uniform in ``[delay/2, delay]`` (never above ``cap``), so replicas
+        that lost the broker together do not come back in step; ``next_delay`` is ``min(2 * delay, cap)``.
+
+    Example:
+        >>> wait, nxt = next_backoff(4.0, 5.0, random.Random(1))
+        >>> 2.0 <= wait <= 4.0, nxt
+        (True, 5.0)
+    """
+    delay = min(delay, cap)
+    wait = (rng or random).uniform(delay / 2, delay)
+    return wait, min(delay * 2, cap)
 
 
 def default_client_id(cfg: MqttConfig) -> str:
@@ -67,7 +97,7 @@ class AlertConsumer:
         metrics: counters to bump (a private set when None).
         client_id: persistent client id; default :func:`default_client_id`.
         retry_seconds: first back-off after a connection or database failure, and before restarting a
-            dead network thread (each doubles up to 30 s).
+            dead network thread (each doubles up to ``cfg.consumer_reconnect_max_seconds``, jittered).
         limits: size and depth bounds of inbound payloads.
         max_attempts: failed deliveries of one message before it is dead-lettered as ``unprocessable``.
         ctx: case rules; with them the consumer also takes camera check results
@@ -83,6 +113,13 @@ class AlertConsumer:
         self.client_id = client_id or default_client_id(cfg)
         self.handler = MessageHandler(sessions, cfg.topic_prefix, self.metrics, limits, max_attempts, ctx=ctx)
         self._retry = retry_seconds
+        self._max_backoff = max(cfg.consumer_reconnect_max_seconds, retry_seconds)
+        self.backoff_waits: list[float] = []
+        """The last back-off waits taken (newest last, at most 20), for tests and debugging."""
+        self.recovery = GapRecovery(sessions, cfg.topic_prefix, self.metrics, self._publish_nowait,
+                                    retry_seconds=cfg.resend_retry_seconds, max_requests=cfg.resend_max_requests)
+        self.handler.on_sequence = self.recovery.note_alert
+        self._last_tick = 0.0
         self._delay = retry_seconds
         self._restart_delay = retry_seconds
         self._db_failing = False
@@ -197,11 +234,11 @@ class AlertConsumer:
                     continue
             self._set_connected(False)
             self._redeliver.clear()
-            log.error("consumer thread died; restarting it in %.1f s", self._restart_delay)
+            wait, self._restart_delay = next_backoff(self._restart_delay, self._max_backoff)
+            log.error("consumer thread died; restarting it in %.1f s", wait)
             self.metrics.restarts.inc()
-            if self._stop.wait(self._restart_delay):
+            if self._stop.wait(wait):
                 break
-            self._restart_delay = min(self._restart_delay * 2, _MAX_BACKOFF)
             self._spawn()
 
     def _run(self) -> None:
@@ -231,6 +268,7 @@ class AlertConsumer:
             while rc == ok and not self._stop.is_set() and not self._redeliver.is_set():
                 self._beat = time.monotonic()
                 rc = self._client.loop(timeout=0.5)
+                self._recovery_tick()
             self._client.disconnect()
             self._client.loop(timeout=0.1)
             self._set_connected(False)
@@ -246,8 +284,25 @@ class AlertConsumer:
             self._backoff()
 
     def _backoff(self) -> None:
-        self._stop.wait(self._delay)
-        self._delay = min(self._delay * 2, _MAX_BACKOFF)
+        wait, self._delay = next_backoff(self._delay, self._max_backoff)
+        self.backoff_waits = [*self.backoff_waits[-19:], wait]
+        self._stop.wait(wait)
+
+    def _recovery_tick(self) -> None:
+        """Run the gap recovery about once a second while subscribed (in this thread: it publishes on this
+        connection and reads the sequence state the message handling writes)."""
+        now = time.monotonic()
+        if self._subscribed.is_set() and now - self._last_tick >= RECOVERY_TICK_SECONDS:
+            self._last_tick = now
+            self.recovery.tick(now)
+
+    def _publish_nowait(self, topic: str, payload: bytes) -> bool:
+        """QoS 1 publish from the network thread (waiting for the PUBACK here would stall the loop)."""
+        try:
+            return self._client.publish(topic, payload, qos=1).rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        except (RuntimeError, ValueError) as exc:
+            log.warning("publish to %s failed: %s", topic[:300], exc)
+            return False
 
     def _set_connected(self, on: bool) -> None:
         if on:
@@ -268,7 +323,7 @@ class AlertConsumer:
         self._set_connected(True)
         if not self._db_failing:
             self._delay = self._retry
-        topics = [(self.alert_topic, 1), (self.health_topic, 1)]
+        topics = [(self.alert_topic, 1), (self.health_topic, 1), (status_filter(self.cfg.topic_prefix), 1)]
         if self.check_result_topic is not None:
             topics.append((self.check_result_topic, 1))
         client.subscribe(topics)
@@ -294,6 +349,10 @@ class AlertConsumer:
             topic = msg.topic
         except UnicodeDecodeError:  # paho hands invalid UTF-8 topics through; dead-letter them readably
             topic = bytes(msg._topic).decode("utf-8", "replace")
+        if parse_status_topic(topic, self.cfg.topic_prefix) is not None:
+            self.recovery.on_status(topic, bytes(msg.payload))  # state, not a case: never dead-lettered
+            client.ack(msg.mid, msg.qos)
+            return
         if self.handle(topic, bytes(msg.payload)):
             client.ack(msg.mid, msg.qos)
             self._db_failing = False

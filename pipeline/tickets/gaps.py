@@ -26,6 +26,9 @@ from pipeline.tickets.models import Base, UTCDateTime, utcnow
 
 OPEN, UNRECOVERABLE = "open", "unrecoverable"
 """States of a gap row."""
+MAX_TRACKED_GAP = 100_000
+"""Most numbers one gap records (its newest); older ones of a larger jump are given up at once (a store that
+first meets a worker at seq 5,000,000 does not ask for five million alerts)."""
 UNRECOVERABLE_KEEP_DAYS = 7
 """Unrecoverable rows are deleted after this many days (the loss stays in the metrics and the log)."""
 
@@ -51,15 +54,17 @@ class AlertGap(Base):
         return self.last_seq - self.first_seq + 1
 
 
-def open_gap(session: Session, worker_id: str, first: int, last: int, now: datetime | None = None) -> None:
-    """Record ``first .. last`` as missing (rows of at most one request's worth)."""
+def open_gap(session: Session, worker_id: str, first: int, last: int, now: datetime | None = None) -> int:
+    """Record ``first .. last`` as missing (rows of at most one request's worth, the newest
+    :data:`MAX_TRACKED_GAP` numbers); returns how many older numbers were given up instead."""
     at = now or utcnow()
-    start = first
+    start = max(first, last - MAX_TRACKED_GAP + 1)
     while start <= last:
         end = min(last, start + MAX_RESEND_ALERTS - 1)
         session.add(AlertGap(worker_id=worker_id, first_seq=start, last_seq=end, state=OPEN, detected_at=at,
                              requests=0))
         start = end + 1
+    return max(0, last - first + 1 - MAX_TRACKED_GAP)
 
 
 def fill(session: Session, worker_id: str, seq: int) -> bool:

@@ -33,6 +33,7 @@ from pipeline.tickets.deadlines import CaseContext
 from pipeline.tickets.limits import DEFAULT_LIMITS, PayloadLimits
 from pipeline.tickets.metrics import TicketMetrics
 from pipeline.tickets.payload import AlertIn, PayloadError, parse_alert, parse_health
+from pipeline.tickets.sequence import SequenceCheck
 from pipeline.tickets.service import ApplyResult, apply_alert, record_dead_letter, upsert_camera_health
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class MessageHandler:
         self.on_casework: Callable[[], None] | None = None
         """Called after a message queued case work (a new ticket's notification, a check result's move),
         e.g. to wake the case loop that publishes it."""
+        self.on_sequence: Callable[[SequenceCheck], None] | None = None
+        """Called with what each applied alert's ``seq`` showed (the gap recovery watches the workers)."""
         self.prefix = prefix
         self.metrics = metrics
         self.limits = limits
@@ -143,6 +146,14 @@ class MessageHandler:
                 log.info("worker %s: seq %s arrived late (counted missing before)", seq.worker_id, alert.seq)
             if seq.restarted:
                 log.warning("worker %s started its alert sequence again at 1 (outbox lost?)", seq.worker_id)
+            if seq.recovered:
+                self.metrics.gaps_recovered.labels(seq.worker_id).inc()
+            if seq.dropped:
+                self.metrics.gaps_unrecoverable.labels(seq.worker_id).inc(seq.dropped)
+                log.warning("worker %s: %d missing alert(s) given up (series restarted, or beyond the tracked "
+                            "gap)", seq.worker_id, seq.dropped)
+            if self.on_sequence is not None:
+                self.on_sequence(seq)
         log.info("alert %s %s -> ticket %d (%s)", alert.incident_id, alert.event, result.ticket_id,
                  result.outcome)
 

@@ -67,6 +67,12 @@ class TicketMetrics:
             incident joined the active ticket of its camera, zone and hazard).
         sequence_gaps: ``gridwatch_alert_sequence_gaps_total{worker}`` (alert sequence numbers missing).
         sequence_late: ``gridwatch_alert_sequence_late_total{worker}`` (counted missing, then arrived).
+        gaps_recovered: ``gridwatch_alert_gaps_recovered_total{worker}`` (missing numbers that arrived later:
+            re-sent on request, or late from another replica).
+        gaps_unrecoverable: ``gridwatch_alert_gaps_unrecoverable_total{worker}`` (missing numbers given up:
+            asked for ``mqtt.resend_max_requests`` times, or dropped with a restarted series).
+        resend_requests: ``gridwatch_resend_requests_total{worker}`` (resend requests sent to workers).
+        gaps_open: ``gridwatch_alert_gaps_open`` (numbers missing now and still asked for, all workers).
     """
 
     def __init__(self, sessions: sessionmaker[Session] | None = None) -> None:
@@ -105,6 +111,17 @@ class TicketMetrics:
         self.sequence_late = Counter("gridwatch_alert_sequence_late",
                                      "Alerts that arrived after a higher sequence number (counted as gaps "
                                      "before; real loss = gaps - late).", ["worker"], registry=self.registry)
+        self.gaps_recovered = Counter("gridwatch_alert_gaps_recovered",
+                                      "Missing alert sequence numbers that arrived later (re-sent or late).",
+                                      ["worker"], registry=self.registry)
+        self.gaps_unrecoverable = Counter("gridwatch_alert_gaps_unrecoverable",
+                                          "Missing alert sequence numbers given up (no longer archived by the "
+                                          "worker, or its series restarted).", ["worker"], registry=self.registry)
+        self.resend_requests = Counter("gridwatch_resend_requests", "Resend requests sent to workers.",
+                                       ["worker"], registry=self.registry)
+        self.gaps_open = Gauge("gridwatch_alert_gaps_open",
+                               "Alert sequence numbers missing now and still asked for (all workers).",
+                               registry=self.registry)
         if sessions is not None:
             self.registry.register(_StoreCollector(sessions))
 
