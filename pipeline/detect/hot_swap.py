@@ -262,7 +262,9 @@ def incident_models(swap: ModelHotSwap, analyzer: Any, incident: Any) -> list[st
     ``analyzer`` is the camera's :class:`~pipeline.analyze.analyzer.CameraAnalyzer`; the poster rule's OCR is
     not a manifest model and is left out.
     """
-    known = {*swap.registry.site.detectors, *swap.registry.manifest}
+    site = swap.registry.site
+    # The detectors the analyzer ran for these rules (CameraAnalyzer._needs): the rule's own detector, plus
+    # helpers (person boxes) only where the site defines them.
     names = [d for r in analyzer.rules if r.hazard == incident.hazard and r.zone_id == incident.zone_id
-             for d in r.detectors if d in known]
+             for d in r.detectors if d != "ocr" and (d == r.rule.detector or d in site.detectors)]
     return swap.versions(incident.camera_id, names) or None
