@@ -261,7 +261,7 @@ def worker(config: ConfigOpt = DEFAULT_CONFIG,
     _report_sources(site)
     from pipeline.worker import Worker
 
-    _run_worker_until_signal(Worker(site, worker_id=worker_id, camera_ids=ids), status_every)
+    _run_worker_until_signal(Worker(site, worker_id=worker_id, camera_ids=ids, shard=spec), status_every)
 
 
 @app.command("check-config")
