@@ -179,7 +179,8 @@ def _parse_yolo(files: dict[str, bytes], fallback_names: list[str]) -> ParsedExp
         key = frame_key(name)
         frames[_ls_stem(key) if tool == "label-studio" else key] = boxes
     if not frames:
-        raise LabelImportError("no YOLO label files and no COCO JSON in the export")
+        raise LabelImportError(f"no usable YOLO label file: {'; '.join(ignored[:5])}" if ignored
+                               else "no YOLO label files and no COCO JSON in the export")
     return ParsedExport("yolo", tool, frames, ignored)
 
 
