@@ -23,7 +23,7 @@ import segno
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from sqlalchemy import func, or_, select
 
 from pipeline.config import GridNode, SiteConfig
@@ -53,7 +53,7 @@ class ReportCodeIn(BaseModel):
 class ReportCodePatch(BaseModel):
     """A change to a report code."""
 
-    enabled: bool | None = Field(default=None, description="false: disable (its page answers 404).")
+    enabled: StrictBool | None = Field(default=None, description="false: disable (its page answers 404).")
     place: str | None = Field(default=None, min_length=1, max_length=100, pattern=NO_NUL_PATTERN,
                               description="A new place name.")
 
@@ -142,13 +142,13 @@ def install_report_code_routes(app: FastAPI) -> None:
         return code
 
     @app.post("/report-codes", response_model=ReportCodeOut, status_code=201, tags=["resident"],
-              responses={**error_responses(400), **AUTH_ERRORS})
+              responses={**error_responses(400, 404), **AUTH_ERRORS})
     def create_code(request: Request, user: CodeManager, body: ReportCodeIn) -> ReportCodeOut:
         """Create a QR report code for a building unit of a grid cell in your scope."""
         s = st(request)
         path = body.grid.strip("/")
         if path not in grid_names(s.site.grid):
-            raise HTTPException(400, f"{path!r} is not a grid cell (town/district/community/cell codes)")
+            raise HTTPException(404, f"grid cell {path!r} not found (town/district/community/cell codes)")
         if not user.covers(path):
             raise HTTPException(403, f"grid {path!r} is outside your grid scope")
         with s.sessions() as session, session.begin():
@@ -214,7 +214,7 @@ def install_report_code_routes(app: FastAPI) -> None:
         return Response(buf.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.patch("/report-codes/{code_id}", response_model=ReportCodeOut, tags=["resident"],
-               responses={**error_responses(404), **AUTH_ERRORS})
+               responses={**error_responses(400, 404), **AUTH_ERRORS})
     def patch_code(request: Request, user: CodeManager, code_id: CodeIdPath, body: ReportCodePatch) -> ReportCodeOut:
         """Disable (or enable again) or rename a code."""
         s = st(request)

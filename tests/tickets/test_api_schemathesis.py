@@ -51,6 +51,10 @@ OPERATIONS = [
     "GET /webhooks/deliveries", "POST /webhooks/deliveries/{row_id}/retry",
     "GET /meta/states", "POST /tickets/{ticket_id}/proof", "GET /tickets/{ticket_id}/attachments",
     "GET /tickets/{ticket_id}/attachments/{attachment_id}", "GET /tickets/{ticket_id}/camera-checks", "GET /stats",
+    "POST /users", "PATCH /users/{username}", "POST /users/{username}/disable", "POST /users/{username}/enable",
+    "POST /users/{username}/password",
+    "POST /report-codes", "GET /report-codes", "GET /report-codes/sheet.html", "GET /report-codes/{code_id}/qr.png",
+    "PATCH /report-codes/{code_id}",
 ]
 """Every operation the document must list (a new route shows up as a mismatch, so it gets tested too)."""
 
@@ -64,6 +68,11 @@ MUST_SEE = {
     "DELETE /auth/tokens/{token_id}": {204, 404, 422},
     "POST /webhooks/deliveries/{row_id}/retry": {404, 422},
     "POST /tickets/{ticket_id}/proof": {404, 409}, "GET /tickets/{ticket_id}/attachments/{attachment_id}": {404, 422},
+    "POST /users": {201, 409, 422}, "PATCH /users/{username}": {200, 404, 422},
+    "POST /users/{username}/disable": {200, 404, 422}, "POST /users/{username}/enable": {200, 404, 422},
+    "POST /users/{username}/password": {200, 404, 422},
+    "POST /report-codes": {201, 404, 422}, "GET /report-codes/{code_id}/qr.png": {200, 404, 422},
+    "PATCH /report-codes/{code_id}": {200, 404, 422},
 }
 """Status codes each operation's requests must produce, so every declared body really got validated."""
 
@@ -106,9 +115,12 @@ def known_paths(app: FastAPI) -> dict[str, list[Any]]:
         for n in range(3):  # API tokens that DELETE /auth/tokens/{token_id} can revoke
             user_token(app, f"machine{n}", Role.VIEWER, ["T1"])
         token_ids = [t["id"] for t in client.get("/auth/tokens", headers=ADMIN(app)).json()]
+        code_ids = [client.post("/report-codes", json={"grid": "T1/D1/C1/G1", "place": "3号楼2单元"},
+                                headers=ADMIN(app)).json()["id"]]
     with_evidence = [t["incident_id"] for t in tickets if (app.state.tickets.evidence_dir / t["incident_id"]).is_dir()]
     return {"ticket_id": [t["id"] for t in tickets], "incident_id": with_evidence,
-            "name": ["snapshot.jpg", "clip.mp4"], "token_id": token_ids}
+            "username": ["machine1", "machine2"],
+            "name": ["snapshot.jpg", "clip.mp4"], "token_id": token_ids, "code_id": code_ids}
 
 
 def ADMIN(app: FastAPI) -> dict[str, Any]:  # noqa: N802 - reads like the constant it stands for
@@ -177,6 +189,8 @@ def _strategy(operation: Operation, mode: GenerationMode, known: dict[str, list[
 
 KNOWN_BODIES: dict[str, list[dict[str, Any]]] = {
     "POST /auth/tokens": [{"username": name, "kind": "api", "name": "schemathesis"} for name in ("admin", "machine0")],
+    "POST /users": [{"username": "admin", "role": "admin"}],  # taken: 409
+    "POST /report-codes": [{"grid": "T1/D1/C1/G1", "place": "3号楼2单元"}],
     "POST /tickets/{ticket_id}/transition": [{"to": "verified"}, {"to": "false_alarm"},
                                              {"to": "received", "note": "reopened by schemathesis"}],
 }
