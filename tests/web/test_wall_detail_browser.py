@@ -102,7 +102,7 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     expect(wall.locator("#alerts li.alert")).to_have_attribute("data-ticket", str(far_id))
     expect(wall.locator(".tiles li.tile")).to_have_count(1)
     expect(wall.locator(".tiles li.tile")).to_have_attribute("data-camera", "cam3")
-    expect(wall.locator("#grid-filter")).to_contain_text("T1/D2")
+    expect(wall.locator("#grid-filter")).to_contain_text("Town / District 2")
     expect(wall.locator("#trend-chart")).to_have_attribute("data-days", "7")
     _shot(wall, "wall-grid.png")
     tree.locator("li[data-path='']").click()

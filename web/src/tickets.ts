@@ -37,5 +37,6 @@ export function useTickets(onExpired: () => void, onEvent: (e: TicketEvent) => v
     t.camera_name ?? cameraNames.value.get(t.camera_id) ?? t.camera_id}`;
   const ageSeconds = (t: Ticket) => (now.value - Date.parse(t.opened_at)) / 1000;
   const dueSeconds = (t: Ticket) => (t.due_at ? (Date.parse(t.due_at) - now.value) / 1000 : null);
-  return { tickets: byId, newestFirst, live: live.state, place, ageSeconds, dueSeconds, now, reload: load };
+  const nodeName = (path: string) => places.value.get(path) ?? path;
+  return { tickets: byId, newestFirst, live: live.state, place, nodeName, ageSeconds, dueSeconds, now, reload: load };
 }
