@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from pipeline.config import GRID_LEVELS, GridNode, SiteConfig
+from pipeline.scenes.web import install_scenes
 from pipeline.tickets.api_contract import (
     BAD_EVIDENCE,
     EVIDENCE_200,
@@ -431,6 +432,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     install_resident_page(app)
     install_web(app)
     install_debug(app, site)
+    install_scenes(app, site)
     install_events(app)
     install_wall_api(app)
     return app

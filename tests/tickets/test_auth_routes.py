@@ -33,7 +33,9 @@ PUBLIC = {"GET /healthz", "POST /auth/login", "GET /", "GET /openapi.json", "GET
           # The resident report page (一楼一码) is for residents without a login, on purpose: its token (the QR
           # code's) or the tracking token is the only key; tests/web/test_resident.py tests its limits.
           "GET /r/{token}", "GET /r/{token}/info", "POST /r/{token}/reports", "GET /r/t/{tracking}",
-          "GET /r/t/{tracking}/status"}
+          "GET /r/t/{tracking}/status",
+          # The scene labelling page is a shell without data (its script logs in), like `/`.
+          "GET /scenes/{scene_id}/label"}
 """Routes without data: the page shells (`/`; the wall and phone screens), the API description, health and
 the login itself. The screens log in through ``POST /auth/login`` like the page does."""
 
@@ -87,6 +89,10 @@ ALLOWED: dict[str, set[str]] = {
     "DELETE /cameras/{camera_id}": {"admin", "engineer"},
     "GET /cameras/export": {"admin", "engineer"},
     "POST /cameras/import": {"admin", "engineer"},
+    "GET /scenes": {"admin", "engineer"},
+    "GET /scenes/{scene_id}/crops": {"admin", "engineer"},
+    "GET /scenes/{scene_id}/crops/{crop}": {"admin", "engineer"},
+    "PUT /scenes/{scene_id}/labels/{crop}": {"admin", "engineer"},
 }
 """Who may call each protected route (anyone else: 403; nobody logged in: 401)."""
 
@@ -153,7 +159,7 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
     values = {"ticket_id": w.near, "kind": "snapshot", "incident_id": w.incident, "name": "snapshot.jpg",
               "camera_id": "cam1", "token_id": _throwaway_token_id(w), "row_id": 1,
               "attachment_id": 1, "code_id": 1, "token": "unknown-code-0000000000",
-              "tracking": "unknown-tracking-000000000",
+              "tracking": "unknown-tracking-000000000", "scene_id": "no_scene", "crop": "1796000000000.jpg",
               "username": "walked"}  # a user of the walk's own (POST /users makes it): never one with a token
     names = re.findall(r"{(\w+)}", path)
     unknown = [n for n in names if n not in values]
@@ -168,6 +174,7 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
         "PATCH /users/{username}": {"display_name": "walked by the route walk"},
         "POST /report-codes": {"grid": "T1/D1/C1/G1", "place": "walk"},
         "PATCH /report-codes/{code_id}": {"enabled": True},
+        "PUT /scenes/{scene_id}/labels/{crop}": {"state": "clear"},
     }.get(f"{method} {path}")
     params = {"timeout": 0.1} if path.endswith("debug.jpg") else {"max_s": 0} if path == "/events" else None
     if path.endswith("/proof"):  # a raw JPEG body, so the answer is about who asks, not what was sent
