@@ -67,9 +67,11 @@ def test_zone_change_and_removal_reach_the_live_worker(tmp_path: Path, shared_di
             assert _wait(lambda: worker.slots["gate"].frames_analysed >= 1)
             assert not worker.slots["gate"].analyzer.rules  # no zone, no rule yet
 
+            t0 = time.monotonic()
             r = api.put("/cameras/gate/zones", json={"zones": [LANE]})
             assert r.status_code == 200, r.text
             assert _wait(lambda: runtime.outcomes["applied"] >= 1), runtime.stats()
+            applied_s = time.monotonic() - t0
             gate = worker.slots["gate"]
             assert gate.reader is not gate_reader and not gate_reader.running  # only gate restarted
             assert worker.slots["lobby"].reader is lobby_reader and lobby_reader.running
@@ -77,6 +79,7 @@ def test_zone_change_and_removal_reach_the_live_worker(tmp_path: Path, shared_di
             # The new analyzer judges the new zone on the new reader's frames.
             assert _wait(lambda: any(s["zone"] == "lane" and s["last_judged"] is not None
                                      for s in gate.analyzer.rule_states())), gate.analyzer.rule_states()
+            print(f"zone change: applied {applied_s:.2f} s, first judged {time.monotonic() - t0:.2f} s after the PUT")
 
             # A bad message for gate is refused; gate keeps running its last good config.
             refused = runtime.outcomes["refused"]
