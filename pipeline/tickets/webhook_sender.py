@@ -36,6 +36,7 @@ from pipeline.tickets.webhooks import (
     ClaimedDelivery,
     WebhookMetrics,
     claim_due,
+    drop_removed_targets,
     install_webhook_queueing,
     record_attempt,
 )
@@ -105,6 +106,7 @@ class WebhookSender:
             sqlalchemy.exc.SQLAlchemyError: the database failed (items stay queued).
         """
         now = self.clock() if now is None else now
+        self.drop_removed(now)
         targets = self.targets
         token = f"{self.owner}:{next(self._claims)}"
         items = claim_due(self.sessions, list(targets), token, now, self.config.lease_seconds,
@@ -112,6 +114,14 @@ class WebhookSender:
         for item in items:
             self._attempt(item, targets[item.target], now)
         return len(items)
+
+    def drop_removed(self, now: float) -> int:
+        """Drop the pending items of targets no longer in the config (another replica, or an earlier start
+        with an older config, may have queued them); returns how many."""
+        dropped = drop_removed_targets(self.sessions, {t.name for t in self.config.targets}, now)
+        if self.metrics is not None:
+            self.metrics.count_dropped(dropped)
+        return sum(dropped.values())
 
     def _attempt(self, item: ClaimedDelivery, target: WebhookTarget, now: float) -> None:
         status_code: int | None = None
@@ -177,6 +187,8 @@ def setup_webhooks(site: SiteConfig, sessions: sessionmaker[Session],
     """
     config = site.api.webhooks
     metrics = WebhookMetrics(registry, sessions)  # also without targets: what is still queued shows
+    # Items of targets removed from the config would stay pending for ever, also with no target left.
+    metrics.count_dropped(drop_removed_targets(sessions, {t.name for t in config.targets}, time.time()))
     if not any(t.enabled for t in config.targets):
         return None
     install_webhook_queueing(sessions, config, site.site, site.api.public_url)

@@ -19,12 +19,17 @@ lease free``, run under SQLite's single write lock. PostgreSQL: ``SELECT ... FOR
 (rows another replica is claiming are skipped), then ``UPDATE`` of exactly those ids. A crashed sender's
 rows come back when their lease expires; delivery is at least once (a sender that dies between the POST
 and storing its result sends that item again), so receivers deduplicate on ``delivery_id``.
+
+A pending delivery whose target was removed from the config (not merely disabled) would wait forever:
+:func:`drop_removed_targets` (at start-up and in every sender pass) marks it ``dropped`` with
+``dropped_reason`` ``target_removed`` and counts it in ``gridwatch_webhook_dropped_total``.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter as Counter_
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,7 +48,9 @@ from pipeline.tickets.models import Base, EventKind, Ticket, TicketEvent, UTCDat
 
 log = logging.getLogger(__name__)
 
-PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+PENDING, DELIVERED, DEAD, DROPPED = "pending", "delivered", "dead", "dropped"
+TARGET_REMOVED = "target_removed"
+"""``dropped_reason`` of a delivery whose target is no longer in ``api.webhooks.targets``."""
 FINAL_STATES = frozenset({"closed", "false_alarm"})
 """Statuses whose entering sends ``ticket_closed``."""
 _REASON_MAX = 2000
@@ -233,13 +240,37 @@ def record_attempt(sessions: sessionmaker[Session], item: ClaimedDelivery, targe
     return str(values.get("status", PENDING))
 
 
+def drop_removed_targets(sessions: sessionmaker[Session], configured: set[str], now: float) -> Counter_[str]:
+    """Mark pending deliveries of targets not in ``configured`` (every configured name, disabled ones too)
+    ``dropped`` (reason ``target_removed``); returns how many per target.
+
+    One conditional ``UPDATE ... RETURNING`` per call, so replicas racing on it count each row once; a row
+    another sender holds a live lease on is left to that sender.
+    """
+    at = _ts(now)
+    with sessions() as session, session.begin():
+        targets = session.scalars(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.status == PENDING, WebhookDelivery.target.not_in(sorted(configured)),
+                   or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < at))
+            .values(status=DROPPED, dropped_reason=TARGET_REMOVED, finished_at=at,
+                    last_error="target removed from api.webhooks.targets")
+            .returning(WebhookDelivery.target).execution_options(synchronize_session=False)).all()
+    dropped = Counter_(targets)
+    for target, n in sorted(dropped.items()):
+        log.warning("webhook target %r is no longer configured: %d pending deliveries dropped (%s)", target, n,
+                    TARGET_REMOVED)
+    return dropped
+
+
 def requeue(session: Session, row_id: int, now: datetime | None = None) -> WebhookDelivery | None:
-    """Put a dead delivery back into the queue with a fresh attempt count (caller commits); None if unknown."""
+    """Put a dead or dropped delivery back into the queue with a fresh attempt count (caller commits); None
+    if unknown."""
     row = session.get(WebhookDelivery, row_id, with_for_update=True)
     if row is None:
         return None
-    if row.status == DEAD:
-        row.status, row.attempts, row.finished_at = PENDING, 0, None
+    if row.status in (DEAD, DROPPED):
+        row.status, row.attempts, row.finished_at, row.dropped_reason = PENDING, 0, None, None
         row.next_attempt_at = now or utcnow()
         row.lease_owner = row.lease_until = None
     return row
@@ -277,6 +308,8 @@ class WebhookMetrics:
         attempts: ``gridwatch_webhook_attempts_total{target,outcome}``, outcome delivered, failed (to be
             retried) or dead (last attempt failed).
         errors: ``gridwatch_webhook_sender_errors_total`` (sender passes that failed, e.g. database down).
+        dropped: ``gridwatch_webhook_dropped_total{target,reason}`` (pending deliveries given up, reason
+            ``target_removed``).
     """
 
     def __init__(self, registry: CollectorRegistry, sessions: sessionmaker[Session]) -> None:
@@ -284,4 +317,12 @@ class WebhookMetrics:
                                 ["target", "outcome"], registry=registry)
         self.errors = Counter("gridwatch_webhook_sender_errors",
                               "Webhook sender passes that failed (the items stay queued).", registry=registry)
+        self.dropped = Counter("gridwatch_webhook_dropped", "Pending webhook deliveries dropped, by target "
+                               "and reason (target_removed: the target is no longer configured).",
+                               ["target", "reason"], registry=registry)
         registry.register(_QueueCollector(sessions))
+
+    def count_dropped(self, dropped: Counter_[str], reason: str = TARGET_REMOVED) -> None:
+        """Add what :func:`drop_removed_targets` dropped."""
+        for target, n in dropped.items():
+            self.dropped.labels(target=target, reason=reason).inc(n)

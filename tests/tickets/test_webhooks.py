@@ -31,7 +31,16 @@ from pipeline.tickets.models import EventKind, TicketEvent, utcnow
 from pipeline.tickets.payload import AlertIn
 from pipeline.tickets.service import apply_alert, transition
 from pipeline.tickets.webhook_sender import WebhookSender
-from pipeline.tickets.webhooks import DEAD, DELIVERED, PENDING, WebhookDelivery, claim_due, install_webhook_queueing
+from pipeline.tickets.webhooks import (
+    DEAD,
+    DELIVERED,
+    DROPPED,
+    PENDING,
+    TARGET_REMOVED,
+    WebhookDelivery,
+    claim_due,
+    install_webhook_queueing,
+)
 from tests.fixtures.auth import login, user_token
 from tests.fixtures.webhook_receiver import WebhookReceiver, closed_port
 
@@ -400,3 +409,39 @@ def test_a_claim_leases_at_most_its_limit(tmp_path: Path, db_url: str) -> None:
     assert (len(first), len(second)) == (4, 4)
     assert not {c.id for c in first} & {c.id for c in second}
     assert len(claim_due(other, ["cases"], "replica-b:2", now, 300, 4)) == 2
+
+
+def test_items_of_a_removed_target_are_dropped_not_kept_for_ever(tmp_path: Path, db_url: str) -> None:
+    down = WebhookReceiver(port=closed_port())
+    old = _site(tmp_path, db_url, [_target(down.url), _target(down.url, name="gone"),
+                                   _target(down.url, name="paused")], poll_interval_seconds=300)
+    sessions = _store(old)  # a replica (or an earlier start) with the old config queues for all three
+    _open(sessions)
+    assert sorted(r.target for r in _rows(sessions, status=PENDING)) == ["cases", "gone", "paused"]
+    new = _site(tmp_path, db_url, [_target(down.url), _target(down.url, name="paused", enabled=False)],
+                poll_interval_seconds=300)
+    with TestClient(create_app(new, start_consumer=False)) as client:
+        app: Any = client.app
+        sender: WebhookSender = app.state.webhooks
+        sender.stop()
+        [gone] = _rows(sessions, target="gone")
+        assert (gone.status, gone.dropped_reason, gone.attempts) == (DROPPED, TARGET_REMOVED, 0)
+        assert _rows(sessions, target="paused")[0].status == PENDING  # disabled, not removed: it waits
+        # The old-config replica is still running and queues one more for the removed target.
+        _open(sessions)
+        assert sender.drop_removed(time.time()) == 1
+        login(client)
+        page = client.get("/webhooks/deliveries", params={"status": "dropped"}).json()
+        assert page["total"] == 2
+        assert {(i["target"], i["dropped_reason"]) for i in page["items"]} == {("gone", "target_removed")}
+        metrics = client.get("/metrics").text
+        assert 'gridwatch_webhook_dropped_total{reason="target_removed",target="gone"} 2.0' in metrics
+        assert 'gridwatch_webhook_deliveries{status="dropped",target="gone"} 2.0' in metrics
+        r = client.post(f"/webhooks/deliveries/{gone.id}/retry")
+        assert r.status_code == 409 and "not configured" in r.json()["detail"]
+    # The target comes back: an admin may send its dropped items after all.
+    with TestClient(create_app(old, start_consumer=False)) as client:
+        client.app.state.webhooks.stop()  # type: ignore[attr-defined]
+        login(client)
+        r = client.post(f"/webhooks/deliveries/{gone.id}/retry")
+        assert r.status_code == 200 and (r.json()["status"], r.json()["dropped_reason"]) == ("pending", None)
