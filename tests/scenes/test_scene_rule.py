@@ -1,0 +1,110 @@
+"""The scene config and StateRule on a tiny real scene model: k-of-n, dwell, clear, reload, collection."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from pipeline.analyze.analyzer import CameraAnalyzer
+from pipeline.analyze.incident import Hazard, IncidentEvent
+from pipeline.config import SiteConfig
+from pipeline.ingest.frame import Frame
+from pipeline.scenes.config import SceneConfig
+from pipeline.scenes.crop import FILL_GREY, cut_crop
+from pipeline.scenes.rule import StateRule
+from tests.scenes.conftest import T0, brightness_model, scene_site
+
+
+def _frame(ts: float, bright: bool) -> Frame:
+    img = np.full((120, 160, 3), 20, np.uint8)
+    if bright:
+        img[60:, :] = 230  # the scene's box is the lower half
+    return Frame("cam1", img, ts=ts, pts=ts - T0, seq=0, keyframe=True)
+
+
+def _model(site: SiteConfig) -> Path:
+    path = site.resolve_path(site.scenes[0].model_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return brightness_model(path)
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    base = {"id": "s", "camera": "cam1", "states": ["ok", "bad"], "bad_states": ["bad"]}
+    with pytest.raises(ValidationError, match="exactly one of `box` and `polygon`"):
+        SceneConfig.model_validate(base)
+    with pytest.raises(ValidationError, match=r"bad_states \['full'\] are not in states"):
+        SceneConfig.model_validate({**base, "box": [0, 0, 1, 1], "bad_states": ["full"]})
+    with pytest.raises(ValidationError, match="x1 < x2"):
+        SceneConfig.model_validate({**base, "box": [0.5, 0, 0.2, 1]})
+    with pytest.raises(ValidationError, match="extra"):
+        SceneConfig.model_validate({**base, "box": [0, 0, 1, 1], "dwel_seconds": 3})
+    with pytest.raises(ValidationError, match="scenes\\[0\\].camera: 'cam7' is not a camera"):
+        scene_site(tmp_path, camera="cam7")
+
+
+def test_polygon_crop_greys_the_outside() -> None:
+    img = np.full((100, 100, 3), 200, np.uint8)
+    crop = cut_crop(img, [[0.5, 0.5], [1.0, 0.5], [1.0, 1.0]])
+    assert crop.shape == (50, 50, 3)
+    assert int(crop[45, 45, 0]) == 200 and int(crop[45, 2, 0]) == FILL_GREY
+
+
+def test_bad_state_alerts_after_dwell_and_clears(site: SiteConfig) -> None:
+    _model(site)
+    analyzer = CameraAnalyzer(site, site.camera("cam1"))
+    rule = analyzer.rules[-1]
+    assert isinstance(rule, StateRule) and rule.hazard is Hazard.SCENE and rule.zone_id == "lane"
+    events = []
+    for i in range(60):  # 1 frame/s: clear 0-9, blocked 10-34 (one clear blip at 20), clear from 35
+        ts = T0 + i
+        bright = 10 <= i < 35 and i != 20
+        events += [(i, e) for e in analyzer.analyze(_frame(ts, bright), {})]
+    kinds = [(i, e.event) for i, e in events]
+    # k=2 of n=3 confirms at 11; dwell 10 s from there -> opens at 21; the blip at 20 is smoothed away.
+    assert kinds[0] == (21, IncidentEvent.OPENED)
+    assert kinds[-1][1] is IncidentEvent.CLEARED and 35 + 6 <= kinds[-1][0] <= 35 + 8
+    opened = events[0][1]
+    assert opened.started_at == pytest.approx(T0 + 11, abs=1e-3)
+    assert opened.id == f"cam1-lane-scene-{int(T0 + 11)}-1"
+    assert opened.details["state"] == "blocked" and opened.details["scene_name"] == "消防通道占用"
+    assert opened.details["dwell_seconds"] == pytest.approx(10.0, abs=1e-3)
+    assert opened.boxes[0].y1 == 0.5 and opened.boxes[0].label == "blocked"
+    assert len([k for _, k in kinds if k is IncidentEvent.OPENED]) == 1
+    st = rule.state()
+    assert st["model"] == {"path": str(rule.model_path), "loaded": True, "error": None}
+
+
+def test_short_bad_spell_stays_silent(site: SiteConfig) -> None:
+    _model(site)
+    analyzer = CameraAnalyzer(site, site.camera("cam1"))
+    events = [e for i in range(40) for e in analyzer.analyze(_frame(T0 + i, 10 <= i < 19), {})]
+    assert events == []
+
+
+def test_untrained_scene_collects_then_picks_up_the_model(tmp_path: Path) -> None:
+    site = scene_site(tmp_path, collect_every_seconds=5.0, collect_max=4, dwell_seconds=0, confirm_k=1,
+                      confirm_n=1)
+    analyzer = CameraAnalyzer(site, site.camera("cam1"))
+    rule = analyzer.rules[-1]
+    assert isinstance(rule, StateRule)
+    assert [e for i in range(30) for e in analyzer.analyze(_frame(T0 + i, True), {})] == []
+    assert "no model" in str(rule.state()["model"])
+    crops = sorted(os.listdir(tmp_path / "lane" / "crops"))
+    assert len(crops) == 4  # every 5 s, capped at collect_max
+    assert crops[0] == f"{round(T0 * 1000)}.jpg"
+    _model(site)  # trained while the worker runs: the next judged frame uses it
+    events = analyzer.analyze(_frame(T0 + 31, True), {})
+    assert [e.event for e in events] == [IncidentEvent.OPENED]
+
+
+def test_model_for_other_states_is_refused(site: SiteConfig) -> None:
+    path = site.resolve_path(site.scenes[0].model_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    brightness_model(path, states=("empty", "full"))
+    analyzer = CameraAnalyzer(site, site.camera("cam1"))
+    assert [e for i in range(20) for e in analyzer.analyze(_frame(T0 + i, True), {})] == []
+    assert "trained for states ['empty', 'full']" in str(analyzer.rules[-1].state()["model"])
