@@ -118,6 +118,7 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     expect(detail.locator("svg.boxes rect.box")).to_have_count(1)
     expect(detail.locator(".box-label")).to_contain_text("car 91%")
     assert detail.locator("#detail-clip").get_attribute("src") == f"/tickets/{near_id}/evidence/clip"
+    wall.wait_for_function("document.querySelector('#detail-clip').duration > 0")  # the MP4 loads and plays
     expect(detail.locator("#timeline li[data-kind=alert_opened]")).to_contain_text("告警")
     expect(detail.locator("#detail-moves button[data-move]")).to_have_count(3)  # verify, dispatch, false alarm
     detail.locator("textarea[name=note]").fill("监控确认车辆占用消防通道")
