@@ -19,7 +19,7 @@ subscription across a restart, docs/reliability.md). The per-worker ``seq`` show
   ``gridwatch_alert_gaps_open`` gauge.
 
 Every step is bounded and contained: a status payload that is not a status is ignored, a database error
-skips the tick (the next one tries again), and a publish that fails counts as an attempt.
+skips the tick (the next one tries again), and a request the connection did not take is not counted as asked.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class GapRecovery:
 
     def _request(self, now: datetime) -> int:
         grace, retry = timedelta(seconds=self.grace_seconds), timedelta(seconds=self.retry_seconds)
-        requests: list[tuple[str, list[SeqRange]]] = []
+        sent = 0
         with self.sessions() as session, session.begin():
             self._give_up(session, now - retry)
             if self.max_requests == 0:
@@ -153,37 +153,47 @@ class GapRecovery:
             for row in rows:
                 by_worker.setdefault(row.worker_id, []).append(row)
             for worker_id, gaps in list(by_worker.items())[:MAX_WORKERS_PER_TICK]:
-                ranges: list[SeqRange] = []
-                count = 0
-                for gap in gaps:
-                    if len(ranges) == MAX_RESEND_RANGES or count + gap.size > MAX_RESEND_ALERTS:
-                        break  # the next tick asks for the rest (these rows stay due)
-                    ranges.append(SeqRange(first=gap.first_seq, last=gap.last_seq))
-                    count += gap.size
-                    gap.requests += 1
-                    gap.last_request_at = now
-                if ranges:
-                    requests.append((worker_id, ranges))
-        sent = 0
-        for worker_id, ranges in requests:
-            sent += self._send(worker_id, ranges, now)
+                asked = self._take(session, gaps)
+                if asked and self._send(worker_id, [SeqRange(first=g.first_seq, last=g.last_seq) for g in asked], now):
+                    sent += 1
+                    for gap in asked:  # counted only once the connection took the request
+                        gap.requests += 1
+                        gap.last_request_at = now
         return sent
 
-    def _send(self, worker_id: str, ranges: list[SeqRange], now: datetime) -> int:
+    @staticmethod
+    def _take(session: Session, gaps: list[AlertGap]) -> list[AlertGap]:
+        """The rows one request covers (contract bounds); a row over the remaining budget is split there."""
+        taken: list[AlertGap] = []
+        count = 0
+        for gap in gaps:
+            if len(taken) == MAX_RESEND_RANGES or count == MAX_RESEND_ALERTS:
+                break  # the next tick asks for the rest (those rows stay due)
+            room = MAX_RESEND_ALERTS - count
+            if gap.size > room:
+                session.add(AlertGap(worker_id=gap.worker_id, first_seq=gap.first_seq + room, last_seq=gap.last_seq,
+                                     state=gap.state, detected_at=gap.detected_at, requests=gap.requests,
+                                     last_request_at=gap.last_request_at))
+                gap.last_seq = gap.first_seq + room - 1
+            taken.append(gap)
+            count += gap.size
+        return taken
+
+    def _send(self, worker_id: str, ranges: list[SeqRange], now: datetime) -> bool:
         try:
             topic = resend_request_topic(self.prefix, worker_id)
         except ValueError:  # a worker id that is no topic level never gets an answer: let its gaps run out
             log.warning("worker id %r cannot be asked for a resend (not a topic level)", worker_id[:200])
-            return 0
+            return False
         request = ResendRequestV1(schema_version=1, request_id=f"rs-{uuid.uuid4().hex}", worker_id=worker_id,
                                   ranges=ranges, requested_at=now)
         if not self.publish(topic, request.to_bytes()):
             log.warning("resend request to worker %s not sent (not connected); asking again later", worker_id)
-            return 0
+            return False
         self.metrics.resend_requests.labels(worker_id).inc()
         log.info("asked worker %s to resend %d alert(s): %s", worker_id, request.count(),
                  ", ".join(f"{r.first}..{r.last}" for r in ranges[:8]) + (", ..." if len(ranges) > 8 else ""))
-        return 1
+        return True
 
     def _give_up(self, session: Session, asked_before: datetime) -> None:
         """Mark exhausted rows unrecoverable (warning + metric) and forget old unrecoverable rows."""
