@@ -232,3 +232,13 @@ def rollback(name: Annotated[str, typer.Argument(help="Model name, e.g. fire.")]
         raise _fail(str(exc)) from None
     console.print(f"{name}: deployed {dep.deployed}" + (f", canary {dep.canary_version}" if dep.canary_version
                                                         else ", no canary"))
+
+
+def _add_train_command() -> None:
+    # The command's logic (and its heavy imports) live in pipeline/training.
+    from pipeline.training.cli import train
+
+    model_app.command("train")(train)
+
+
+_add_train_command()
