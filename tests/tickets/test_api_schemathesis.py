@@ -55,6 +55,7 @@ OPERATIONS = [
     "POST /users/{username}/password",
     "POST /report-codes", "GET /report-codes", "GET /report-codes/sheet.html", "GET /report-codes/{code_id}/qr.png",
     "PATCH /report-codes/{code_id}",
+    "GET /grid/counts", "GET /stats/daily", "GET /tickets/{ticket_id}/patrols",
 ]
 """Every operation the document must list (a new route shows up as a mismatch, so it gets tested too)."""
 
