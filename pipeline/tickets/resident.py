@@ -6,8 +6,8 @@ one code are counted one after the other), applies the rate limits (``api.reside
 evidence (``<evidence_dir>/<incident_id>/snapshot.jpg``, which the wall shows as the snapshot) and as an
 attachment of kind ``resident``, records a ``resident_report`` event and applies the case rules of a new
 ticket (deadline, notification, automatic dispatch). The resident gets a tracking token; only its SHA-256
-is stored. :func:`tracking_view` is what the public tracking page may show: the place, the category and
-the steps with their times; no staff names, no notes, no phone number.
+is stored. :func:`tracking_view` is what the public tracking page may show: the place, the category, the
+resident's own description and the steps with their times; no staff names, no notes, no phone number.
 """
 
 from __future__ import annotations
@@ -201,7 +201,9 @@ def tracking_view(session: Session, tracking_token: str) -> dict[str, Any] | Non
     history = [{"status": TicketStatus.RECEIVED.value, "at": row.created_at.isoformat()}]
     history += [{"status": to, "at": ts.isoformat()} for to, ts in moves if to in labels]
     zh, en, _ = CATEGORIES.get(row.category, CATEGORIES["other"])
+    description = (ticket.details or {}).get("description") or ""
     return {"place": code.place, "category": row.category, "category_label": {"zh": zh, "en": en},
+            "description": description if isinstance(description, str) else "",
             "submitted_at": row.created_at.isoformat(), "status": ticket.status,
             "finished": ticket.status in (TicketStatus.CLOSED.value, TicketStatus.FALSE_ALARM.value),
             "steps": [s.value for s in PUBLIC_STEPS], "labels": labels, "history": history}

@@ -4,9 +4,10 @@ Routes (not in ``/openapi.json``: they are the page's own calls, described in ``
 
 * ``GET /r/{token}``: the report page (``static/resident.html``) for an enabled code; 404 otherwise.
 * ``GET /r/{token}/info``: the code's place name and the categories (JSON).
-* ``POST /r/{token}/reports``: one report, ``multipart/form-data`` with ``category``, ``description``,
-  ``phone`` (optional) and ``photo`` (optional file); 201 with the tracking link, or a refusal counted in
-  ``gridwatch_resident_reports_refused_total{reason}`` (:mod:`pipeline.tickets.resident`).
+* ``POST /r/{token}/reports``: one report, ``multipart/form-data`` (or a URL-encoded form without photo)
+  with ``category``, ``description``, ``phone`` (optional) and ``photo`` (optional file); 201 with the
+  tracking link, or a refusal counted in ``gridwatch_resident_reports_refused_total{reason}``
+  (:mod:`pipeline.tickets.resident`).
 * ``GET /r/t/{tracking}``: the tracking page (same HTML, it reads the path); ``GET /r/t/{tracking}/status``:
   its JSON (status, steps and times; no staff names, notes or phone numbers).
 
@@ -122,8 +123,9 @@ def install_resident_page(app: FastAPI) -> None:
             return refuse("form_invalid", 411, "send the report with a Content-Length")
         if int(declared) > cfg.max_photo_bytes + FORM_OVERHEAD:
             return refuse("photo_too_large", 413, f"the photo may have at most {cfg.max_photo_bytes} bytes")
-        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            return refuse("form_invalid", 400, "send the report as multipart/form-data")
+        ctype = request.headers.get("content-type", "").lower()
+        if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            return refuse("form_invalid", 400, "send the report as a form (multipart/form-data)")
         try:
             form = await request.form(max_files=1, max_fields=8, max_part_size=FORM_OVERHEAD)
         except Exception:  # a malformed body in any way: refused and counted, never a 500

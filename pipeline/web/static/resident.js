@@ -152,6 +152,8 @@ function renderTrack() {
   $("t-place").textContent = view.place;
   $("t-category").textContent = label(view.category_label);
   $("t-submitted").textContent = when(view.submitted_at);
+  $("t-description").textContent = view.description;
+  show($("t-description-row"), Boolean(view.description));
   const status = view.status === "false_alarm" ? t("falseAlarm") : label(view.labels[view.status]);
   $("t-status").textContent = status;
   $("t-status").dataset.status = view.status;
