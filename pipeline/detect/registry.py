@@ -181,7 +181,7 @@ class DetectorRegistry:
                 if actual != entry.sha256:
                     raise ModelHashMismatch(
                         f"model {path} for detector {name!r} has sha256 {actual}, but manifest "
-                        f"{self.manifest_path} entry {entry.name!r} expects {entry.sha256}")
+                        f"{self.manifest_path} entry {entry.label!r} expects {entry.sha256}")
         return path, cfg
 
     def _create(self, name: str) -> YoloDetector:
