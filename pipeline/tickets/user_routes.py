@@ -29,6 +29,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.config import SiteConfig
+from pipeline.tickets.api_contract import error_responses
 from pipeline.tickets.auth import AdminUser, Principal, authenticator, hash_password
 from pipeline.tickets.auth_routes import AUTH_ERRORS, Responses
 from pipeline.tickets.models import utcnow
@@ -239,7 +240,8 @@ def install_user_routes(app: FastAPI) -> None:
             return [UserOut.of(u) for u in list_users(session, include_disabled=True)]
 
     @app.post("/users", response_model=UserCreatedOut, status_code=201, tags=["users"],
-              responses={**AUTH_ERRORS, 409: {"model": ErrorOut, "description": "The name is taken."}})
+              responses={**error_responses(400), **AUTH_ERRORS,
+                         409: {"model": ErrorOut, "description": "The name is taken."}})
     def create_user(request: Request, admin: AdminUser, body: Annotated[UserIn, Body()]) -> UserCreatedOut:
         """Create a user (admin); without a password one is generated and shown in this answer only."""
         auth = authenticator(request)
@@ -258,7 +260,8 @@ def install_user_routes(app: FastAPI) -> None:
         return out
 
     @app.patch("/users/{username}", response_model=UserOut, tags=["users"],
-               responses={**AUTH_ERRORS, **NOT_FOUND, 409: {"model": ErrorOut, "description": "A non-admin "
+               responses={**error_responses(400), **AUTH_ERRORS, **NOT_FOUND,
+                          409: {"model": ErrorOut, "description": "A non-admin "
                           "role for a user without scopes (give `scopes`), or it would leave the site without "
                           "an enabled admin."}})
     def update_user(request: Request, admin: AdminUser, username: UsernamePath,
@@ -323,7 +326,7 @@ def install_user_routes(app: FastAPI) -> None:
         return set_disabled(request, admin, username, False)
 
     @app.post("/users/{username}/password", response_model=PasswordOut, tags=["users"],
-              responses={**AUTH_ERRORS, **NOT_FOUND})
+              responses={**error_responses(400), **AUTH_ERRORS, **NOT_FOUND})
     def reset_password(request: Request, admin: AdminUser, username: UsernamePath,
                        body: Annotated[PasswordIn | None, Body()] = None) -> PasswordOut:
         """Set a user's password (admin), or generate a one-time one returned in this answer only; the user's
