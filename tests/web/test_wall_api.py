@@ -1,4 +1,4 @@
-"""The wall's small read routes (pipeline/web/wall_api.py) on a real app and SQLite store: open/overdue
+"""The wall's small read routes (pipeline/web/wall_api.py) on a real app, on SQLite and PostgreSQL: open/overdue
 counts per grid node, the daily trend, and the patrol users a ticket may be dispatched to."""
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from pipeline.tickets.payload import AlertIn
 from pipeline.tickets.service import apply_alert
 from pipeline.tickets.users import Role
 from tests.fixtures.auth import bearer, user_token
-from tests.tickets.conftest import make_alert, make_site
+from tests.tickets.conftest import make_alert, make_site, pg_url  # noqa: F401 - pg_url: the fixture, by name
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(make_site(tmp_path), start_consumer=False)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def client(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    url = None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    app = create_app(make_site(tmp_path, database_url=url), start_consumer=False)
     with TestClient(app) as c:
         yield c
 
