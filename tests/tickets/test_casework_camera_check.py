@@ -170,3 +170,27 @@ def test_bad_results_are_dead_lettered_and_change_nothing(client: TestClient, pu
     reasons = " | ".join(d["reason"] for d in letters)
     for part in ("no camera check 'chk-1-1-deadbeef'", "outcome", "exceeds the limit", "topic camera 'cam2'"):
         assert part in reasons, part
+
+
+def test_the_check_round_trip_on_postgresql(tmp_path: Path, broker: Any, pg_url: str, publisher: Publisher,
+                                            worker: FakeWorker) -> None:
+    """The same loop on PostgreSQL (advisory-locked case loop, row locks on the check): passed -> checked,
+    a redelivered result is a duplicate, and a failed check sends a second ticket back to work."""
+    site = make_site(tmp_path, database_url=pg_url, mqtt_url=broker.url)
+    with TestClient(create_app(site)) as c:
+        login(c)
+        wait_for(lambda: c.app.state.tickets.consumer.ready)  # type: ignore[attr-defined]
+        user_token(c.app, "li", "patrol", ["T1/D1/C1/G1"])  # type: ignore[arg-type]
+        tid = _resolved_ticket(c, publisher)
+        wait_for(lambda: _status(c, tid) == "checked")
+        [req] = worker.requests
+        publisher.publish(check_result_topic("gwtest", "cam1"), worker.result(req, "passed").to_bytes())
+        metrics = c.app.state.tickets.metrics  # type: ignore[attr-defined]
+        wait_for(lambda: metrics.camera_checks.labels("passed", "duplicate")._value.get() == 1)
+        [check] = c.get(f"/tickets/{tid}/camera-checks").json()
+        assert (check["outcome"], check["timed_out_at"]) == ("passed", None) and check["published_at"]
+        worker.outcomes = {t: "failed" for t in range(1, 100)}
+        second = _resolved_ticket(c, publisher)
+        wait_for(lambda: _status(c, second) == "in_progress")
+        assert [e["note"] for e in c.get(f"/tickets/{second}").json()["events"]
+                if e["kind"] == "camera_check"] == ["camera_check: failed"]
