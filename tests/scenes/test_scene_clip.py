@@ -45,7 +45,7 @@ class Trained:
 
 def _write_video(frames: list[tuple[float, np.ndarray]], path: Path) -> Path:
     h, w = frames[0][1].shape[:2]
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 1.0, (w, h))
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 1.0, (w, h))
     for _, img in frames:
         out.write(img)
     out.release()
