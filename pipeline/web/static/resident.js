@@ -108,6 +108,7 @@ async function startReport(token) {
     const img = $("preview");
     if (photoBlob) { img.src = URL.createObjectURL(photoBlob); show(img, true); } else { show(img, false); }
   });
+  $("report").addEventListener("change", () => show($("error"), false));  // a fix clears the last complaint
   $("report").addEventListener("submit", (ev) => { ev.preventDefault(); submit(token); });
   show($("report"), true);
   relabel();
