@@ -83,6 +83,7 @@ def test_tolerance_option_lets_a_small_drop_through(gate_setup: tuple[Path, Path
     assert load_manifest(manifest)["fire"].version == "v3-noisy"
 
 
+@pytest.mark.slow
 def test_equal_candidate_promoted_on_frames_and_events_then_rolled_back(tmp_path: Path, shared_dir: Path) -> None:
     manifest = fire_manifest(tmp_path / "models")
     same = shutil.copy(FIRE, tmp_path / "models" / "fire-v3.onnx")
@@ -115,6 +116,12 @@ def test_benchmark_errors_are_clear(tmp_path: Path, shared_dir: Path) -> None:
     assert code == 2 and "no version '9'" in out, out
     code, out = _cli("promote", "fire@2", "-m", str(manifest))
     assert code == 2 and "--benchmark" in out, out
+    junk = tmp_path / "models" / "fire-junk.onnx"
+    junk.write_bytes(b"\x08\x07" + b"junk" * 1000)
+    assert _cli("add", "fire@junk", str(junk), "-m", str(manifest))[0] == 0
+    code, out = _cli("promote", "fire@junk", "-b", str(_benchmark(tmp_path, shared_dir)), "-m", str(manifest))
+    assert code == 2 and "cannot load" in out, out
+    assert load_manifest(manifest)["fire"].version == "2"
     bad = tmp_path / "bad.yaml"
     bad.write_text("hazard: fire\n")
     code, out = _cli("evaluate", "--candidate", str(FIRE), "-b", str(bad), "-m", str(manifest))

@@ -145,9 +145,19 @@ class ModelScore:
 
 
 def score_model(bench: Benchmark, label: str, model: Path, input_size: int | None) -> ModelScore:
-    """Run ``model`` over the benchmark's frames and clips."""
+    """Run ``model`` over the benchmark's frames and clips.
+
+    Raises:
+        BenchmarkError: the model cannot be loaded (not an ONNX detector), or a clip fails.
+    """
+    from pipeline.detect.yolo import YoloDetector
+
     out = ModelScore(label, str(model))
     imgsz = bench.imgsz or input_size or 640
+    try:
+        YoloDetector(model, input_size=imgsz, threads=1)  # a corrupt file fails here, with its name
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise BenchmarkError(f"{label}: cannot load {model} as a detector: {type(exc).__name__}: {exc}") from None
     if bench.data is not None:
         names, items = load_split(bench.data, bench.split)
         items = only(items, bench.only)[: bench.limit]
