@@ -46,7 +46,7 @@ from pipeline.detect.fire_confirm import FireConfirmClassifier
 from pipeline.detect.fire_confirm import resolve_model as resolve_fire_confirm
 from pipeline.detect.ocr import TextDetector
 from pipeline.ingest.frame import Frame
-from pipeline.scenes.rule import scene_rules
+from pipeline.scenes.rule import scene_polygons_px, scene_rules
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +367,9 @@ class CameraAnalyzer:
         return {c.zone_id: c.state() for c in self.counters if c.ts is not None}
 
     def zone_polygons_px(self, width: int, height: int) -> dict[str, np.ndarray]:
-        """Zone id -> int32 (N, 1, 2) pixel polygon, ready for ``cv2.polylines`` (evidence drawing)."""
-        return {z.id: ZoneGeometry(z, width, height).polygon_int for z in self.camera.zones}
+        """Zone id (and scene id) -> int32 (N, 1, 2) pixel polygon, ready for ``cv2.polylines`` (evidence drawing)."""
+        out = {z.id: ZoneGeometry(z, width, height).polygon_int for z in self.camera.zones}
+        return {**scene_polygons_px(self.site, self.camera, width, height), **out}
 
 
 def merge_overlapping(boxes: list[BoxPx]) -> list[BoxPx]:

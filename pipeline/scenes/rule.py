@@ -167,4 +167,11 @@ def scene_rules(site: SiteConfig, camera: CameraConfig) -> list[StateRule]:
             for s in site.scenes if s.camera == camera.id]
 
 
-__all__ = ["StateRule", "scene_hazard_rule", "scene_rules"]
+def scene_polygons_px(site: SiteConfig, camera: CameraConfig, width: int, height: int) -> dict[str, np.ndarray]:
+    """Scene id -> int32 (N, 1, 2) pixel crop polygon of ``camera``'s scenes (evidence snapshots draw it)."""
+    size = np.array([width, height], np.float64)
+    return {s.id: np.round(np.asarray(s.crop_polygon(), np.float64) * size).astype(np.int32).reshape(-1, 1, 2)
+            for s in site.scenes if s.camera == camera.id}
+
+
+__all__ = ["StateRule", "scene_hazard_rule", "scene_polygons_px", "scene_rules"]

@@ -108,3 +108,8 @@ def test_model_for_other_states_is_refused(site: SiteConfig) -> None:
     analyzer = CameraAnalyzer(site, site.camera("cam1"))
     assert [e for i in range(20) for e in analyzer.analyze(_frame(T0 + i, True), {})] == []
     assert "trained for states ['empty', 'full']" in str(analyzer.rules[-1].state()["model"])
+
+
+def test_evidence_polygons_include_the_scene_crop(site: SiteConfig) -> None:
+    polygons = CameraAnalyzer(site, site.camera("cam1")).zone_polygons_px(160, 120)
+    assert polygons["lane"].reshape(-1, 2).tolist() == [[0, 60], [160, 60], [160, 120], [0, 120]]
