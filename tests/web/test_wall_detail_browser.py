@@ -89,6 +89,8 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     near_id, far_id = _ticket_id(served, near), _ticket_id(served, far)
 
     wall = chromium.new_page(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+    errors: list[str] = []
+    wall.on("pageerror", lambda e: errors.append(str(e)))
     _log_in(wall, served.url + "wall", "disp")
     expect(wall.locator("#alerts li.alert")).to_have_count(2, timeout=15_000)
 
@@ -137,7 +139,7 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     admin = bearer(user_token(served.app, "root", Role.ADMIN, []))
     body = httpx.get(f"{served.url}tickets/{near_id}", headers=admin, timeout=10).json()
     assert (body["status"], body["assignee"]) == ("dispatched", "liwei")
-    detail.locator("button.back").click()
+    wall.keyboard.press("Escape")
     expect(detail).to_have_count(0)
 
     # The patrol user: another cell's ticket by URL is refused with a clear message; their own one offers
@@ -145,6 +147,7 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     phone_ctx = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
                                      locale="zh-CN")
     phone = phone_ctx.new_page()
+    phone.on("pageerror", lambda e: errors.append(str(e)))
     _log_in(phone, f"{served.url}m#/ticket/{far_id}", "liwei")
     expect(phone.locator("#detail-error")).to_contain_text("无权查看该工单", timeout=15_000)
     _shot(phone, "phone-forbidden.png")
@@ -181,10 +184,13 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     _shot(phone, "phone-history.png")
     phone_ctx.close()
     wall.close()
+    assert not errors, errors  # no script error on either screen
 
 
 def test_zone_editor_draws_validates_and_saves(served: Served, chromium: Browser) -> None:
     page = chromium.new_page(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
     _log_in(page, f"{served.url}wall#/zones/cam1", "eng")
     editor = page.locator("#zone-editor")
     expect(editor).to_be_visible(timeout=15_000)
@@ -238,3 +244,4 @@ def test_zone_editor_draws_validates_and_saves(served: Served, chromium: Browser
     expect(editor.locator("#zone-status")).to_have_text("已保存", timeout=15_000)
     assert httpx.get(f"{served.url}cameras/cam1/config", headers=admin, timeout=10).json()["zones"] == []
     page.close()
+    assert not errors, errors
