@@ -36,8 +36,8 @@ def not_tested_on(plan: TrainPlan, data: dict[str, Any]) -> list[str]:
     out = ["the site's frozen benchmark (held-back verified frames + event clips): run `gridwatch model evaluate "
            f"--candidate {plan.label}` before `promote`",
            "events over time (missed events, false events per hour on clips): only single frames were scored",
-           f"cameras outside this set ({', '.join(cams) if cams else 'unknown cameras'}): other angles, lighting, "
-           "night, rain, glare",
+           f"any camera but {', '.join(cams) if cams else 'those of the set'} (the only ones in this set): other "
+           "angles, lighting, night, rain, glare",
            f"the data sets {plan.base} was measured on (its card): not re-measured here",
            "an INT8 copy (none was made) and other input sizes than "
            f"{plan.imgsz}"]
@@ -65,8 +65,9 @@ def card_text(plan: TrainPlan, entry: dict[str, Any], data: dict[str, Any], fina
                      f"{', '.join(f'{k} {v}' for k, v in (c.get('boxes') or {}).items()) or '-'} | "
                      f"{', '.join(c.get('cameras') or []) or '-'} |" for s, c in counts.items())
     curve = ", ".join(f"{_fmt(h.get('metrics/mAP50(B)'))}" for h in history)
-    rt = "\n".join(f"| {name} | {_fmt(r['threshold'])} | {_fmt(r['positive_frames_alarmed'])} of "
-                   f"{r['positive_frames']} | {_fmt(r['false_alarm_rate'])} of {r['negative_frames']} |"
+    rt = "\n".join(f"| {name} | {r.get('input_size', '-')} | {_fmt(r['threshold'])} | "
+                   f"{_fmt(r['positive_frames_alarmed'])} of {r['positive_frames']} | "
+                   f"{_fmt(r['false_alarm_rate'])} of {r['negative_frames']} |"
                    for name, r in runtime.items())
     nots = "\n".join(f"- {n}" for n in not_tested_on(plan, data))
     base_sha = f", sha256 {plan.base_sha256[:16]}…" if plan.base_sha256 else ""
@@ -100,10 +101,11 @@ Ultralytics validation of best.pt: mAP50 {_fmt(final.get('metrics/mAP50(B)'))}, 
 {_fmt(final.get('metrics/mAP50-95(B)'))}, precision {_fmt(final.get('metrics/precision(B)'))}, recall
 {_fmt(final.get('metrics/recall(B)'))}. Val mAP50 per epoch: {curve or '-'}.
 
-Through gridwatch's runtime (`YoloDetector`, the starting model's threshold), frames with any detection:
+Through gridwatch's runtime (`YoloDetector`, the starting model's threshold; `start` at its own input size),
+share of frames with any detection:
 
-| model | threshold | positive frames alarmed | false-alarm rate (negative frames) |
-|---|---|---|---|
+| model | input | threshold | positive frames alarmed | false-alarm rate (negative frames) |
+|---|---|---|---|---|
 {rt}
 
 ## Not tested on

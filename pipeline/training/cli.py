@@ -71,6 +71,9 @@ def train(hazard: Annotated[str, typer.Option(help="Hazard; the new version is <
         entry = run_training(plan, resume=resume, console=err, show_progress=not no_progress)
     except (TrainingError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted; continue with: gridwatch model train --hazard {plan.hazard} --version "
+                    f"{plan.version} --resume", 130) from None
     metrics = entry.get("metrics") or [{}]
     cand = metrics[0].get("candidate") or {}
     print(f"{plan.label}: {entry['file']} (sha256 {entry['sha256'][:12]}), card {entry.get('card')}; registered as "

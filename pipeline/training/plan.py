@@ -51,6 +51,7 @@ class TrainPlan:
     base_file: str
     base_sha256: str | None
     base_threshold: float | None
+    base_input_size: int | None
     data_yaml: str
     classes: list[str]
     version: str
@@ -185,6 +186,7 @@ def plan_training(hazard: str, base: str, data: Path, *, manifest: Path, epochs:
     return TrainPlan(
         hazard=hazard, base=base_label, base_file=str(base_file), base_sha256=base_sha,
         base_threshold=float(entry["threshold"]) if entry.get("threshold") is not None else None,
+        base_input_size=int(entry["input_size"]) if entry.get("input_size") else None,
         data_yaml=str(data_yaml.resolve()), classes=classes, version=version, manifest=str(manifest.resolve()),
         run_dir=str((runs / stem).resolve()), onnx=str((manifest.parent / f"{stem}.onnx").resolve()),
         card=str((manifest.parent / f"{stem}.md").resolve()), epochs=epochs, imgsz=imgsz, batch=batch,

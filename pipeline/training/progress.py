@@ -26,6 +26,7 @@ class TrainProgress:
         """Per epoch: epoch, losses and val metrics (what the card reports)."""
         self.final: dict[str, float] = {}
         """Validation of best.pt after the last epoch."""
+        self._in_epoch = False
 
     def __enter__(self) -> TrainProgress:
         self.progress.start()
@@ -47,6 +48,7 @@ class TrainProgress:
 
     def on_epoch_start(self, trainer: Any) -> None:
         """Reset the batch bar."""
+        self._in_epoch = True
         self.progress.update(self.batch_task, total=len(trainer.train_loader), completed=0,
                              description=f"epoch {trainer.epoch + 1}/{trainer.epochs}")
 
@@ -54,10 +56,12 @@ class TrainProgress:
         """Advance the batch bar, showing the running losses."""
         losses = ""
         tloss = getattr(trainer, "tloss", None)
-        if tloss is not None:
-            values = tloss.tolist() if hasattr(tloss, "tolist") else [float(tloss)]
-            names = getattr(trainer, "loss_names", ())
-            losses = " ".join(f"{n} {v:.3f}" for n, v in zip(names, values if isinstance(values, list) else [values],
+        if isinstance(tloss, dict):  # Ultralytics >= 8.4: name -> running mean
+            losses = " ".join(f"{k} {float(v):.3f}" for k, v in tloss.items())
+        elif tloss is not None and hasattr(tloss, "tolist"):  # older: a tensor in loss_names order
+            values = tloss.tolist()
+            values = values if isinstance(values, list) else [values]
+            losses = " ".join(f"{n} {v:.3f}" for n, v in zip(getattr(trainer, "loss_names", ()), values,
                                                             strict=False))
         self.progress.update(self.batch_task, advance=1,
                              description=f"epoch {trainer.epoch + 1}/{trainer.epochs} {losses}")
@@ -66,9 +70,10 @@ class TrainProgress:
         """Record the epoch's numbers (or, after the last epoch, the final validation of best.pt)."""
         metrics = {k: float(v) for k, v in (trainer.metrics or {}).items() if isinstance(v, int | float)}
         ep = trainer.epoch + 1
-        if self.history and ep <= self.history[-1]["epoch"]:
-            self.final = metrics  # Ultralytics' final_eval calls this once more after the last epoch
+        if not self._in_epoch:
+            self.final = metrics  # Ultralytics' final_eval calls this once more, outside any epoch
             return
+        self._in_epoch = False
         self.history.append({"epoch": ep, **metrics})
         m50 = metrics.get("metrics/mAP50(B)", math.nan)
         self.progress.update(self.epoch_task, completed=ep,

@@ -100,8 +100,9 @@ def frame_scores(model: Path, images: list[Path], imgsz: int, threshold: float) 
         hit = len(det.detect(img)) > 0
         pos, pos_hit = pos + positive, pos_hit + (positive and hit)
         neg, neg_hit = neg + (not positive), neg_hit + ((not positive) and hit)
-    return {"threshold": threshold, "positive_frames": pos, "positive_frames_alarmed": round(pos_hit / pos, 4)
-            if pos else None, "negative_frames": neg, "false_alarm_rate": round(neg_hit / neg, 4) if neg else None}
+    return {"threshold": threshold, "input_size": imgsz, "positive_frames": pos,
+            "positive_frames_alarmed": round(pos_hit / pos, 4) if pos else None, "negative_frames": neg,
+            "false_alarm_rate": round(neg_hit / neg, 4) if neg else None}
 
 
 def val_images(data_yaml: Path) -> list[Path]:
@@ -172,11 +173,12 @@ def train(plan: TrainPlan, *, resume: bool = False, console: Console | None = No
     imgs = val_images(Path(plan.data_yaml))
     runtime = {"candidate": frame_scores(onnx, imgs, plan.imgsz, threshold)}
     if Path(plan.base_file).suffix == ".onnx":
-        runtime["start"] = frame_scores(Path(plan.base_file), imgs, plan.imgsz, threshold)
+        # the starting model as deployed: at its own input size
+        runtime["start"] = frame_scores(Path(plan.base_file), imgs, plan.base_input_size or plan.imgsz, threshold)
     import ultralytics
 
-    env = {"device": "cuda:0" if dev == 0 else "cpu", "minutes": round(minutes, 2), "torch": torch.__version__,
-           "ultralytics": ultralytics.__version__,
+    env = {"device": "cuda:0" if dev == 0 else "cpu", "minutes": round(minutes, 2), "torch": str(torch.__version__),
+           "ultralytics": str(ultralytics.__version__),
            "gpu": torch.cuda.get_device_name(0) if dev == 0 else None}
     entry = register_candidate(plan, onnx, progress.history, progress.final, runtime, env)
     (run / "done.json").write_text(json.dumps({"entry": entry["version"], "onnx": str(onnx)}), encoding="utf-8")
