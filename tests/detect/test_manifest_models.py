@@ -48,14 +48,18 @@ ENTRIES = _entries()
 
 
 def _model_file(entry: dict) -> Path:
-    path = load_manifest(MANIFEST)[entry["name"]].file
+    # A versioned entry is served as name@version too (pipeline/detect/model_versions.py).
+    key = f"{entry['name']}@{entry['version']}" if entry.get("version") is not None else entry["name"]
+    path = load_manifest(MANIFEST)[key].file
     if not path.is_file() and "shared" in Path(entry["file"]).parts:
         pytest.skip(f"{path}: shared data not available here")
     return path
 
 
 def _det(name: str, **kw) -> tuple[YoloDetector, dict]:  # type: ignore[no-untyped-def]
-    entry = next((e for e in ENTRIES if e["name"] == name), None)
+    deployed = load_manifest(MANIFEST).get(name)  # the deployed version of the name
+    entry = next((e for e in ENTRIES if e["name"] == name and deployed is not None
+                  and str(e.get("version")) == str(deployed.version)), None)
     if entry is None:
         pytest.skip(f"no {name!r} model in the manifest")
     return YoloDetector(_model_file(entry), input_size=entry["input_size"], threads=1, **kw), entry
@@ -65,10 +69,11 @@ def test_manifest_lists_models() -> None:
     assert MANIFEST.is_file()
     names = [e["name"] for e in ENTRIES]
     assert "fire" in names
-    assert len(names) == len(set(names))
+    versions = [(e["name"], str(e.get("version"))) for e in ENTRIES]  # a name appears once per version
+    assert len(versions) == len(set(versions))
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=[e["name"] for e in ENTRIES])
+@pytest.mark.parametrize("entry", ENTRIES, ids=[f"{e['name']}@{e.get('version')}" for e in ENTRIES])
 def test_entry_file_hash_and_classes(entry: dict) -> None:
     path = _model_file(entry)
     assert path.is_file(), path
