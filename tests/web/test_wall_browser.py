@@ -171,7 +171,7 @@ def test_wall_offline_then_back(served: Served, chromium: Browser) -> None:
     tile.click()
     expect(page.locator(".modal")).to_contain_text("North gate")
     expect(page.locator(".modal .error")).to_contain_text("画面暂不可用", timeout=20_000)
-    page.locator(".modal button").click()
+    page.locator(".modal button.close").click()
     expect(page.locator(".modal")).to_have_count(0)
     served.stop()  # the server goes away: the wall says so and keeps retrying
     expect(page.locator("#live")).to_have_class("live offline", timeout=30_000)
