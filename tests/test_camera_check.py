@@ -470,3 +470,74 @@ def test_a_request_sent_while_the_responder_is_away_waits_at_the_broker(running:
     client.loop_start()
     _wait(lambda: check in service.results, 30, "the queued request's result")
     assert service.results[check].outcome == "passed"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_resolved_ticket_of_a_cleared_zone_is_checked_by_the_camera(
+        tmp_path: Path, shared_dir: Path, parked_only_clip: Path, mosquitto: Any) -> None:
+    """passed -> checked through the real parts: the API resolves a ticket of the clip's bare zone, the case
+    loop asks over Mosquitto, the Worker re-judges ``empty`` with YOLO11n for the window, answers ``passed``
+    with a fresh snapshot, and the service moves the ticket to ``checked``."""
+    from fastapi.testclient import TestClient
+
+    from pipeline.tickets.api import create_app
+    from pipeline.tickets.payload import AlertIn
+    from pipeline.tickets.service import apply_alert
+    from tests.fixtures.auth import login, user_token
+
+    broker = mosquitto()
+    site = _site(tmp_path, broker.url, parked_only_clip, shared_dir)
+    site = site.model_copy(update={
+        "api": site.api.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'tickets.db'}"}),
+        "casework": site.casework.model_copy(update={"check_window_seconds": 3.0, "loop_interval_seconds": 0.5})})
+    worker = Worker(site, worker_id="w-pass")
+    worker.start()
+    try:
+        with TestClient(create_app(site)) as client:
+            login(client)
+            user_token(client.app, "li", "patrol", ["T1/D1/C1/G1"])  # type: ignore[arg-type]
+            st = client.app.state.tickets  # type: ignore[attr-defined]
+            # A ticket of the zone the clip shows empty (a car parked there earlier, say): opened as an alert.
+            now = time.time()
+            alert = json.loads(json.dumps({
+                "schema_version": 1, "event": "opened", "incident_id": f"lot-empty-parking-{int(now)}-1",
+                "hazard": "parking", "severity": 2, "ts": datetime.fromtimestamp(now, UTC).isoformat(),
+                "started_at": datetime.fromtimestamp(now - 60, UTC).isoformat(),
+                "camera": {"id": "lot", "name": None},
+                "grid": {"path": ["T1", "D1", "C1", "G1"], "names": ["t", "d", "c", "g"], "patrol": None},
+                "zone": {"id": "empty", "kind": "no_parking", "name": None}, "confidence": 0.8, "boxes": [],
+                "details": {}, "evidence": {"snapshot_url": None, "clip_url": None}}))
+            tid = apply_alert(st.sessions, AlertIn.model_validate(alert), ctx=st.case).ticket_id
+            _wait(lambda: worker.checks._client.is_connected(), 30, "the check responder's connection")
+            time.sleep(0.5)  # its subscription
+            for to in ("dispatched", "in_progress"):
+                assert client.post(f"/tickets/{tid}/transition", json={"to": to}).status_code == 200
+            proof = client.post(f"/tickets/{tid}/proof", content=b"\xff\xd8\xff\xe0proof" * 20,
+                                headers={"Content-Type": "image/jpeg"})
+            assert proof.status_code == 201, proof.text
+            resolved_at = time.time()
+            r = client.post(f"/tickets/{tid}/transition", json={"to": "resolved", "note": "car towed"})
+            assert r.status_code == 200, r.text
+            _wait(lambda: client.get(f"/tickets/{tid}").json()["status"] == "checked", 60, "the ticket checked")
+            ticket = client.get(f"/tickets/{tid}").json()
+            [event] = [e for e in ticket["events"] if e["kind"] == "camera_check"]
+            assert event["note"].startswith("camera_check: passed (parking not seen for") and \
+                event["actor"] == "camera:lot"
+            last = ticket["events"][-1]
+            assert (last["from_status"], last["to_status"], last["actor"]) == ("resolved", "checked", "camera:lot")
+            [check] = client.get(f"/tickets/{tid}/camera-checks").json()
+            name = f"check-{check['check_id']}.jpg"
+            assert (check["outcome"], check["window_seconds"], check["timed_out_at"]) == ("passed", 3.0, None)
+            assert check["snapshot_url"] == f"https://tickets.example/evidence/{alert['incident_id']}/{name}"
+            snapshot = tmp_path / "evidence" / alert["incident_id"] / name
+            assert snapshot.stat().st_mtime >= resolved_at  # taken for this check
+            img = cv2.imread(str(snapshot))
+            assert img is not None and img.shape[:2] == (432, 768)
+            # Served as the ticket's evidence to the patrol user of its cell.
+            li = {"Authorization": f"Bearer {user_token(client.app, 'li', 'patrol', [])}"}  # type: ignore[arg-type]
+            served = client.get(f"/evidence/{alert['incident_id']}/{name}", headers=li)
+            assert served.status_code == 200 and served.content == snapshot.read_bytes()
+            assert worker.checks.outcomes["passed"] == 1
+    finally:
+        worker.stop()
