@@ -99,7 +99,9 @@ class TicketMetrics:
                                  ["kind"], registry=self.registry)
         self.camera_checks = Counter("gridwatch_camera_check_results",
                                      "Camera check results received, by outcome (passed, failed, unavailable) "
-                                     "and what they did (applied, duplicate).", ["result", "outcome"],
+                                     "and what they did (applied; duplicate; late: after the timeout, recorded "
+                                     "without a move).",
+                                     ["result", "outcome"],
                                      registry=self.registry)
         self.incidents_attached = Counter("gridwatch_incidents_attached",
                                           "New incidents attached to the active ticket of the same camera, "
