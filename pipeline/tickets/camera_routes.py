@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from pipeline.camera_spec import camera_errors
 from pipeline.config import CameraConfig, SiteConfig, ZoneConfig
 from pipeline.contract.ids import CONFIG_ID_PATTERN
+from pipeline.tickets.api_contract import error_responses
 from pipeline.tickets.auth import Principal, require_roles
 from pipeline.tickets.auth_routes import AUTH_ERRORS, Responses
 from pipeline.tickets.camera_bulk import (
@@ -52,8 +53,10 @@ from pipeline.tickets.users import Role, audit
 OpsUser = Annotated[Principal, Depends(require_roles(*OPS_ROLES))]
 CameraIdPath = Annotated[str, PathParam(max_length=200, pattern=CONFIG_ID_PATTERN, description="Camera id.")]
 NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "No such camera."}}
-INVALID: Responses = {422: {"description": "Invalid camera or zones: `detail` lists each error with its `loc`."}}
-TEXT_FILES = {"application/yaml": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}
+INVALID: Responses = {**error_responses(400),
+                      422: {"description": "Invalid camera or zones: `detail` lists each error with its `loc`."}}
+TEXT_FILES = {"application/yaml": {"schema": {}}, "text/csv": {"schema": {"type": "string"}}}
+"""Media types of export and import (a YAML document parses to any value, so its schema says nothing)."""
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 
 

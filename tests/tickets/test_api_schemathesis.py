@@ -29,6 +29,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.core.result import Ok
 from schemathesis.schemas import APIOperation, BaseSchema
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from pipeline.tickets.api import create_app
 from pipeline.tickets.payload import AlertIn, HealthIn
@@ -56,6 +57,8 @@ OPERATIONS = [
     "POST /report-codes", "GET /report-codes", "GET /report-codes/sheet.html", "GET /report-codes/{code_id}/qr.png",
     "PATCH /report-codes/{code_id}",
     "GET /grid/counts", "GET /stats/daily", "GET /tickets/{ticket_id}/patrols",
+    "GET /cameras/{camera_id}/config", "PUT /cameras/{camera_id}/zones", "POST /cameras", "PUT /cameras/{camera_id}",
+    "GET /cameras/export", "DELETE /cameras/{camera_id}", "POST /cameras/import",
 ]
 """Every operation the document must list (a new route shows up as a mismatch, so it gets tested too)."""
 
@@ -68,7 +71,9 @@ MUST_SEE = {
     "POST /auth/login": {401, 422}, "POST /auth/logout": {204}, "POST /auth/tokens": {201, 404, 422},
     "DELETE /auth/tokens/{token_id}": {204, 404, 422},
     "POST /webhooks/deliveries/{row_id}/retry": {404, 422},
-    "POST /tickets/{ticket_id}/proof": {404, 409}, "GET /tickets/{ticket_id}/attachments/{attachment_id}": {404, 422},
+    "POST /tickets/{ticket_id}/proof": {404, 409},
+    "POST /cameras": {201, 409, 422}, "DELETE /cameras/{camera_id}": {204, 404}, "POST /cameras/import": {422},
+    "GET /tickets/{ticket_id}/attachments/{attachment_id}": {404, 422},
     "POST /users": {201, 409, 422}, "PATCH /users/{username}": {200, 404, 422},
     "POST /users/{username}/disable": {200, 404, 422}, "POST /users/{username}/enable": {200, 404, 422},
     "POST /users/{username}/password": {200, 404, 422},
@@ -121,7 +126,8 @@ def known_paths(app: FastAPI) -> dict[str, list[Any]]:
     with_evidence = [t["incident_id"] for t in tickets if (app.state.tickets.evidence_dir / t["incident_id"]).is_dir()]
     return {"ticket_id": [t["id"] for t in tickets], "incident_id": with_evidence,
             "username": ["machine1", "machine2"],
-            "name": ["snapshot.jpg", "clip.mp4"], "token_id": token_ids, "code_id": code_ids}
+            "name": ["snapshot.jpg", "clip.mp4"], "token_id": token_ids, "code_id": code_ids,
+            "camera_id": ["cam1", "cam2", "cam3"]}
 
 
 def ADMIN(app: FastAPI) -> dict[str, Any]:  # noqa: N802 - reads like the constant it stands for
@@ -188,7 +194,17 @@ def _strategy(operation: Operation, mode: GenerationMode, known: dict[str, list[
     return st.one_of(generated, existing)
 
 
-KNOWN_BODIES: dict[str, list[dict[str, Any]]] = {
+SITE_CHECKED: dict[str, list[Any]] = dict.fromkeys(
+    ["PUT /cameras/{camera_id}/zones", "POST /cameras", "PUT /cameras/{camera_id}", "POST /cameras/import"],
+    [positive_data_acceptance])
+"""Bodies checked beyond what JSON Schema says (polygon points in 0..1, the grid cell exists in the site, the body's
+id is the path's; an import file is YAML or CSV of cameras): a schema-valid body may rightly get 422, so the
+acceptance check is left out there (their 200s are in test_camera_routes.py)."""
+
+KNOWN_BODIES: dict[str, list[Any]] = {
+    "PUT /cameras/{camera_id}/zones": [{"zones": [{"id": "z", "kind": "wall", "polygon": [[0, 0], [1, 0], [1, 1]]}]}],
+    "POST /cameras": [{"id": "cam-st", "url": "st.mp4", "grid": "G1"}],
+    "PUT /cameras/{camera_id}": [{"id": c, "url": f"{c}.mp4", "grid": "G1"} for c in ("cam1", "cam2", "cam3")],
     "POST /auth/tokens": [{"username": name, "kind": "api", "name": "schemathesis"} for name in ("admin", "machine0")],
     "POST /users": [{"username": "admin", "role": "admin"}],  # taken: 409
     "POST /report-codes": [{"grid": "T1/D1/C1/G1", "place": "3号楼2单元"}],
@@ -219,7 +235,7 @@ def _run(operation: Operation, mode: GenerationMode, known: dict[str, list[Any]]
             return
         statuses[response.status_code] += 1
         try:
-            case.validate_response(response)
+            case.validate_response(response, excluded_checks=SITE_CHECKED.get(operation.label))
         except (Failure, FailureGroup) as exc:
             for failure in _failures_of(exc):
                 key = f"{mode.value} {operation.label}: {failure.title}"
