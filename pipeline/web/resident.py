@@ -91,12 +91,14 @@ def install_resident_page(app: FastAPI) -> None:
 
     @app.get("/r/{token}", include_in_schema=False)
     async def report_page(request: Request, token: str) -> Response:
+        """The report page of an enabled code (404 page otherwise)."""
         if not await run_in_threadpool(code_exists, request, token):
             return _not_found()
         return FileResponse(PAGE, media_type="text/html", headers=PAGE_HEADERS)
 
     @app.get("/r/{token}/info", include_in_schema=False)
     def code_info(request: Request, token: str) -> JSONResponse:
+        """The code's place name, the categories and the limits the page checks before sending."""
         s = st(request)
         cfg = s.site.api.resident
         if not cfg.enabled or not TOKEN_RE.match(token):
@@ -114,6 +116,7 @@ def install_resident_page(app: FastAPI) -> None:
 
     @app.post("/r/{token}/reports", include_in_schema=False)
     async def post_report(request: Request, token: str) -> JSONResponse:
+        """One report: checked (size, form, text, photo), stored as a ticket, answered with the tracking link."""
         s = st(request)
         cfg = s.site.api.resident
         if not await run_in_threadpool(code_exists, request, token):
@@ -179,6 +182,7 @@ def install_resident_page(app: FastAPI) -> None:
 
     @app.get("/r/t/{tracking}", include_in_schema=False)
     def tracking_page(request: Request, tracking: str) -> Response:
+        """The tracking page of a report (404 page for an unknown tracking token)."""
         if not TOKEN_RE.match(tracking):
             return _not_found()
         with st(request).sessions() as session:
@@ -188,6 +192,7 @@ def install_resident_page(app: FastAPI) -> None:
 
     @app.get("/r/t/{tracking}/status", include_in_schema=False)
     def tracking_status(request: Request, tracking: str) -> JSONResponse:
+        """What the tracking page shows (:func:`~pipeline.tickets.resident.tracking_view`)."""
         view = None
         if TOKEN_RE.match(tracking):
             with st(request).sessions() as session:
