@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from pipeline.contract.casework import CameraCheckResultV1
+from pipeline.tickets.camera_check import apply_check_result
 from pipeline.tickets.users import Role
 from tests.fixtures.auth import bearer, user_token
 from tests.tickets.conftest import make_site
@@ -183,6 +186,30 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     expect(phone.locator(f"#history li.card[data-ticket='{near_id}']")).to_contain_text("已处置")
     _shot(phone, "phone-history.png")
     phone_ctx.close()
+
+    # Back on the wall: the proof photo and the waiting camera check are in the timeline; the camera's
+    # result (the consumer's service path) arrives live, then the dispatcher closes the case from the detail.
+    wall.evaluate(f"location.hash = '#/ticket/{near_id}'")
+    expect(detail.locator("#detail-status")).to_have_text("已处置", timeout=15_000)
+    wall.wait_for_function("document.querySelector('#timeline li[data-kind=proof] img.proof')?.naturalWidth > 0")
+    expect(detail.locator("#timeline li[data-kind=camera_check]")).to_contain_text("等待结果")
+    check = httpx.get(f"{served.url}tickets/{near_id}/camera-checks", headers=admin, timeout=10).json()[0]
+    (served.app.state.tickets.evidence_dir / check["check_id"]).mkdir()
+    shutil.copy(frame_jpeg, served.app.state.tickets.evidence_dir / check["check_id"] / "snapshot.jpg")
+    apply_check_result(served.app.state.tickets.sessions, CameraCheckResultV1(
+        schema_version=1, check_id=check["check_id"], ticket_id=near_id, camera_id="cam1", outcome="passed",
+        checked_at=datetime.now(UTC), worker_id="w1",
+        snapshot_url=f"http://127.0.0.1:8080/evidence/{check['check_id']}/snapshot.jpg"), served.app.state.tickets.case)
+    expect(detail.locator("#detail-status")).to_have_text("已核查", timeout=15_000)
+    expect(detail.locator("#timeline li[data-kind=camera_check]")).to_contain_text("摄像头核查: 通过")
+    wall.wait_for_function(
+        "document.querySelector('#timeline li[data-kind=camera_check] img.proof')?.naturalWidth > 0")
+    detail.locator("button[data-move=closed]").click()
+    expect(detail.locator("#detail-status")).to_have_text("已结案", timeout=15_000)
+    expect(detail.locator("#detail-moves button[data-move=in_progress]")).to_have_text("重新打开")
+    detail.locator("button[data-move=in_progress]").click()  # a reopen needs a reason: the server says so
+    expect(detail.locator("#move-error")).to_contain_text("reason")
+    _shot(wall, "ticket-timeline.png")
     wall.close()
     assert not errors, errors  # no script error on either screen
 
