@@ -10,7 +10,9 @@ subscription across a restart, docs/reliability.md). The per-worker ``seq`` show
 * **Requests.** Each :meth:`tick` (the consumer calls it from its network loop, about once a second) sends at
   most one :class:`~pipeline.contract.resend.ResendRequestV1` per worker: its open gap rows that are at least
   ``grace_seconds`` old (a late copy on another replica may still come) and were not asked for within
-  ``retry_seconds``, up to the contract's 64 ranges / 1,000 numbers. What arrives again fills the gaps
+  ``retry_seconds``, up to the contract's 64 ranges / 1,000 numbers. A retry (and giving up) also waits until
+  no alert of the worker has arrived for ``grace_seconds``: the answer to the last request may still be coming
+  in (1,000 re-sent alerts take several seconds to apply). What arrives again fills the gaps
   (``gridwatch_alert_gaps_recovered_total``); the ticket store applies it idempotently, so an alert that
   did arrive never makes a second ticket or event.
 * **Giving up.** A row asked for ``max_requests`` times and still open ``retry_seconds`` after the last one is
@@ -114,7 +116,10 @@ class GapRecovery:
         mono = time.monotonic() if now is None else now
         try:
             self._apply_claims(mono)
-            sent = self._request(utcnow())
+            # Alerts of these workers are still coming in (the answer to a request, a backlog): asking again or
+            # giving up now would only duplicate what is on its way.
+            busy = {w for w, at in self._last_alert.items() if mono - at < self.grace_seconds}
+            sent = self._request(utcnow(), busy)
             self._refresh_gauge()
             return sent
         except Exception:  # the consumer's thread must go on taking alerts
@@ -136,11 +141,11 @@ class GapRecovery:
             if check.dropped:
                 self.metrics.gaps_unrecoverable.labels(worker_id).inc(check.dropped)
 
-    def _request(self, now: datetime) -> int:
+    def _request(self, now: datetime, busy: set[str]) -> int:
         grace, retry = timedelta(seconds=self.grace_seconds), timedelta(seconds=self.retry_seconds)
         sent = 0
         with self.sessions() as session, session.begin():
-            self._give_up(session, now - retry)
+            self._give_up(session, now - retry, busy)
             if self.max_requests == 0:
                 return 0
             rows = session.scalars(
@@ -151,7 +156,8 @@ class GapRecovery:
                 .with_for_update(skip_locked=True)).all()
             by_worker: dict[str, list[AlertGap]] = {}
             for row in rows:
-                by_worker.setdefault(row.worker_id, []).append(row)
+                if row.requests == 0 or row.worker_id not in busy:  # first requests go at once, retries wait
+                    by_worker.setdefault(row.worker_id, []).append(row)
             for worker_id, gaps in list(by_worker.items())[:MAX_WORKERS_PER_TICK]:
                 asked = self._take(session, gaps)
                 if asked and self._send(worker_id, [SeqRange(first=g.first_seq, last=g.last_seq) for g in asked], now):
@@ -195,13 +201,15 @@ class GapRecovery:
                  ", ".join(f"{r.first}..{r.last}" for r in ranges[:8]) + (", ..." if len(ranges) > 8 else ""))
         return True
 
-    def _give_up(self, session: Session, asked_before: datetime) -> None:
-        """Mark exhausted rows unrecoverable (warning + metric) and forget old unrecoverable rows."""
+    def _give_up(self, session: Session, asked_before: datetime, busy: set[str]) -> None:
+        """Mark exhausted rows of quiet workers unrecoverable (warning + metric); forget old unrecoverable rows."""
         exhausted = session.scalars(
             select(AlertGap).where(AlertGap.state == OPEN, AlertGap.requests >= self.max_requests,
                                    or_(AlertGap.last_request_at.is_(None), AlertGap.last_request_at <= asked_before))
             .with_for_update(skip_locked=True)).all()
         for gap in exhausted:
+            if gap.worker_id in busy:
+                continue
             gap.state = UNRECOVERABLE
             self.metrics.gaps_unrecoverable.labels(gap.worker_id).inc(gap.size)
             log.warning("worker %s: alerts %d..%d (%d) not recovered after %d resend request(s); given up "
