@@ -207,8 +207,12 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     detail.locator("button[data-move=closed]").click()
     expect(detail.locator("#detail-status")).to_have_text("已结案", timeout=15_000)
     expect(detail.locator("#detail-moves button[data-move=in_progress]")).to_have_text("重新打开")
-    detail.locator("button[data-move=in_progress]").click()  # a reopen needs a reason: the server says so
-    expect(detail.locator("#move-error")).to_contain_text("reason")
+    detail.locator("button[data-move=in_progress]").click()  # a reopen needs a reason
+    expect(detail.locator("#move-error")).to_contain_text("需要在处理说明中填写原因")
+    detail.locator("textarea[name=note]").fill("车主再次占用")
+    detail.locator("button[data-move=in_progress]").click()
+    expect(detail.locator("#detail-status")).to_have_text("处置中", timeout=15_000)
+    expect(detail.locator("#timeline li[data-kind=transition]").last).to_contain_text("车主再次占用")
     _shot(wall, "ticket-timeline.png")
     wall.close()
     assert not errors, errors  # no script error on either screen
