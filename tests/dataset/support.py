@@ -126,3 +126,33 @@ def image_size(path: Path) -> tuple[int, int]:
     img = cv2.imread(str(path))
     assert img is not None, path
     return int(img.shape[1]), int(img.shape[0])
+
+
+def tiny_fire_set(out: Path, n: int = 16, cameras: int = 4) -> Path:
+    """An exported set (``export_hazard``) of ``n`` real fire training frames spread over ``cameras`` cameras."""
+    from pipeline.dataset.export import export_hazard
+    from pipeline.tickets.verdicts import LabelBox, LabelledFrame, Verdict
+
+    names = ["fire", "smoke"]
+    imgs = sorted((SHARED_FIRE / "images" / "train").glob("*.jpg"))[::20][:n]
+    frames, files = [], {}
+    for i, img in enumerate(imgs, start=1):
+        rows = [[float(v) for v in line.split()] for line in
+                (SHARED_FIRE / "labels" / "train" / f"{img.stem}.txt").read_text().splitlines() if line.strip()]
+        boxes = tuple(LabelBox(names[int(r[0])], r[1] - r[3] / 2, r[2] - r[4] / 2, r[1] + r[3] / 2, r[2] + r[4] / 2)
+                      for r in rows)
+        frames.append(LabelledFrame(i, f"inc-{i}", f"cam{i % cameras}", "fire",
+                                    Verdict.CONFIRMED if boxes else Verdict.FALSE_ALARM, boxes, False, "test", None))
+        files[i] = img
+    export_hazard(frames, lambda f: files[f.ticket_id].read_bytes(), "fire", out, names, val_fraction=0.3)
+    return out
+
+
+def fire_manifest(path: Path) -> Path:
+    """A manifest holding only the deployed fire model of models/manifest.yaml (its file by absolute path)."""
+    repo = Path(__file__).resolve().parents[2]
+    doc = yaml.safe_load((repo / "models" / "manifest.yaml").read_text())
+    fire = next(e for e in doc["models"] if e["name"] == "fire")
+    fire["file"] = str((repo / "models" / fire["file"]).resolve())
+    path.write_text(yaml.safe_dump({"models": [fire]}))
+    return path
