@@ -407,7 +407,7 @@ class Worker:
         """Publish each camera's health, and parking occupancy per zone, as retained JSON gauges."""
         now = time.time()
         health = self.camera_health()
-        self.metrics.update(health, self.publisher.stats(), self.checks.stats())
+        self.metrics.update(health, self.publisher.stats(), self.checks.stats(), self.resend.stats())
         for h in health:
             self.publisher.publish_health(str(h["camera_id"]), {**h, "ts": now})
         prefix = self.site.mqtt.topic_prefix

@@ -48,13 +48,16 @@ class WorkerMetrics:
                                      "read or answered (running total)", ["worker"], registry=self.registry)
         self._checks_running = Gauge("gridwatch_camera_checks_running", "Camera checks running now", ["worker"],
                                      registry=self.registry)
+        self._resend = Gauge("gridwatch_worker_resend", "Resend requests answered (requests, refused, duplicate, "
+                             "throttled) and archived alerts queued again (resent) or no longer archived "
+                             "(not_archived), running totals", ["worker", "what"], registry=self.registry)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         """Serve ``/metrics`` over HTTP in a background thread."""
         start_http_server(port, addr=host, registry=self.registry)
 
     def update(self, cameras: list[dict[str, Any]], publisher: dict[str, Any],
-               checks: dict[str, Any] | None = None) -> None:
+               checks: dict[str, Any] | None = None, resend: dict[str, int] | None = None) -> None:
         for h in cameras:
             cam = str(h["camera_id"])
             for name, gauge in self._camera.items():
@@ -73,3 +76,5 @@ class WorkerMetrics:
                 self._checks.labels(self.worker_id, outcome).set(float(n))
             self._checks_refused.labels(self.worker_id).set(float(checks["refused"]))
             self._checks_running.labels(self.worker_id).set(float(checks["running"]))
+        for what, n in (resend or {}).items():  # ResendResponder.stats()
+            self._resend.labels(self.worker_id, what).set(float(n))
