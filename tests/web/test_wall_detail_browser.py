@@ -241,6 +241,7 @@ def test_zone_editor_draws_validates_and_saves(served: Served, chromium: Browser
     editor.locator("#zone-save").click()
     expect(editor.locator("[data-error=polygon]")).to_contain_text("at least 3 points", timeout=15_000)
     expect(editor.locator("#zone-list li.bad")).to_have_count(1)
+    _shot(page, "zone-editor-error.png")
     click_at(0.5, 0.6)
     editor.locator("select[name=kind]").select_option("fire_lane")
     editor.locator("input[name=hazard-clutter]").check()
@@ -267,6 +268,18 @@ def test_zone_editor_draws_validates_and_saves(served: Served, chromium: Browser
     expect(editor.locator("#zone-status")).to_have_text("已保存", timeout=15_000)
     zones = httpx.get(f"{served.url}cameras/cam1/config", headers=admin, timeout=10).json()["zones"]
     assert zones[0]["polygon"][2] == pytest.approx([0.3, 0.8], abs=0.01)
+
+    # Drag the whole zone (from inside it) 0.1 to the right: every point moves by that much.
+    before = zones[0]["polygon"]
+    page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.3 * box["height"], steps=5)
+    page.mouse.up()
+    editor.locator("#zone-save").click()
+    expect(editor.locator("#zone-status")).to_have_text("已保存", timeout=15_000)
+    after = httpx.get(f"{served.url}cameras/cam1/config", headers=admin, timeout=10).json()["zones"][0]["polygon"]
+    assert [c for x, y in after for c in (x, y)] == pytest.approx([c for x, y in before for c in (x + 0.1, y)],
+                                                                  abs=0.01)
 
     # Delete it: the camera has no zones again.
     editor.locator("#zone-delete").click()
