@@ -4,8 +4,10 @@
 role           may
 =============  ======================================================================================
 admin          everything, site-wide; users, tokens, the audit trail
-engineer       read tickets, cameras, debug view, dead letters and metrics in scope; no ticket moves
-dispatcher     read in scope; every ticket move (verify, dispatch, false alarm, check, close, reopen)
+engineer       read tickets, cameras, debug view, dead letters and metrics in scope; no ticket moves;
+               verdicts (training labels)
+dispatcher     read in scope; every ticket move (verify, dispatch, false alarm, check, close, reopen);
+               verdicts
 patrol         read in scope; only the working steps (dispatched -> in progress -> resolved) of tickets
                assigned to them
 viewer         read in scope
