@@ -40,7 +40,7 @@ from pipeline.config import CameraConfig
 from pipeline.contract.camera_config import CameraConfigV1, CameraIndexV1
 from pipeline.contract.topics import camera_config_filter, camera_index_topic, parse_camera_config_topic
 from pipeline.mqtt_url import broker_address, configure_client
-from pipeline.redact import register_url_secrets
+from pipeline.redact import redact_url, register_url_secrets
 from pipeline.sharding import ShardSpec, shard_of
 
 if TYPE_CHECKING:
@@ -214,27 +214,34 @@ def swap_slot(worker: Worker, camera_id: str, new: _CameraSlot | None) -> None:
     old = worker.slots.get(camera_id)
     now = time.time()
     cleared: list[Incident] = []
-    if old is not None:
-        locked = old.lock.acquire(timeout=5.0)
-        try:
+    locked = old.lock.acquire(timeout=5.0) if old is not None else False
+    try:
+        if old is not None:
             old.reader.stop()
+            old.mailbox.get(timeout=0)  # a thread that took the old slot before the swap finds no frame
             if new is None:
                 cleared = old.analyzer.clear_open(now, "camera_removed")
             else:
                 left = new.analyzer.restore_incidents(worker.journal.open_incidents(camera_id), now)
                 cleared = [orphan_cleared(e, now, "rule_removed") for e in left]
-        finally:
-            if locked:
-                old.lock.release()
-    slots = dict(worker.slots)  # copy on write: other threads iterate the old dict undisturbed
-    if new is None:
-        slots.pop(camera_id, None)
-    else:
-        slots[camera_id] = new
-    worker.slots = slots
-    worker.debug.cameras = set(slots)
-    worker.checks.analyzers = {cid: s.analyzer for cid, s in slots.items()}
+        slots = dict(worker.slots)  # copy on write: other threads iterate the old dict undisturbed
+        if new is None:
+            slots.pop(camera_id, None)
+        else:
+            slots[camera_id] = new
+        worker.slots = slots
+        worker.debug.cameras = set(slots)
+        worker.checks.analyzers = {cid: s.analyzer for cid, s in slots.items()}
+    finally:
+        if locked and old is not None:
+            old.lock.release()
     for incident in cleared:
         worker.emit(old or new, None, incident)  # type: ignore[arg-type]
+    if old is not None and new is None:
+        # One last retained health report, so the service shows the camera stopped rather than its last state.
+        health = {**old.reader.health().to_dict(), "frames_analysed": old.frames_analysed,
+                  "frames_skipped": old.frames_skipped, "analysis_error": None, "worker_id": worker.worker_id,
+                  "url": redact_url(old.url), "ts": now}
+        worker.publisher.publish_health(camera_id, health)
     if new is not None and not worker.stopping:
         new.reader.start()

@@ -49,6 +49,26 @@ def _wait(pred: Callable[[], Any], timeout: float = 30) -> Any:
     return pred()
 
 
+def _retained(broker: Any, topic: str) -> dict[str, Any] | None:
+    """The retained JSON on ``topic`` (None when there is none within 5 s)."""
+    import json
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: list[dict[str, Any]] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
+    client.connect(broker.host, broker.port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    try:
+        return _wait(lambda: got and got[-1], 5) or None
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
 def test_zone_change_and_removal_reach_the_live_worker(tmp_path: Path, shared_dir: Path,
                                                        h264_clips: dict[str, Path], mosquitto: Any) -> None:
     broker = mosquitto()
@@ -94,6 +114,8 @@ def test_zone_change_and_removal_reach_the_live_worker(tmp_path: Path, shared_di
             assert api.delete("/cameras/lobby").status_code == 204
             assert _wait(lambda: "lobby" not in worker.slots), runtime.stats()
             assert _wait(lambda: not lobby_reader.running)
+            stopped = _retained(broker, "rt/health/lobby")
+            assert stopped is not None and stopped["state"] == "stopped", stopped  # last word: stopped
             assert worker.slots["gate"] is gate and gate.reader.running  # gate untouched by lobby's removal
             assert "lobby" not in worker.debug.cameras and "lobby" not in worker.checks.analyzers
 
