@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.config import SiteConfig
 from pipeline.scenes.config import STATE_PATTERN, SceneConfig
 from pipeline.scenes.store import SceneStore
+from pipeline.tickets.api_contract import error_responses
 from pipeline.tickets.auth import Principal, require_roles
 from pipeline.tickets.auth_routes import AUTH_ERRORS
 from pipeline.tickets.roles import OPS_ROLES
@@ -146,7 +147,7 @@ def install_scenes(app: FastAPI, site: SiteConfig) -> None:
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.put("/scenes/{scene_id}/labels/{crop}", response_model=LabelOut, tags=["scenes"],
-             responses={422: {"description": "Not a state of the scene."}, **_ERRORS})
+             responses={**error_responses(400), 422: {"description": "Not a state of the scene."}, **_ERRORS})
     def set_label(scene_id: SceneId, crop: CropName, body: LabelIn, user: OpsUser) -> LabelOut:
         """Label one crop with a state of the scene (null removes the label)."""
         _, store = store_of(scene_id, user)

@@ -57,6 +57,8 @@ OPERATIONS = [
     "POST /report-codes", "GET /report-codes", "GET /report-codes/sheet.html", "GET /report-codes/{code_id}/qr.png",
     "PATCH /report-codes/{code_id}",
     "GET /grid/counts", "GET /stats/daily", "GET /tickets/{ticket_id}/patrols",
+    "GET /scenes", "GET /scenes/{scene_id}/crops", "GET /scenes/{scene_id}/crops/{crop}",
+    "PUT /scenes/{scene_id}/labels/{crop}",
     "GET /cameras/{camera_id}/config", "PUT /cameras/{camera_id}/zones", "POST /cameras", "PUT /cameras/{camera_id}",
     "GET /cameras/export", "DELETE /cameras/{camera_id}", "POST /cameras/import",
 ]
@@ -71,6 +73,9 @@ MUST_SEE = {
     "POST /auth/login": {401, 422}, "POST /auth/logout": {204}, "POST /auth/tokens": {201, 404, 422},
     "DELETE /auth/tokens/{token_id}": {204, 404, 422},
     "POST /webhooks/deliveries/{row_id}/retry": {404, 422},
+    # The test site has no scenes; the 200s are in tests/scenes/test_label_page.py.
+    "GET /scenes/{scene_id}/crops": {404, 422}, "GET /scenes/{scene_id}/crops/{crop}": {404, 422},
+    "PUT /scenes/{scene_id}/labels/{crop}": {404, 422},
     "POST /tickets/{ticket_id}/proof": {404, 409},
     "POST /cameras": {201, 409, 422}, "DELETE /cameras/{camera_id}": {204, 404}, "POST /cameras/import": {422},
     "GET /tickets/{ticket_id}/attachments/{attachment_id}": {404, 422},
