@@ -28,6 +28,7 @@ from pipeline.config_casework import CaseworkConfig
 # Re-exported (their home is pipeline.config_checks, which must not import this module).
 from pipeline.config_checks import GRID_LEVELS as GRID_LEVELS
 from pipeline.config_checks import camera_grid_errors as camera_grid_errors
+from pipeline.config_motion import MotionGateConfig
 from pipeline.config_resident import ResidentConfig
 from pipeline.config_webhooks import WebhooksConfig
 from pipeline.contract.ids import CONFIG_ID_PATTERN
@@ -148,6 +149,9 @@ class CameraConfig(_Model):
     zones: list[ZoneConfig] = Field(default_factory=list, description="Zones drawn on this camera.")
     hazards: list[Hazard] = Field(default_factory=list,
                                   description="Hazards judged on the whole frame (e.g. `fire`), besides zones.")
+    motion_gate: MotionGateConfig | None = Field(
+        default=None, description="This camera's motion gate (replaces `worker.motion_gate` whole); unset = the "
+        "worker's. See docs/detectors.md.")
 
     @field_validator("url")
     @classmethod
@@ -438,6 +442,10 @@ class WorkerConfig(_Model):
         default=5.0, ge=0, le=3600,
         description="How often the worker checks models/manifest.yaml for a promoted, canary or rolled-back "
         "model version and swaps it in without a restart (docs/retraining.md); 0 = never.")
+    motion_gate: MotionGateConfig = Field(
+        default_factory=MotionGateConfig,
+        description="Skip a camera's detectors on frames where nothing changed in their zones and carry the last "
+        "detections forward (fire is never gated); per camera: `cameras[].motion_gate`. See docs/detectors.md.")
 
 
 def _hazards_json_schema(schema: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from pipeline.config import (
 )
 from pipeline.config_casework import CaseworkConfig, HazardCasePolicy
 from pipeline.config_hazards import ClutterRuleConfig, FireRuleConfig, ParkingRuleConfig, PosterRuleConfig
+from pipeline.config_motion import MotionGateConfig
 from pipeline.config_resident import ResidentConfig
 from pipeline.config_webhooks import WebhooksConfig, WebhookTarget
 from pipeline.scenes.config import SceneConfig
@@ -40,6 +41,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("scenes[] (docs/scenes.md)", SceneConfig),
     ("mqtt", MqttConfig), ("api", ApiConfig), ("api.auth", AuthConfig), ("api.webhooks", WebhooksConfig),
     ("api.webhooks.targets[]", WebhookTarget), ("api.resident", ResidentConfig), ("worker", WorkerConfig),
+    ("worker.motion_gate, cameras[].motion_gate", MotionGateConfig),
     ("casework", CaseworkConfig),
     ("casework.hazards.<hazard>", HazardCasePolicy),
 ]
