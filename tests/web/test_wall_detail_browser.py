@@ -287,5 +287,12 @@ def test_zone_editor_draws_validates_and_saves(served: Served, chromium: Browser
     editor.locator("#zone-save").click()
     expect(editor.locator("#zone-status")).to_have_text("已保存", timeout=15_000)
     assert httpx.get(f"{served.url}cameras/cam1/config", headers=admin, timeout=10).json()["zones"] == []
+
+    # An engineer reads a ticket's detail but has no moves (the server's role table).
+    ticket_id = _ticket_id(served, served.post_alert("cam1", "poster"))
+    page.evaluate(f"location.hash = '#/ticket/{ticket_id}'")
+    expect(page.locator("#detail-status")).to_have_text("待核实", timeout=15_000)
+    expect(page.locator("#ticket-detail")).to_contain_text("当前角色无可执行操作")
+    expect(page.locator("#detail-moves")).to_have_count(0)
     page.close()
     assert not errors, errors
