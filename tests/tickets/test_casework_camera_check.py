@@ -194,3 +194,28 @@ def test_the_check_round_trip_on_postgresql(tmp_path: Path, broker: Any, pg_url:
         wait_for(lambda: _status(c, second) == "in_progress")
         assert [e["note"] for e in c.get(f"/tickets/{second}").json()["events"]
                 if e["kind"] == "camera_check"] == ["camera_check: failed"]
+
+
+def test_a_result_after_the_timeout_is_recorded_late_over_mqtt(client: TestClient, publisher: Publisher,
+                                                                 worker: FakeWorker) -> None:
+    """The worker answers only after the case loop gave up: the result is stored, counted as late, and the
+    ticket stays resolved for the dispatcher it went to."""
+    from pipeline.tickets.escalation import run_pass
+
+    worker.client.on_message = lambda c, u, msg: worker.requests.append(  # receives, does not answer yet
+        CameraCheckRequestV1.model_validate_json(msg.payload))
+    tid = _resolved_ticket(client, publisher)
+    [req] = wait_for(lambda: worker.requests)
+    st = client.app.state.tickets  # type: ignore[attr-defined]
+    later = time.time() + st.case.casework.check_timeout_seconds + 1
+    assert run_pass(st.sessions, st.case, st.consumer.publish, later, holder=st.case_loop.holder).checks_timed_out == 1
+    assert client.get(f"/tickets/{tid}").json()["manual_check"] is True
+    publisher.publish(check_result_topic("gwtest", "cam1"), worker.result(req, "passed").to_bytes())
+    metrics = st.metrics
+    wait_for(lambda: metrics.camera_checks.labels("passed", "late")._value.get() == 1)
+    ticket = client.get(f"/tickets/{tid}").json()
+    assert (ticket["status"], ticket["manual_check"]) == ("resolved", True)
+    notes = [e["note"] for e in ticket["events"] if e["kind"] == "camera_check"]
+    assert notes[0].startswith("camera_check: timeout") and "late: after the timeout" in notes[1]
+    [check] = client.get(f"/tickets/{tid}/camera-checks").json()
+    assert check["outcome"] == "passed" and check["timed_out_at"] is not None
