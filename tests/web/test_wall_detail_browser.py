@@ -108,10 +108,15 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
     expect(wall.locator(".tiles li.tile")).to_have_count(1)
     expect(wall.locator(".tiles li.tile")).to_have_attribute("data-camera", "cam3")
     expect(wall.locator("#grid-filter")).to_contain_text("Town / District 2")
-    expect(wall.locator("#trend-chart")).to_have_attribute("data-days", "7")
+    trend = wall.locator("#trend-chart")  # /stats/daily of the node: its one ticket, opened today
+    expect(trend).to_have_attribute("data-days", "7")
+    expect(trend).to_have_attribute("data-opened", "1")
     _shot(wall, "wall-grid.png")
     tree.locator("li[data-path='']").click()
     expect(wall.locator("#alerts li.alert")).to_have_count(2)
+    expect(trend).to_have_attribute("data-opened", "2")
+    wall.locator("#trend-30").click()
+    expect(trend).to_have_attribute("data-days", "30")
 
     # The detail: the frame with the alert's box drawn, the clip, the timeline, the dispatcher's moves.
     wall.locator(f"#alerts li.alert[data-ticket='{near_id}'] .place").click()
