@@ -123,6 +123,10 @@ def test_zone_change_and_removal_reach_the_live_worker(tmp_path: Path, shared_di
             new = {"id": "yard", "url": str(h264_clips["person"]), "grid": "G1", "decode": "keyframes"}
             assert api.post("/cameras", json=new).status_code == 201
             assert _wait(lambda: "yard" in worker.slots and worker.slots["yard"].frames_analysed >= 1)
+            # The debug view knows the new camera and its worker answers for it.
+            debug = _wait(lambda: (r := api.get("/cameras/yard/debug.jpg", params={"timeout": 5})).status_code == 200
+                          and r, 20)
+            assert debug and debug.content[:2] == b"\xff\xd8", "no debug picture of a camera added at run time"
             assert worker.slots["gate"] is gate
         finally:
             worker.stop()

@@ -150,3 +150,11 @@ def seed_from_site(session: Session, site: SiteConfig) -> int:
 def database_cameras(session: Session) -> list[CameraConfig]:
     """Every live camera as the site YAML's model, in list order."""
     return [row.camera() for row in list_cameras(session)]
+
+
+def camera_grid_path(session: Session, site: SiteConfig, camera_id: str) -> list[str] | None:
+    """The grid path of live camera ``camera_id`` (None when unknown, deleted or on a cell the site lacks)."""
+    row = get_camera(session, camera_id)
+    if row is None or row.grid not in site._cells():
+        return None
+    return site.grid_path(row.grid)

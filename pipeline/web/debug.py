@@ -14,6 +14,7 @@ from pipeline.config import SiteConfig
 from pipeline.debug_view import DebugRequester, DebugUnavailable
 from pipeline.tickets.auth import Principal, require_roles
 from pipeline.tickets.auth_routes import AUTH_ERRORS
+from pipeline.tickets.camera_store import camera_grid_path
 from pipeline.tickets.roles import DEBUG_ROLES
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -34,8 +35,6 @@ def _requester(request: Request, site: SiteConfig) -> DebugRequester:
 
 def install_debug(app: FastAPI, site: SiteConfig) -> None:
     """Add the debug picture route to ``app`` (its MQTT client connects on the first request)."""
-    cameras = {c.id: site.grid_path(c.grid) for c in site.cameras}
-
     @app.get("/cameras/{camera_id}/debug.jpg", tags=["cameras"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}, "description": "The debug picture."}, **_ERRORS,
                         **AUTH_ERRORS})
@@ -46,9 +45,11 @@ def install_debug(app: FastAPI, site: SiteConfig) -> None:
         """The camera's latest analysed frame with every detection box, its zones (red while an incident
         is open there) and one line of state per rule, drawn by the worker running the camera (admin,
         engineer, dispatcher; camera in scope)."""
-        if camera_id not in cameras:
+        with request.app.state.tickets.sessions() as session:  # the run-time camera config
+            grid_path = camera_grid_path(session, site, camera_id)
+        if grid_path is None:
             raise HTTPException(404, f"unknown camera {camera_id!r}")
-        if not user.covers(cameras[camera_id]):
+        if not user.covers(grid_path):
             raise HTTPException(403, f"camera {camera_id!r} is outside your grid scope")
         try:
             jpeg = await run_in_threadpool(_requester(request, site).fetch, camera_id, timeout)
