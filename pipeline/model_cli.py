@@ -46,7 +46,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @model_app.command("list")
 def list_models(manifest: ManifestOpt = DEFAULT_MANIFEST) -> None:
     """Every model version in the manifest: deployed, canary, file present and hash OK."""
-    from pipeline.detect.model_versions import deployment_of, label, read_doc, same_version, verify
+    from pipeline.detect.model_versions import deployed_version, deployment_of, label, read_doc, same_version, verify
 
     doc = read_doc(manifest)
     table = Table(title=str(manifest))
@@ -55,8 +55,6 @@ def list_models(manifest: ManifestOpt = DEFAULT_MANIFEST) -> None:
     for e in doc["models"]:
         name, version = str(e.get("name")), e.get("version")
         dep = deployment_of(doc, name)
-        from pipeline.detect.model_versions import deployed_version
-
         state = []
         if same_version(deployed_version(doc, name), None if version is None else str(version)):
             state.append("deployed")
@@ -133,6 +131,8 @@ def _compare(manifest: Path, candidate: str, hazard: str | None, benchmark: Path
         raise _fail(str(exc)) from None
     reasons = gate(cand, dep, bench.tolerance)
     console.print(comparison_table(dep, cand, bench.tolerance, reasons))
+    for r in reasons:
+        console.print(f"[red]refused:[/] {r}", highlight=False)
     return dep, cand, reasons
 
 
@@ -158,8 +158,6 @@ def comparison_table(dep: ModelScore, cand: ModelScore, tol: Tolerance, reasons:
     table.add_row("missed events", num(dep.missed_events), num(cand.missed_events), f"≤ deployed + {tol.missed_events}")
     table.add_row("false events / h", num(dep.false_per_hour, "{:.1f}"), num(cand.false_per_hour, "{:.1f}"),
                   f"≤ deployed + {tol.false_per_hour:.1f}")
-    for r in reasons:
-        table.add_row("[red]refused[/]", r, "", "")
     return table
 
 
@@ -205,7 +203,7 @@ def promote(ref: Annotated[str, typer.Argument(help="NAME@VERSION to deploy, e.g
         gate_record = {"benchmark": str(benchmark), "deployed": dep.to_dict(),
                        "candidate": cand.to_dict(), "refused": reasons}
         if reasons and not force:
-            err.print(f"[red]refused:[/] {ref} is worse than the deployed model: " + "; ".join(reasons))
+            err.print(f"[red]not promoted:[/] {ref} is worse than the deployed model beyond the tolerance")
             raise typer.Exit(1)
     cameras = [c.strip() for c in canary.split(",") if c.strip()] if canary else None
     try:
