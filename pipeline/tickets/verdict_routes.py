@@ -49,8 +49,8 @@ class VerdictIn(BaseModel):
 
     verdict: Verdict = Field(description="`confirmed` or `false_alarm`.")
     boxes: Annotated[list[VerdictBox] | None, Field(
-        max_length=MAX_BOXES, description="Corrected boxes of a confirmed alert (at least one); omit to keep "
-        "the alert's boxes; not allowed on a false alarm.")] = None
+        min_length=1, max_length=MAX_BOXES, description="Corrected boxes of a confirmed alert (at least one); omit "
+        "to keep the alert's boxes; not allowed on a false alarm.")] = None
     note: Annotated[str | None, Field(max_length=2000, pattern=r"^[^\x00]*$")] = None
 
 

@@ -56,7 +56,7 @@ def test_verdict_api_stores_boxes_with_the_raw_frame_hash_and_audits(world: Worl
 
 @pytest.mark.parametrize(("body", "code"), [
     ({"verdict": "false_alarm", "boxes": [{"label": "fire", "xyxy": [0.1, 0.1, 0.2, 0.2]}]}, 400),
-    ({"verdict": "confirmed", "boxes": []}, 400),
+    ({"verdict": "confirmed", "boxes": []}, 422),
     ({"verdict": "confirmed", "boxes": [{"label": "fire", "xyxy": [0.5, 0.1, 0.2, 0.2]}]}, 422),
     ({"verdict": "confirmed", "boxes": [{"label": "fire", "xyxy": [0.1, 0.1, 1.2, 0.2]}]}, 422),
     ({"verdict": "confirmed", "boxes": [{"label": "fi re", "xyxy": [0.1, 0.1, 0.2, 0.2]}]}, 422),

@@ -61,12 +61,14 @@ OPERATIONS = [
     "PUT /scenes/{scene_id}/labels/{crop}",
     "GET /cameras/{camera_id}/config", "PUT /cameras/{camera_id}/zones", "POST /cameras", "PUT /cameras/{camera_id}",
     "GET /cameras/export", "DELETE /cameras/{camera_id}", "POST /cameras/import",
+    "POST /tickets/{ticket_id}/verdict", "GET /tickets/{ticket_id}/verdicts",
 ]
 """Every operation the document must list (a new route shows up as a mismatch, so it gets tested too)."""
 
 MUST_SEE = {
     "GET /tickets": {200, 422}, "GET /tickets/{ticket_id}": {200, 404, 422},
     "POST /tickets/{ticket_id}/transition": {200, 404, 409, 422},
+    "POST /tickets/{ticket_id}/verdict": {201, 404, 422},
     "GET /tickets/{ticket_id}/evidence/{kind}": {200, 404, 422}, "GET /evidence/{incident_id}/{name}": {200, 400, 404},
     "GET /dead-letters": {200, 422},
     "GET /cameras/{camera_id}/debug.jpg": {404, 422},  # a 200 needs a worker answering over MQTT
@@ -200,7 +202,8 @@ def _strategy(operation: Operation, mode: GenerationMode, known: dict[str, list[
 
 
 SITE_CHECKED: dict[str, list[Any]] = dict.fromkeys(
-    ["PUT /cameras/{camera_id}/zones", "POST /cameras", "PUT /cameras/{camera_id}", "POST /cameras/import"],
+    ["PUT /cameras/{camera_id}/zones", "POST /cameras", "PUT /cameras/{camera_id}", "POST /cameras/import",
+     "POST /tickets/{ticket_id}/verdict"],  # verdict: x1 < x2, y1 < y2, no boxes on a false alarm
     [positive_data_acceptance])
 """Bodies checked beyond what JSON Schema says (polygon points in 0..1, the grid cell exists in the site, the body's
 id is the path's; an import file is YAML or CSV of cameras): a schema-valid body may rightly get 422, so the
@@ -213,6 +216,8 @@ KNOWN_BODIES: dict[str, list[Any]] = {
     "POST /auth/tokens": [{"username": name, "kind": "api", "name": "schemathesis"} for name in ("admin", "machine0")],
     "POST /users": [{"username": "admin", "role": "admin"}],  # taken: 409
     "POST /report-codes": [{"grid": "T1/D1/C1/G1", "place": "3号楼2单元"}],
+    "POST /tickets/{ticket_id}/verdict": [{"verdict": "false_alarm"}, {"verdict": "confirmed"}, {
+        "verdict": "confirmed", "boxes": [{"label": "fire", "xyxy": [0.1, 0.2, 0.5, 0.6]}], "note": "corrected"}],
     "POST /tickets/{ticket_id}/transition": [{"to": "verified"}, {"to": "false_alarm"},
                                              {"to": "received", "note": "reopened by schemathesis"}],
 }
