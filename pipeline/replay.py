@@ -285,7 +285,7 @@ class Replay:
             if frame.ts - last_ts < self.camera.analysis_interval:
                 return
             last_ts = frame.ts
-            requests = self.analyzer.requests(frame.width, frame.height, frame.ts)
+            requests = self.analyzer.frame_requests(frame)  # the worker's requests, motion gate included
             found, _ = detect_requests(self.registry, frame.image, requests)
             incidents = self.analyzer.analyze(frame, found)
             summary.frames_analysed += 1

@@ -287,8 +287,7 @@ class Worker:
         results: list[dict[str, Detections]] = [{} for _ in work]
         full: dict[str, list[int]] = {}
         for i, (slot, frame) in enumerate(work):
-            plan = split_requests(slot.analyzer.requests(frame.width, frame.height, frame.ts),
-                                  self.broken_detectors)
+            plan = split_requests(slot.analyzer.frame_requests(frame), self.broken_detectors)  # motion-gated
             for name in plan.blocked:
                 slot.analysis_error = self.broken_detectors[name]
             for name in plan.whole:
@@ -376,6 +375,8 @@ class Worker:
             h = slot.reader.health().to_dict()
             h.update(frames_analysed=slot.frames_analysed, frames_skipped=slot.frames_skipped,
                      analysis_error=slot.analysis_error, worker_id=self.worker_id, url=redact_url(slot.url))
+            if slot.analyzer.motion_gate is not None:
+                h.update(slot.analyzer.motion_gate.counts())  # frames_gated, frames_detected
             # Errors quote URLs (PyAV's do): mask credentials in every text field that is published.
             out.append({k: redact_text(v) if isinstance(v, str) else v for k, v in h.items()})
         return out

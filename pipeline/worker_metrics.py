@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 _CAMERA_COUNTERS = ("frames_decoded", "frames_analysed", "frames_dropped", "frames_skipped", "reconnects",
-                    "decode_errors", "truncated_loops")
+                    "decode_errors", "truncated_loops", "frames_gated", "frames_detected")
 # Per-camera values of the decode plan (None in the health: not yet measured, exported as NaN).
 _CAMERA_VALUES = {"analysis_fps": "Frames/s handed to analysis in the effective decode mode",
                   "keyframe_interval_s": "Measured key-frame interval (s)", "fps": "Measured stream frame rate"}

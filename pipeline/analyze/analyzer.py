@@ -33,6 +33,7 @@ from pipeline.analyze.clutter import ClutterRule
 from pipeline.analyze.fire import FireRule
 from pipeline.analyze.incident import Hazard, Incident
 from pipeline.analyze.journal import JournalEntry
+from pipeline.analyze.motion_gate import build_motion_gate
 from pipeline.analyze.occupancy import DEFAULT_VEHICLES, OccupancyCounter
 from pipeline.analyze.parking import NoParkingRule
 from pipeline.analyze.poster import PosterRule
@@ -223,6 +224,8 @@ class CameraAnalyzer:
                     camera.id, zone, classes=(park.classes if park and park.classes else DEFAULT_VEHICLES),
                     min_confidence=park.min_confidence if park else 0.35, window=window,
                     detector=park.detector if park else "coco"))
+        # Skips detectors on still frames, carrying their last output (pipeline/analyze/motion_gate.py).
+        self.motion_gate = build_motion_gate(self, set(site.detectors))
 
     @property
     def text_detector(self) -> TextDetector:
@@ -297,6 +300,12 @@ class CameraAnalyzer:
                 out.extend(DetectRequest(name, box) for box in merge_overlapping(list(dict.fromkeys(regions))))
         return out
 
+    def frame_requests(self, frame: Frame) -> list[DetectRequest]:
+        """:meth:`requests` for ``frame``, less the detectors the motion gate skips on it (their last output
+        is carried forward by :meth:`analyze`)."""
+        reqs = self.requests(frame.width, frame.height, frame.ts)
+        return reqs if self.motion_gate is None else self.motion_gate.decide(frame, reqs)
+
     def analyze(self, frame: Frame, detections: dict[str, Detections]) -> list[Incident]:
         """Feed one analysed frame to every rule and counter; returns the incident events, in rule order.
 
@@ -307,7 +316,10 @@ class CameraAnalyzer:
         """
         out: list[Incident] = []
         w, h = frame.width, frame.height
-        view = FrameView(frame.ts, w, h, frame.image, detections)
+        carried: dict[str, Detections] = {}
+        if self.motion_gate is not None:
+            detections, carried = self.motion_gate.merge(frame, detections)
+        view = FrameView(frame.ts, w, h, frame.image, detections, frozenset(carried))
         for i, r in enumerate(self.rules):
             if not self.due(i, view.ts):
                 continue
@@ -331,7 +343,8 @@ class CameraAnalyzer:
         """Per rule, in rule order: ``{hazard, zone, rule, state}`` - hazard value, zone id (None for
         whole-frame rules), the rule's class name and its JSON-able internals (``state()``: k-of-n counts,
         dwell timers, blocked share, why candidates were rejected, the incident lifecycle), plus
-        ``last_judged`` (frame time it last judged) and ``errors`` (exceptions so far)."""
+        ``last_judged`` (frame time it last judged) and ``errors`` (exceptions so far); with the motion gate on,
+        ``detections_carried``: the rule's detectors whose output the last frame carried forward."""
         out: list[dict[str, object]] = []
         for i, r in enumerate(self.rules):
             try:
@@ -340,6 +353,8 @@ class CameraAnalyzer:
                 state = {"error": repr(e)}
             out.append({"hazard": r.hazard.value, "zone": r.zone_id, "rule": type(r).__name__,
                         "state": state, "last_judged": self.last_judged.get(i), "errors": self.errors.get(i, 0)})
+            if self.motion_gate is not None:  # which of its detectors the last frame carried forward
+                out[-1]["detections_carried"] = sorted(self.motion_gate.last_carried & set(r.detectors))
         return out
 
     def restore_incidents(self, entries: list[JournalEntry], ts: float) -> list[JournalEntry]:

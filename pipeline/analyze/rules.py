@@ -45,6 +45,8 @@ class FrameView:
         height: frame height in pixels.
         image: the BGR frame (None when judged from detections alone: image checks are skipped).
         detections: output of each detector that ran, by detector name, in pixels of the full frame.
+        carried: detectors whose output was carried forward from an earlier frame by the motion gate
+            (nothing changed in their zones; :mod:`pipeline.analyze.motion_gate`), not run on this one.
 
     Example:
         >>> v = FrameView(1_796_000_000.25, 640, 480)
@@ -57,6 +59,7 @@ class FrameView:
     height: int
     image: np.ndarray | None = None
     detections: Mapping[str, Detections] = field(default_factory=dict)
+    carried: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if isinstance(self.ts, np.floating) and np.dtype(type(self.ts)).itemsize < 8:
