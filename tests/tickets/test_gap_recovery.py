@@ -96,8 +96,8 @@ class Requests:
         return self.connected
 
 
-def test_requests_retries_and_gives_up_visibly(sessions: sessionmaker[Session],
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_requests_retries_and_gives_up_visibly(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    sessions = session_factory(engine)
     metrics, requests = TicketMetrics(), Requests()
     recovery = GapRecovery(sessions, PREFIX, metrics, requests, retry_seconds=0.0, max_requests=2, grace_seconds=0.0)
     apply_alert(sessions, _seq("w9", 1))
@@ -132,7 +132,8 @@ def test_requests_retries_and_gives_up_visibly(sessions: sessionmaker[Session],
     assert apply_alert(sessions, _seq("w9", 3)).sequence.recovered
 
 
-def test_status_last_seq_reveals_a_lost_tail_once_the_worker_is_quiet(sessions: sessionmaker[Session]) -> None:
+def test_status_last_seq_reveals_a_lost_tail_once_the_worker_is_quiet(engine: Engine) -> None:
+    sessions = session_factory(engine)
     metrics, requests = TicketMetrics(), Requests()
     recovery = GapRecovery(sessions, PREFIX, metrics, requests, retry_seconds=10.0, max_requests=3,
                            grace_seconds=2.0)
