@@ -126,3 +126,23 @@ def test_benchmark_errors_are_clear(tmp_path: Path, shared_dir: Path) -> None:
     bad.write_text("hazard: fire\n")
     code, out = _cli("evaluate", "--candidate", str(FIRE), "-b", str(bad), "-m", str(manifest))
     assert code == 2 and "frames" in out, out
+
+
+def test_benchmark_folder_and_gate_rules(tmp_path: Path, shared_dir: Path) -> None:
+    from pipeline.evaluation.benchmark import ModelScore, Tolerance, gate, load_benchmark
+
+    yolo = load_benchmark(shared_dir / "datasets" / "fire", "fire")  # a YOLO folder: its data.yaml, val split
+    assert yolo.data == shared_dir / "datasets" / "fire" / "data.yaml" and yolo.events is None
+    _benchmark(tmp_path, shared_dir)
+    folder = load_benchmark(tmp_path)  # a folder holding benchmark.yaml
+    assert folder.limit == 40 and folder.tolerance == Tolerance(0.02, 0, 0.0)
+
+    dep = ModelScore("fire@2", "a", operating_point=0.56, missed_events=0, false_events=0, false_per_hour=0.0)
+    ok = ModelScore("fire@3", "b", operating_point=0.545, missed_events=0, false_events=0, false_per_hour=0.0)
+    assert gate(ok, dep, Tolerance()) == []  # 1.5 points lower: inside the 2-point tolerance
+    worse = ModelScore("fire@4", "c", operating_point=0.60, missed_events=1, false_events=2, false_per_hour=25.9)
+    why = gate(worse, dep, Tolerance())
+    assert len(why) == 2 and "missed events 1" in why[0] and "25.9/h" in why[1]
+    assert gate(worse, dep, Tolerance(missed_events=1, false_per_hour=30)) == []
+    frames_only = ModelScore("fire@5", "d", operating_point=0.50)  # no clips: events not judged
+    assert len(gate(frames_only, ModelScore("fire@2", "a", operating_point=0.56), Tolerance())) == 1
