@@ -157,7 +157,7 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def train_scene(samples: Sequence[Sample], states: Sequence[str], backbone: Path, *, scene_id: str,
                 size: int = DEFAULT_SIZE, augment_copies: int = 6, holdout: float = 0.25, seed: int = 0,
-                threads: int = 1) -> tuple[bytes, dict[str, object]]:
+                threads: int = 1, taps: Sequence[str] | None = None) -> tuple[bytes, dict[str, object]]:
     """Train a scene model; returns (ONNX bytes, card).
 
     Args:
@@ -170,11 +170,12 @@ def train_scene(samples: Sequence[Sample], states: Sequence[str], backbone: Path
         holdout: share of each state's latest crops kept out of training to measure accuracy (0 = none).
         seed: augmentation seed.
         threads: onnxruntime threads.
+        taps: backbone tensors to pool (default :data:`~pipeline.scenes.onnx_graph.FEATURE_TAPS`).
 
     Raises:
         ValueError: a state has fewer than 2 crops, or a crop has an unknown state.
     """
-    from pipeline.scenes.onnx_graph import feature_model, with_head
+    from pipeline.scenes.onnx_graph import FEATURE_TAPS, feature_model, with_head
 
     t0 = time.monotonic()
     unknown = sorted({s.state for s in samples} - set(states))
@@ -184,7 +185,7 @@ def train_scene(samples: Sequence[Sample], states: Sequence[str], backbone: Path
     few = [st for st, c in counts.items() if c < 2]
     if few:
         raise ValueError(f"every state needs at least 2 labelled crops; too few for {few} (counts {counts})")
-    feat_model = feature_model(backbone)
+    feat_model = feature_model(backbone, tuple(taps) if taps else FEATURE_TAPS)
     extract = FeatureExtractor(feat_model.SerializeToString(), size, threads)
     rng = np.random.default_rng(seed)
     label = {st: i for i, st in enumerate(states)}
@@ -214,7 +215,8 @@ def train_scene(samples: Sequence[Sample], states: Sequence[str], backbone: Path
     model = with_head(feat_model, mean, std, w, b, meta)
     card: dict[str, object] = {
         "scene": scene_id, "states": list(states), "crops": counts, "augment_copies": augment_copies,
-        "input_size": size, "backbone": str(backbone), "backbone_sha256": _sha256(backbone),
+        "input_size": size, "features": list(taps) if taps else list(FEATURE_TAPS),
+        "backbone": str(backbone), "backbone_sha256": _sha256(backbone),
         "train_accuracy": round(train_acc, 4), "evaluation": evaluation,
         "first_crop_ts": min(s.ts for s in samples), "last_crop_ts": max(s.ts for s in samples),
         "trained_at": time.time(), "train_seconds": round(time.monotonic() - t0, 2),
