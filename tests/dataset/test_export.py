@@ -22,8 +22,17 @@ from tests.fixtures.auth import bearer, user_token
 runner = CliRunner()
 
 
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One judged store for the tests that only read it (and write their exports elsewhere)."""
+    w = build_world(tmp_path_factory.mktemp("world"))
+    yield w
+    w.client.__exit__(None, None, None)
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def own_world(tmp_path: Path) -> Iterator[World]:
+    """A judged store of this test's own (it changes the evidence)."""
     w = build_world(tmp_path)
     yield w
     w.client.__exit__(None, None, None)
@@ -143,11 +152,11 @@ def test_export_by_hash_split_never_shares_a_camera_and_is_stable(world: World, 
     assert ca == cb  # same verdicts, same split
 
 
-def test_raw_frame_replaced_after_the_verdict_is_skipped_not_mislabelled(world: World, tmp_path: Path) -> None:
-    incident = world.client.get(f"/tickets/{world.ids['c3_corrected']}").json()["incident_id"]
-    frame = world.app.state.tickets.evidence_dir / incident / "frame.jpg"
-    frame.write_bytes(world.frames["c1_status"].read_bytes())
-    m = _export(world, tmp_path / "ds")
+def test_raw_frame_replaced_after_the_verdict_is_skipped_not_mislabelled(own_world: World, tmp_path: Path) -> None:
+    incident = own_world.client.get(f"/tickets/{own_world.ids['c3_corrected']}").json()["incident_id"]
+    frame = own_world.app.state.tickets.evidence_dir / incident / "frame.jpg"
+    frame.write_bytes(own_world.frames["c1_status"].read_bytes())
+    m = _export(own_world, tmp_path / "ds")
     assert m["skipped"] == {"no_box_of_classes": 1, "frame_changed": 1}
 
 
