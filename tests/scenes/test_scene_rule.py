@@ -113,3 +113,24 @@ def test_model_for_other_states_is_refused(site: SiteConfig) -> None:
 def test_evidence_polygons_include_the_scene_crop(site: SiteConfig) -> None:
     polygons = CameraAnalyzer(site, site.camera("cam1")).zone_polygons_px(160, 120)
     assert polygons["lane"].reshape(-1, 2).tolist() == [[0, 60], [160, 60], [160, 120], [0, 120]]
+
+
+def test_scene_incident_becomes_an_alert_and_a_ticket(site: SiteConfig, tmp_path: Path) -> None:
+    from pipeline.alerts.schema import build_alert
+    from pipeline.tickets.db import init_db, session_factory
+    from pipeline.tickets.models import Ticket
+    from pipeline.tickets.payload import AlertIn
+    from pipeline.tickets.service import apply_alert
+
+    _model(site)
+    analyzer = CameraAnalyzer(site, site.camera("cam1"))
+    events = [e for i in range(25) for e in analyzer.analyze(_frame(T0 + i, True), {})]
+    assert [e.event for e in events] == [IncidentEvent.OPENED]
+    alert = build_alert(events[0], site)
+    assert alert.hazard is Hazard.SCENE and alert.zone is not None and alert.zone.id == "lane"
+    assert alert.details["scene_name"] == "消防通道占用"
+    sessions = session_factory(init_db(f"sqlite:///{tmp_path}/t.db"))
+    apply_alert(sessions, AlertIn.model_validate(alert.model_dump(mode="json")))
+    with sessions() as s:
+        ticket = s.query(Ticket).one()
+        assert (ticket.hazard, ticket.zone_id, ticket.incident_id) == ("scene", "lane", events[0].id)
