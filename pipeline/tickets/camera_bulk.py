@@ -3,9 +3,11 @@
 * **YAML** is the site YAML's own shape, ``cameras:`` and the list of camera entries (a whole site YAML is
   accepted too; only its ``cameras`` are read). Parsed within the site YAML's limits (size, aliases, depth,
   duplicate keys: :mod:`pipeline.config_yaml`).
-* **CSV** has one row per camera and the columns :data:`CSV_COLUMNS`; ``hazards`` is a ``;``-separated
-  list, ``zones`` the zone list as JSON (what ``GET /cameras/{id}/config`` shows), an empty cell means the
-  field's default. Spreadsheet editors keep it intact (UTF-8, quoted JSON).
+* **CSV** has one row per camera and one column per camera field (:data:`CSV_COLUMNS`, the fields of
+  ``CameraConfig`` in order); ``hazards`` is a ``;``-separated list, structured fields (``zones``, and any
+  other list or object field) are JSON as ``GET /cameras/{id}/config`` shows them, an empty cell means the
+  field's default. Spreadsheet editors keep it intact (UTF-8, quoted JSON). A field added to
+  ``CameraConfig`` becomes a column by itself, so the round trip never drops it.
 
 Exports redact stream credentials (``rtsp://***@host/...``) unless asked otherwise. An imported (or PUT)
 camera whose URL is exactly the redacted form of the stored one keeps the stored URL, so an export edited
@@ -23,7 +25,8 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, get_args, get_origin
 
 import yaml
 
@@ -31,8 +34,17 @@ from pipeline.config import CameraConfig
 from pipeline.config_yaml import ConfigFileError, compose_config, decode_config
 from pipeline.redact import redact_url
 
-CSV_COLUMNS = ("id", "name", "url", "grid", "enabled", "decode", "max_fps", "analysis_interval", "hazards", "zones")
-"""Columns of the camera CSV, in order."""
+
+def _is_scalar(annotation: Any) -> bool:
+    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) else [annotation]
+    return all(isinstance(a, type) and (issubclass(a, str | int | float | bool | Enum)) for a in args)
+
+
+CSV_COLUMNS = tuple(CameraConfig.model_fields)
+"""Columns of the camera CSV, in order: every field of the camera entry."""
+JSON_COLUMNS = frozenset(n for n, f in CameraConfig.model_fields.items()
+                         if n != "hazards" and not _is_scalar(f.annotation))
+"""Columns whose cells are JSON (zones, and other structured fields)."""
 REDACTED = "***"
 
 
@@ -83,10 +95,20 @@ def export_csv(cameras: list[CameraConfig], credentials: bool = False) -> str:
     writer.writerow(CSV_COLUMNS)
     for c in cameras:
         spec = shown_spec(c, credentials)
-        writer.writerow([spec["id"], spec["name"] or "", spec["url"], spec["grid"], str(spec["enabled"]).lower(),
-                         spec["decode"], spec["max_fps"], spec["analysis_interval"], ";".join(spec["hazards"]),
-                         json.dumps(spec["zones"], ensure_ascii=False, separators=(",", ":"))])
+        writer.writerow([_cell(column, spec.get(column)) for column in CSV_COLUMNS])
     return out.getvalue()
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if column == "hazards":
+        return ";".join(value)
+    if column in JSON_COLUMNS:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 # -- import ---------------------------------------------------------------------------------------
@@ -113,11 +135,11 @@ def parse_yaml(raw: bytes) -> list[Any]:
 def _csv_value(column: str, value: str, row: int) -> Any:
     if column == "hazards":
         return [h.strip() for h in value.split(";") if h.strip()]
-    if column == "zones":
+    if column in JSON_COLUMNS:
         try:
             return json.loads(value)
         except json.JSONDecodeError as exc:
-            raise BulkFormatError(f"row {row}: zones is not JSON ({exc.msg})", (row, "zones")) from None
+            raise BulkFormatError(f"row {row}: {column} is not JSON ({exc.msg})", (row, column)) from None
     if column == "enabled":
         return {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}.get(value.lower(),
                                                                                                     value)

@@ -193,3 +193,14 @@ def test_each_change_is_a_retained_config_message(tmp_path: Path, mosquitto_brok
     index = CameraIndexV1.model_validate_json(got["gwtest/config/index"])
     assert index.camera_ids == ["cam1", "cam3", "cam9", "cam5"] and index.revision == msg.revision + 1
     assert "gwtest/config/cameras/cam2" not in got  # the empty retained message cleared it
+
+
+def test_csv_round_trip_keeps_every_camera_field() -> None:
+    from pipeline.config import CameraConfig
+    from pipeline.tickets.camera_bulk import CSV_COLUMNS, export_csv, parse_csv
+
+    cam = CameraConfig.model_validate({**NEW, "hazards": ["fire"], "enabled": False, "max_fps": 4,
+                                       "motion_gate": {"enabled": True, "recheck_seconds": 30}})
+    rows = parse_csv(export_csv([cam], credentials=True))
+    assert CameraConfig.model_validate(rows[0]) == cam
+    assert set(CSV_COLUMNS) == set(CameraConfig.model_fields)  # a new camera field is a column by itself
