@@ -76,6 +76,8 @@ class StateRule:
         self.last: dict[str, object] = {}
         self.last_collected: float | None = None
         self.collected = 0
+        self.collect_failed = 0
+        """Crops that could not be saved (disk full, permissions): shown in ``state()``, logged."""
 
     def _load_model(self) -> StateClassifier | None:
         """The classifier, (re)loaded when the file appeared or changed; None while there is none (or it is bad)."""
@@ -112,7 +114,9 @@ class StateRule:
             self.store.add_crop(crop, ts)
             self.collected += 1
         except (OSError, ValueError) as e:
-            log.warning("scene %s: crop not saved: %s", self.scene.id, e)
+            self.collect_failed += 1
+            if self.collect_failed == 1 or self.collect_failed % 100 == 0:
+                log.warning("scene %s: crop not saved (%d so far): %s", self.scene.id, self.collect_failed, e)
 
     def judge(self, view: FrameView) -> list[Incident]:
         """Classify the scene's crop of ``view`` and advance the incident (no image: judged as not bad)."""
@@ -153,11 +157,13 @@ class StateRule:
             "model": self.model_path.name})
 
     def state(self) -> dict[str, object]:
-        """Model (path, loaded, error), the last classification, k-of-n, dwell timer, crops collected, lifecycle."""
+        """Model (path, loaded, error), the last classification, k-of-n, dwell timer, crops collected (and failed),
+        lifecycle."""
         return {"scene": self.scene.id, "model": {"path": str(self.model_path), "loaded": self.classifier is not None,
                                                   "error": self.model_error},
                 "last": dict(self.last), "confirm": self.confirm.state(), "presence": self.presence.state(),
                 "dwell_seconds": self.scene.dwell_seconds, "collected": self.collected,
+                "collect_failed": self.collect_failed,
                 "lifecycle": self.lifecycle.state()}
 
 
