@@ -288,6 +288,8 @@ class Replay:
             requests = self.analyzer.frame_requests(frame)  # the worker's requests, motion gate included
             found, _ = detect_requests(self.registry, frame.image, requests)
             incidents = self.analyzer.analyze(frame, found)
+            if self.analyzer.motion_gate is not None:  # the rules saw the carried detections too
+                found = {**self.analyzer.motion_gate.last_carried, **found}
             summary.frames_analysed += 1
             summary.width, summary.height = frame.width, frame.height
             t = frame.ts - t0

@@ -354,7 +354,7 @@ class CameraAnalyzer:
             out.append({"hazard": r.hazard.value, "zone": r.zone_id, "rule": type(r).__name__,
                         "state": state, "last_judged": self.last_judged.get(i), "errors": self.errors.get(i, 0)})
             if self.motion_gate is not None:  # which of its detectors the last frame carried forward
-                out[-1]["detections_carried"] = sorted(self.motion_gate.last_carried & set(r.detectors))
+                out[-1]["detections_carried"] = sorted(set(self.motion_gate.last_carried) & set(r.detectors))
         return out
 
     def restore_incidents(self, entries: list[JournalEntry], ts: float) -> list[JournalEntry]:

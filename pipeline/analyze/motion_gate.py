@@ -112,8 +112,8 @@ class MotionGate:
         """Frames on which at least one detector was skipped and its last output carried forward."""
         self.frames_detected = 0
         """Frames on which every requested detector ran."""
-        self.last_carried: frozenset[str] = frozenset()
-        """Detectors carried forward on the last merged frame."""
+        self.last_carried: dict[str, Detections] = {}
+        """Detector name -> the output carried forward on the last merged frame (not run on it)."""
         self.last_changed: dict[str, float] = {}
         """Per gated detector on the last frame: the largest changed share of its zones (0..1)."""
         self._memory: dict[str, _Memory] = {}
@@ -193,7 +193,7 @@ class MotionGate:
             self.frames_gated += 1
         elif d.ran:
             self.frames_detected += 1
-        self.last_carried = frozenset(d.carried)
+        self.last_carried = d.carried
         self.last_changed = d.changed
         return {**d.carried, **detections}, d.carried
 
