@@ -4,9 +4,10 @@ After every change the API calls :meth:`CameraConfigPublisher.push` with the cha
 goes out as a retained :class:`~pipeline.contract.camera_config.CameraConfigV1` on
 ``<prefix>/config/cameras/<id>``, each deleted one as an empty retained message (which also clears the
 broker's copy), then the retained :class:`~pipeline.contract.camera_config.CameraIndexV1`. On every (re)connect
-it publishes the whole table again, so a broker that lost its retained store, or changes made while it was
-down, reach the workers without anyone doing anything. Workers ignore a message whose revision they run
-already, so the repeat costs them nothing.
+it publishes the whole table again, and again every ``resync_seconds`` (default 300), so a broker that lost its
+retained store, changes made while it was down, or an older copy another API replica's sync left retained
+reach the workers without anyone doing anything. Workers ignore a message whose revision they run already, so
+the repeat costs them a parse per camera.
 
 Publishing is asynchronous (paho queues QoS 1 messages while disconnected); ``published`` and ``failed`` count
 what happened, also as ``gridwatch_camera_config_published_total{outcome}``.
@@ -57,16 +58,20 @@ class CameraConfigPublisher:
         sessions: the ticket store.
         registry: where to register the publish counter (None: not exported).
         client_id: MQTT client id; default ``<client_id or gridwatch-<host>>-camera-config``.
+        resync_seconds: how often the whole table is published again while connected.
     """
 
     def __init__(self, cfg: MqttConfig, sessions: sessionmaker[Session], registry: CollectorRegistry | None = None,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, resync_seconds: float = 300.0) -> None:
         self.prefix = cfg.topic_prefix
         self.sessions = sessions
         self.published = 0
         self.failed = 0
         self._started = False
         self._lock = threading.Lock()
+        self._resync_seconds = resync_seconds
+        self._stop = threading.Event()
+        self._resync: threading.Thread | None = None
         self._counter = Counter("gridwatch_camera_config_published", "Run-time camera config messages handed to "
                                 "the broker client, by outcome (ok, failed).", ["outcome"],
                                 registry=registry) if registry is not None else None
@@ -83,16 +88,27 @@ class CameraConfigPublisher:
         if self._started:
             return
         self._started = True
+        self._stop.clear()
         self._client.connect_async(self._address.host, self._address.port, keepalive=30)
         self._client.loop_start()
+        self._resync = threading.Thread(target=self._resync_loop, name="gridwatch-camera-config-resync", daemon=True)
+        self._resync.start()
 
     def stop(self) -> None:
         """Disconnect (messages not yet acknowledged are dropped; the next start publishes everything)."""
         if not self._started:
             return
         self._started = False
+        self._stop.set()
         self._client.disconnect()
         self._client.loop_stop()
+        if self._resync is not None:
+            self._resync.join(timeout=5)
+
+    def _resync_loop(self) -> None:
+        while not self._stop.wait(self._resync_seconds):
+            if self.connected:
+                self.sync()
 
     @property
     def connected(self) -> bool:
