@@ -1,7 +1,7 @@
 """`gridwatch model evaluate|promote|rollback` on real models and real frames: a worse candidate (fire.onnx
 with noise on its weights) is refused with the side-by-side table and a non-zero exit, `--force` needs a
-reason that is recorded, an equal candidate is promoted and rolled back. The benchmark is small: 40 fire val
-frames + 30 clutter val negatives, and (in one test) the fire slideshow clip as an event."""
+reason that is recorded, an equal candidate is promoted and rolled back. The benchmark is small: 24 fire val
+frames + 12 clutter val negatives, and (in one test) the fire slideshow clip as an event."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ runner = CliRunner()
 def _benchmark(folder: Path, shared: Path, events: Path | None = None) -> Path:
     doc: dict[str, object] = {
         "hazard": "fire",
-        "frames": {"data": str(shared / "datasets" / "fire" / "data.yaml"), "split": "val", "limit": 40,
-                   "negatives": [str(shared / "datasets" / "clutter" / "images" / "val")], "negatives_limit": 30},
+        "frames": {"data": str(shared / "datasets" / "fire" / "data.yaml"), "split": "val", "limit": 24,
+                   "negatives": [str(shared / "datasets" / "clutter" / "images" / "val")], "negatives_limit": 12},
         "gate": {"operating_point": 0.02, "missed_events": 0, "false_per_hour": 0}}
     if events is not None:
         doc["events"] = str(events)
@@ -76,7 +76,7 @@ def test_tolerance_option_lets_a_small_drop_through(gate_setup: tuple[Path, Path
     scores = json.loads(out_json.read_text())
     drop = scores["deployed"]["operating_point"] - scores["candidate"]["operating_point"]
     assert drop > 0.05 and scores["candidate"]["ap50"] < scores["deployed"]["ap50"], scores
-    assert scores["deployed"]["positive_frames"] > 10 and scores["deployed"]["negative_frames"] >= 30
+    assert scores["deployed"]["positive_frames"] > 10 and scores["deployed"]["negative_frames"] >= 12
     code, out = _cli("promote", "fire@v3-noisy", "-b", str(bench), "--tolerance-op", f"{drop + 0.01:.3f}",
                      "-m", str(manifest))
     assert code == 0, out
@@ -90,7 +90,7 @@ def test_equal_candidate_promoted_on_frames_and_events_then_rolled_back(tmp_path
     assert _cli("add", "fire@v3", str(same), "-m", str(manifest))[0] == 0
     events = tmp_path / "events.yaml"
     events.write_text(yaml.safe_dump({"defaults": {"start_ts": 1_800_000_000}, "clips": [
-        {"name": "fire-slideshow", "clip": str(fire_clip(shared_dir)), "spec": {"hazards": ["fire"], "fps": 2},
+        {"name": "fire-slideshow", "clip": str(fire_clip(shared_dir)), "spec": {"hazards": ["fire"], "fps": 1},
          "hazards": {"fire": {"confirm_model": None}}, "events": [{"hazard": "fire", "window": [0, None]}]}]}))
     bench = _benchmark(tmp_path, shared_dir, events)
     code, out = _cli("promote", "fire@v3", "-b", str(bench), "-m", str(manifest))
@@ -135,7 +135,7 @@ def test_benchmark_folder_and_gate_rules(tmp_path: Path, shared_dir: Path) -> No
     assert yolo.data == shared_dir / "datasets" / "fire" / "data.yaml" and yolo.events is None
     _benchmark(tmp_path, shared_dir)
     folder = load_benchmark(tmp_path)  # a folder holding benchmark.yaml
-    assert folder.limit == 40 and folder.tolerance == Tolerance(0.02, 0, 0.0)
+    assert folder.limit == 24 and folder.tolerance == Tolerance(0.02, 0, 0.0)
 
     dep = ModelScore("fire@2", "a", operating_point=0.56, missed_events=0, false_events=0, false_per_hour=0.0)
     ok = ModelScore("fire@3", "b", operating_point=0.545, missed_events=0, false_events=0, false_per_hour=0.0)
