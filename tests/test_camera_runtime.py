@@ -139,3 +139,48 @@ def test_a_worker_keeps_only_its_shards_cameras() -> None:
     assert [c for c in ids if owns(c)] == [c for c in ids if shard_of(c, 3) == 1]
     assert camera_owner(["a"], None)("a") and not camera_owner(["a"], None)("b")
     assert camera_owner(None, None)("anything")
+
+
+def _message(camera: dict[str, Any], revision: int) -> bytes:
+    from datetime import UTC, datetime
+
+    from pipeline.contract.camera_config import CameraConfigV1
+
+    return CameraConfigV1(schema_version=1, camera_id=camera["id"], revision=revision,
+                          ts=datetime.fromtimestamp(1_796_000_000, tz=UTC), camera=camera).to_bytes()
+
+
+def test_messages_are_applied_by_revision_and_bad_ones_refused(tmp_path: Path) -> None:
+    from pipeline.contract.camera_config import CameraIndexV1
+    from pipeline.contract.topics import camera_index_topic
+
+    clips = {"car": tmp_path / "a.mp4", "person": tmp_path / "b.mp4"}  # never opened: readers are not started
+    worker = Worker(_site(tmp_path, "mqtt://127.0.0.1:1", clips, tmp_path / "absent.onnx"), worker_id="w-unit")
+    worker._stop.set()  # a stopping worker swaps slots but starts no reader
+    rt, topic = worker.runtime, camera_config_topic("rt", "gate")
+    try:
+        gate = {"id": "gate", "url": str(clips["car"]), "grid": "G1", "decode": "keyframes"}
+        assert rt.handle(topic, _message(gate, 3)) == "unchanged"  # the seeded copy of the YAML
+        lobby_slot = worker.slots["lobby"]
+        assert rt.handle(topic, _message({**gate, "zones": [LANE]}, 4)) == "applied"
+        assert rt.handle(topic, _message({**gate, "zones": []}, 4)) == "unchanged"  # not newer: ignored
+        assert [z.id for z in worker.slots["gate"].camera.zones] == ["lane"]
+        for bad in (b"not json", _message({**gate, "grid": "G9"}, 5), _message({**gate, "id": "lobby"}, 6),
+                    _message({**gate, "zones": [{**LANE, "polygon": [[0, 0], [2, 0], [1, 1]]}]}, 7)):
+            assert rt.handle(topic, bad) == "refused"
+        assert [z.id for z in worker.slots["gate"].camera.zones] == ["lane"]  # the last good config runs on
+        assert rt.outcomes["refused"] == 4 and "polygon" in str(rt.last_error)
+        assert rt.handle(topic, _message({**gate, "enabled": False}, 8)) == "removed"
+        assert "gate" not in worker.slots and worker.slots["lobby"] is lobby_slot
+        index = CameraIndexV1(schema_version=1, revision=9, ts=_ts(), camera_ids=["gate"]).to_bytes()
+        assert rt.handle(camera_index_topic("rt"), index) == "removed"  # lobby is no longer in the database
+        assert worker.slots == {}
+    finally:
+        worker.journal.close()
+        worker.publisher.outbox.close()
+
+
+def _ts() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(1_796_000_100, tz=UTC)
