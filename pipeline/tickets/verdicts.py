@@ -149,8 +149,8 @@ def labelled_frames(session: Session, hazards: list[str] | None = None) -> list[
     vq = select(TicketVerdict).order_by(TicketVerdict.id)
     if hazards:
         vq = vq.join(Ticket, Ticket.id == TicketVerdict.ticket_id).where(Ticket.hazard.in_(hazards))
-    for v in session.scalars(vq):
-        latest[v.ticket_id] = v
+    for row in session.scalars(vq):
+        latest[row.ticket_id] = row
     out: list[LabelledFrame] = []
     for t in session.scalars(q):
         v = latest.get(t.id)
