@@ -129,7 +129,7 @@ class Worker:
         self.metrics = WorkerMetrics(self.worker_id)
         # Follows models/manifest.yaml: promoted/canary/rolled-back versions swap in between frames.
         self.models = ModelHotSwap(self.registry, site.worker.model_poll_seconds, self.metrics.registry,
-                                   self.worker_id)
+                                   self.worker_id, on_recovered=lambda name: self.broken_detectors.pop(name, None))
         self.debug_frames = DebugFrames()
         self._max_batch = max((d.batch_size for d in site.detectors.values()), default=8)
         for cam in site.cameras:
@@ -197,6 +197,7 @@ class Worker:
                 self.broken_detectors[name] = (f"detector {name!r} unavailable: {exc}. Set detectors.{name}.model "
                                                "to an ONNX file (see models/manifest.yaml)")
                 log.error("%s", self.broken_detectors[name])
+                self.models.mark_broken(name)  # a later promote/rollback may bring it back
         self.models.start()
         for warning in rule_rate_warnings(self.site.hazards):
             log.warning("%s", warning)
@@ -289,7 +290,7 @@ class Worker:
         for i, (slot, frame) in enumerate(work):
             plan = split_requests(slot.analyzer.frame_requests(frame), self.broken_detectors)  # motion-gated
             for name in plan.blocked:
-                slot.analysis_error = self.broken_detectors[name]
+                slot.analysis_error = self.broken_detectors.get(name, slot.analysis_error)  # may recover meanwhile
             for name in plan.whole:
                 full.setdefault(self.models.route(name, slot.camera.id), []).append(i)
             for name, regs in plan.regions.items():

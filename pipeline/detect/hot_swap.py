@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,8 @@ class ModelHotSwap:
         poll_seconds: seconds between two ``stat()`` of the manifest; 0 = no watching.
         metrics: a prometheus ``CollectorRegistry`` for the swap/failure counters (None: no metrics).
         worker_id: the ``worker`` label of those metrics.
+        on_recovered: called with a detector's name when a new version loads for a detector that
+            :meth:`mark_broken` reported (its model had failed to load): the worker unblocks it.
 
     Example:
         >>> swap = ModelHotSwap(DetectorRegistry(site))  # doctest: +SKIP
@@ -66,8 +68,10 @@ class ModelHotSwap:
     """
 
     def __init__(self, registry: DetectorRegistry, poll_seconds: float = 5.0, metrics: Any = None,
-                 worker_id: str = "") -> None:
+                 worker_id: str = "", on_recovered: Callable[[str], None] | None = None) -> None:
         self.registry = registry
+        self._on_recovered = on_recovered
+        self._broken: set[str] = set()
         self.poll_seconds = poll_seconds
         self.swaps = 0
         self.failures = 0
@@ -137,6 +141,10 @@ class ModelHotSwap:
                 "serving": {d: s.label for d, s in self._served.items()},
                 "canary": {d: {"version": s.label, "cameras": sorted(c)} for d, (s, c) in self._canary.items()}}
 
+    def mark_broken(self, detector: str) -> None:
+        """``detector``'s model failed to load: load the next version deployed for it (a rollback, say)."""
+        self._broken.add(detector)
+
     # -- watching ----------------------------------------------------------------------------------
     def start(self) -> None:
         """Apply the manifest once (a canary already running), then poll it in a daemon thread."""
@@ -182,7 +190,7 @@ class ModelHotSwap:
                 self._refused("manifest", f"cannot read {path}: {exc}")
                 return False
             changed = False
-            loaded = set(self.registry.loaded())
+            loaded = set(self.registry.loaded()) | self._broken
             for det, model in self.tracked().items():
                 dep = deployment_of(doc, model)
                 entry = self.registry.manifest.get(model)
@@ -196,6 +204,11 @@ class ModelHotSwap:
                     if self._gauges:
                         self._gauges["serving"].labels(self._worker_id, det, old.label, "deployed").set(0)
                     changed = True
+                    if det in self._broken:
+                        self._broken.discard(det)
+                        log.info("detector %s: recovered with %s", det, want.label)
+                        if self._on_recovered is not None:
+                            self._on_recovered(det)
                 changed |= self._apply_canary(det, model, dep.canary_version, dep.canary_cameras)
             return changed
 
