@@ -68,7 +68,7 @@ class ModelHotSwap:
     """
 
     def __init__(self, registry: DetectorRegistry, poll_seconds: float = 5.0, metrics: Any = None,
-                 worker_id: str = "", on_recovered: Callable[[str], None] | None = None) -> None:
+                 worker_id: str = "", on_recovered: Callable[[str], object] | None = None) -> None:
         self.registry = registry
         self._on_recovered = on_recovered
         self._broken: set[str] = set()
