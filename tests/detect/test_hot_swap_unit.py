@@ -7,9 +7,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from pipeline.config import SiteConfig
 from pipeline.detect.hot_swap import ModelHotSwap
-from pipeline.detect.model_versions import ModelRef, add_version, promote, read_doc, write_doc
+from pipeline.detect.model_versions import ModelRef, add_version, promote, read_doc, rollback, write_doc
 from pipeline.detect.registry import DetectorRegistry
 from tests.fixtures.model_gate import REPO, fire_manifest
 
@@ -60,3 +62,33 @@ def test_canary_routing_and_pinned_detector(tmp_path: Path) -> None:
     write_doc(manifest, doc)
     assert swap.check(force=True) is True and swap.route("fire", "cam-8") == "fire#canary"
     assert "fire-pinned" not in swap.tracked()
+
+
+def test_worker_detector_broken_at_start_recovers_on_promote(tmp_path: Path) -> None:
+    from pipeline.worker import Worker
+
+    manifest = fire_manifest(tmp_path / "models")
+    broken = tmp_path / "models" / "fire-v9.onnx"
+    shutil.copy(REPO / "models" / "fire.onnx", broken)
+    add_version(manifest, "fire", "v9", broken)
+    promote(manifest, ModelRef("fire", "v9"))
+    broken.write_bytes(b"truncated")  # the deployed file broke before the worker started
+    site = SiteConfig.model_validate({
+        "grid": GRID, "cameras": [{"id": "c1", "url": str(tmp_path / "none.mp4"), "grid": "G1", "hazards": ["fire"]}],
+        "detectors": {"fire": {"model": "fire", "input_size": 416, "threads": 1}},
+        "hazards": {"fire": {"confirm_model": None}}, "mqtt": {"url": "mqtt://127.0.0.1:1"},
+        "api": {"evidence_dir": str(tmp_path / "ev")},
+        "worker": {"outbox_path": str(tmp_path / "outbox.db"), "model_poll_seconds": 0}})
+    site.base_dir = str(tmp_path)
+    worker = Worker(site, worker_id="w-broken")
+    try:
+        with pytest.raises(ValueError, match="sha256"):
+            worker.registry.get("fire")
+        worker.broken_detectors["fire"] = "detector 'fire' unavailable"  # as Worker.start records it
+        worker.models.mark_broken("fire")
+        rollback(manifest, "fire")  # back to v2, a good file
+        assert worker.models.check() is True
+        assert "fire" not in worker.broken_detectors
+        assert worker.registry.get("fire").class_names and worker.models.versions("c1", ["fire"]) == ["fire@2"]
+    finally:
+        worker.journal.close()
