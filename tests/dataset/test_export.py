@@ -181,3 +181,21 @@ def test_export_cli_errors_are_one_line(world: World, tmp_path: Path) -> None:
     r = runner.invoke(cli_app, ["dataset", "export", "--config", str(world.config), "--out", str(tmp_path / "x"),
                                 "--classes", "fire=fire,fire"])
     assert r.exit_code == 2 and "distinct" in r.output
+
+
+def test_api_export_script_writes_the_same_set_as_the_store_export(world: World, tmp_path: Path) -> None:
+    from tests.scripts_loader import load_script
+
+    db = tmp_path / "db"
+    _export(world, db, "--val-camera", "cam2")
+    counts = load_script("export_dataset").export(world.client, "fire", ["fire", "smoke"], tmp_path / "api")
+    assert counts == {"positives": 4, "negatives": 3, "skipped": 1}
+    api = json.loads((tmp_path / "api" / "manifest.json").read_text())
+    ours = json.loads((db / "fire" / "manifest.json").read_text())
+    keys = ("file", "boxes", "verdict", "corrected", "source", "camera_id")
+    assert sorted([{k: f[k] for k in keys} for f in api["frames"]], key=str) == sorted(
+        [{k: f[k] for k in keys} for f in ours["frames"]], key=str)
+    for f in ours["frames"]:
+        split_api = next(g["split"] for g in api["frames"] if g["file"] == f["file"])
+        assert (tmp_path / "api" / "labels" / split_api / f["file"].replace(".jpg", ".txt")).read_text() == (
+            db / "fire" / "labels" / f["split"] / f["file"].replace(".jpg", ".txt")).read_text()
