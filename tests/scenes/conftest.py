@@ -56,3 +56,21 @@ def scene_site(tmp_path: Path, **scene: Any) -> SiteConfig:
 @pytest.fixture
 def site(tmp_path: Path) -> SiteConfig:
     return scene_site(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def floor_model(tmp_path_factory: pytest.TempPathFactory, scene_media: Any, shared_dir: Path) -> Path:
+    """A floor scene model trained (library call, no CLI) on the first 70 s of the corridor clip."""
+    from pipeline.scenes.crop import cut_crop
+    from pipeline.scenes.train import Sample, train_scene
+    from tests.fixtures.scene_media import SCENE_BOX, SPLIT_S
+
+    x1, y1, x2, y2 = SCENE_BOX
+    poly = [[x1, y1], [x2, y1], [x2, y2], [x1, y2]]
+    samples = [Sample(cut_crop(img, poly), T0 + t, scene_media.state(t)) for t, img in scene_media.frames
+               if t < SPLIT_S]
+    model, _ = train_scene(samples, ["clear", "blocked"], shared_dir / "models" / "yolo11n-coco.onnx",
+                           scene_id="floor")
+    path = tmp_path_factory.mktemp("floor_model") / "model.onnx"
+    path.write_bytes(model)
+    return path
