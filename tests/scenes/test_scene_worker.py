@@ -12,6 +12,7 @@ from typing import Any
 
 import cv2
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 import pytest
 
 from pipeline.config import SiteConfig
@@ -60,7 +61,7 @@ def test_worker_publishes_the_scene_alert_and_collects_crops(tmp_path: Path, sce
         "worker": {"outbox_path": str(tmp_path / "outbox.db"), "health_interval_seconds": 1},
     })
     got: list[dict[str, Any]] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
     client.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
     client.connect(broker.host, broker.port)
     client.subscribe("gridwatch/alerts/#", qos=1)
