@@ -12,8 +12,8 @@ from typing import Any
 
 import cv2
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from pipeline.config import SiteConfig
 from pipeline.worker import Worker
