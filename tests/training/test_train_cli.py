@@ -139,3 +139,30 @@ def test_an_interrupted_run_resumes_to_the_end(tiny_set: Path, tmp_path: Path) -
     assert code == 0, out
     entry = find_entry(read_doc(tmp_path / "manifest.yaml"), ModelRef("fire", "v3"))
     assert entry["training"]["epochs"] == 3 and (tmp_path / "fire-v3.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_verdicts_to_export_to_a_trained_candidate(tmp_path: Path) -> None:
+    """The loop's first half on real frames: verdicts through the API -> dataset export -> model train."""
+    pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    from tests.dataset.support import build_world
+
+    (tmp_path / "site").mkdir()
+    w = build_world(tmp_path / "site")
+    try:
+        r = runner.invoke(cli_app, ["dataset", "export", "--config", str(w.config), "--out", str(tmp_path / "ds"),
+                                    "--val-camera", "cam2", "--models", str(REPO / "models" / "manifest.yaml")])
+        assert r.exit_code == 0, r.output
+    finally:
+        w.client.__exit__(None, None, None)
+    fire_manifest(tmp_path / "manifest.yaml")
+    code, out = _train(tmp_path, "--from", "fire@2", "--data", str(tmp_path / "ds" / "fire"), "--epochs", "1",
+                       "--imgsz", "160", "--batch", "4", "--workers", "0")
+    assert code == 0, out
+    entry = find_entry(read_doc(tmp_path / "manifest.yaml"), ModelRef("fire", "v3"))
+    counts = entry["training"]["data_counts"]
+    assert counts["val"]["cameras"] == ["cam2"] and counts["train"]["negatives"] == 2
+    card = (tmp_path / "fire-v3.md").read_text()
+    assert "frames with boxes corrected by a person" in card and "2 frames with boxes corrected" in " ".join(
+        card.split())
