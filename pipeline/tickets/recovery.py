@@ -6,7 +6,9 @@ subscription across a restart, docs/reliability.md). The per-worker ``seq`` show
 
 * **Tail losses.** The worker's retained status carries ``last_seq``. When it is above the last number that
   arrived, and no alert of that worker has arrived for ``grace_seconds`` (so it is not still on its way), the
-  difference is recorded as a gap (:func:`~pipeline.tickets.sequence.claim_last_seq`).
+  difference is recorded as a gap (:func:`~pipeline.tickets.sequence.claim_last_seq`). For a worker nothing
+  arrived from yet (a new store) only an ``online`` status counts: the store then asks for what that worker
+  still archives.
 * **Requests.** Each :meth:`tick` (the consumer calls it from its network loop, about once a second) sends at
   most one :class:`~pipeline.contract.resend.ResendRequestV1` per worker: its open gap rows that are at least
   ``grace_seconds`` old (a late copy on another replica may still come) and were not asked for within
@@ -80,7 +82,7 @@ class GapRecovery:
         self.retry_seconds = retry_seconds
         self.max_requests = max_requests
         self.grace_seconds = grace_seconds
-        self._claims: dict[str, tuple[int, float]] = {}  # worker -> (last_seq it said, monotonic time)
+        self._claims: dict[str, tuple[int, float, bool]] = {}  # worker -> (last_seq it said, monotonic time, online)
         self._last_alert: dict[str, float] = {}  # worker -> monotonic time its last alert was applied
 
     # -- inputs (the consumer's network thread) ---------------------------------------------------
@@ -105,7 +107,7 @@ class GapRecovery:
             return
         if worker_id not in self._claims and len(self._claims) >= MAX_PENDING_CLAIMS:
             return
-        self._claims[worker_id] = (status.last_seq, time.monotonic())
+        self._claims[worker_id] = (status.last_seq, time.monotonic(), status.state == "online")
 
     # -- the periodic work ------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> int:
@@ -127,12 +129,14 @@ class GapRecovery:
             return 0
 
     def _apply_claims(self, mono: float) -> None:
-        due = [(w, seq) for w, (seq, at) in self._claims.items()
+        due = [(w, seq, online) for w, (seq, at, online) in self._claims.items()
                if mono - at >= self.grace_seconds and mono - self._last_alert.get(w, -1e18) >= self.grace_seconds]
-        for worker_id, last_seq in due:
+        for worker_id, last_seq, online in due:
             with self.sessions() as session, session.begin():
-                check = claim_last_seq(session, worker_id, last_seq)
-            if self._claims.get(worker_id, (0, 0.0))[0] == last_seq:
+                # A worker this store never heard of is taken at its word only while it is online: the retained
+                # `offline` of a long-gone worker must not make a new store chase its old alerts.
+                check = claim_last_seq(session, worker_id, last_seq, new_worker=online)
+            if self._claims.get(worker_id, (0, 0.0, False))[0] == last_seq:
                 del self._claims[worker_id]
             if check.missing:
                 self.metrics.sequence_gaps.labels(worker_id).inc(check.missing)

@@ -94,7 +94,7 @@ def track_sequence(session: Session, worker_id: str | None, seq: int | None, red
     return SequenceCheck(worker_id, late=True, recovered=fill(session, worker_id, seq))
 
 
-def claim_last_seq(session: Session, worker_id: str, last_seq: int) -> SequenceCheck:
+def claim_last_seq(session: Session, worker_id: str, last_seq: int, new_worker: bool = True) -> SequenceCheck:
     """Record the worker's own last number (its status) inside the caller's transaction.
 
     Numbers above the last one that arrived are counted missing and recorded as a gap, as if an alert with
@@ -104,11 +104,14 @@ def claim_last_seq(session: Session, worker_id: str, last_seq: int) -> SequenceC
         session: open session.
         worker_id: the worker.
         last_seq: the last number it says it has queued.
+        new_worker: also for a worker of which nothing arrived yet (else such a claim changes nothing).
 
     Returns:
         The gap the claim shows (``missing`` 0 when none).
     """
     row = session.get(WorkerSequence, worker_id, with_for_update=True)
+    if row is None and not new_worker:
+        return SequenceCheck(worker_id)
     if row is None:
         session.add(WorkerSequence(worker_id=worker_id, last_seq=last_seq, missing_total=last_seq, late_total=0,
                                    updated_at=utcnow()))

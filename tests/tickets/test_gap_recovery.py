@@ -152,6 +152,12 @@ def test_status_last_seq_reveals_a_lost_tail_once_the_worker_is_quiet(engine: En
     assert _gaps(sessions, "w3") == [(4, 10, OPEN)]
     assert metrics.sequence_gaps.labels("w3")._value.get() == 7
     assert _gaps(sessions, "w4") == []
+    # a worker this store never heard of counts while online (a new store asks for what it still archives),
+    # not by the retained `offline` of a worker that may be long gone
+    recovery.on_status(status_topic(PREFIX, "w5"), status.model_copy(update={"state": "offline"}).to_bytes())
+    recovery.on_status(status_topic(PREFIX, "w6"), status.model_copy(update={"last_seq": 4}).to_bytes())
+    recovery.tick(time.monotonic() + 5)
+    assert _gaps(sessions, "w5") == [] and _gaps(sessions, "w6") == [(1, 4, OPEN)]
     # a claim at or below what arrived changes nothing
     recovery.on_status(status_topic(PREFIX, "w3"), status.model_copy(update={"last_seq": 2}).to_bytes())
     recovery.tick(time.monotonic() + 5)
