@@ -278,6 +278,14 @@ def incident_models(swap: ModelHotSwap, analyzer: Any, incident: Any) -> list[st
     site = swap.registry.site
     # The detectors the analyzer ran for these rules (CameraAnalyzer._needs): the rule's own detector, plus
     # helpers (person boxes) only where the site defines them.
-    names = [d for r in analyzer.rules if r.hazard == incident.hazard and r.zone_id == incident.zone_id
-             for d in r.detectors if d != "ocr" and (d == r.rule.detector or d in site.detectors)]
-    return swap.versions(incident.camera_id, names) or None
+    rules = [r for r in analyzer.rules if r.hazard == incident.hazard and r.zone_id == incident.zone_id]
+    names = [d for r in rules for d in r.detectors if d != "ocr" and (d == r.rule.detector or d in site.detectors)]
+    out = swap.versions(incident.camera_id, names)
+    for r in rules:  # the fire rule's second-stage classifier also decides (not hot-swapped: a file per site)
+        confirm = getattr(r.rule, "confirm_model", None)
+        if isinstance(confirm, str) and confirm:
+            entry = swap.registry.manifest.get(confirm)
+            name = entry.label if entry is not None else Path(confirm).name
+            if name not in out:
+                out.append(name)
+    return out or None
