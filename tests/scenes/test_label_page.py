@@ -77,7 +77,7 @@ def test_roles_and_scope(site: SiteConfig, client: TestClient) -> None:
 @pytest.mark.integration
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium not installed (apt-get install chromium)")
 def test_engineer_labels_a_crop_in_chromium(site: SiteConfig) -> None:
-    names = _crops(site)
+    names = _crops(site, 5)
     labels_file = Path(site.scenes[0].data_path()) / "labels.json"
     with serve(site) as served, sync_playwright() as p:
         user_token(served.app, "eng", Role.ENGINEER, ["T1"], password=PASSWORD)
@@ -100,6 +100,11 @@ def test_engineer_labels_a_crop_in_chromium(site: SiteConfig) -> None:
             expect(page.locator(f'.crop[data-name="{names[0]}"] button[data-state="blocked"]')).to_have_class(
                 "badstate on")
             page.check("#only-unlabelled")
-            expect(page.locator(".crop")).to_have_count(2)
+            expect(page.locator(".crop")).to_have_count(4)
+            # a range: click the newest, shift-click an older one -> the two crops between are labelled too
+            page.locator(f'.crop[data-name="{names[4]}"] button[data-state="clear"]').click()
+            page.locator(f'.crop[data-name="{names[1]}"] button[data-state="clear"]').click(modifiers=["Shift"])
+            expect(page.locator(f'.crop[data-name="{names[1]}"]')).to_have_class("crop labelled")
+            assert json.loads(labels_file.read_text()) == {names[0]: "blocked", **dict.fromkeys(names[1:], "clear")}
         finally:
             browser.close()
