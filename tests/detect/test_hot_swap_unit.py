@@ -92,3 +92,21 @@ def test_worker_detector_broken_at_start_recovers_on_promote(tmp_path: Path) -> 
         assert worker.registry.get("fire").class_names and worker.models.versions("c1", ["fire"]) == ["fire@2"]
     finally:
         worker.journal.close()
+
+
+def test_incident_models_name_detector_and_confirm_classifier(tmp_path: Path) -> None:
+    from pipeline.analyze.analyzer import CameraAnalyzer
+    from pipeline.analyze.incident import Hazard, Incident, IncidentEvent
+    from pipeline.detect.hot_swap import incident_models
+
+    fire_manifest(tmp_path / "models")
+    site = SiteConfig.model_validate({
+        "grid": GRID, "cameras": [{"id": "c1", "url": "x.mp4", "grid": "G1", "hazards": ["fire"]}],
+        "detectors": {"fire": {"model": "fire", "input_size": 416, "threads": 1}}})
+    site.base_dir = str(tmp_path)
+    swap = ModelHotSwap(DetectorRegistry(site), poll_seconds=0)
+    analyzer = CameraAnalyzer(site, site.cameras[0])
+    incident = Incident("c1-fire-1", IncidentEvent.OPENED, Hazard.FIRE, "c1", None, 1.8e9, 1.8e9, 0.9)
+    assert incident_models(swap, analyzer, incident) == ["fire@2", "fire-confirm@1"]
+    other = Incident("c1-x-clutter-1", IncidentEvent.OPENED, Hazard.CLUTTER, "c1", "x", 1.8e9, 1.8e9, 0.9)
+    assert incident_models(swap, analyzer, other) is None  # no rule of that hazard here: the field is left out
