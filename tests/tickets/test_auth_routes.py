@@ -161,6 +161,8 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
               "attachment_id": 1, "code_id": 1, "token": "unknown-code-0000000000",
               "tracking": "unknown-tracking-000000000", "scene_id": "no_scene", "crop": "1796000000000.jpg",
               "username": "walked"}  # a user of the walk's own (POST /users makes it): never one with a token
+    if method == "DELETE" and path == "/cameras/{camera_id}":
+        values["camera_id"] = _throwaway_camera(w)  # cam1 stays for the other routes
     names = re.findall(r"{(\w+)}", path)
     unknown = [n for n in names if n not in values]
     assert not unknown, f"{method} {path}: add a value for {unknown} to this test"
@@ -181,6 +183,19 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
         return w.client.request(method, url, content=b"\xff\xd8\xff\xe0 proof", params=params,
                                 headers={**headers, "Content-Type": "image/jpeg"})
     return w.client.request(method, url, json=body, headers=headers, params=params)
+
+
+def _throwaway_camera(w: World) -> str:
+    from pipeline.config import CameraConfig
+    from pipeline.tickets.camera_store import camera_write_lock, put_camera
+
+    camera_id = f"walk-{next(_walk_cameras)}"
+    with w.app.state.tickets.sessions() as session, session.begin(), camera_write_lock(session):
+        put_camera(session, CameraConfig(id=camera_id, url="walk.mp4", grid="G1"), actor="test")
+    return camera_id
+
+
+_walk_cameras = iter(range(1, 1_000_000))
 
 
 def _throwaway_token_id(w: World) -> int:
