@@ -236,10 +236,17 @@ class ModelHotSwap:
         return False
 
     def _load(self, det: str, want: _Served, key: str) -> bool:
-        """Build ``want`` for detector ``det`` and serve it under registry ``key``; False if refused."""
+        """Build ``want`` for detector ``det`` and serve it under registry ``key``; False if refused.
+
+        A canary promoted to every camera is not loaded twice: its running session is served as ``det``.
+        """
         ref = want.label
+        canary = self._canary.get(det)
         try:
-            detector = self.registry.create(det, ref)
+            if canary is not None and canary[0] == want and key == det:
+                detector = self.registry.get(det + CANARY_SUFFIX)
+            else:
+                detector = self.registry.create(det, ref)
         except (KeyError, FileNotFoundError, ModelVersionError, ValueError, RuntimeError, OSError) as exc:
             self._refused(ref, f"{type(exc).__name__}: {exc}")
             return False

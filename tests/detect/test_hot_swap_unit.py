@@ -62,6 +62,11 @@ def test_canary_routing_and_pinned_detector(tmp_path: Path) -> None:
     write_doc(manifest, doc)
     assert swap.check(force=True) is True and swap.route("fire", "cam-8") == "fire#canary"
     assert "fire-pinned" not in swap.tracked()
+    canary_session = reg.get("fire#canary")
+    promote(manifest, ModelRef("fire", "v3"))  # to every camera: the canary's session becomes the deployed one
+    assert swap.check(force=True) is True
+    assert reg.get("fire") is canary_session and swap.route("fire", "cam-7") == "fire"
+    assert swap.versions("cam-1", ["fire"]) == ["fire@v3"]
 
 
 def test_worker_detector_broken_at_start_recovers_on_promote(tmp_path: Path) -> None:
