@@ -509,8 +509,8 @@ class SiteConfig(_Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
         errors = camera_grid_errors(self.model_dump(mode="json"))
-        errors += scene_errors(self.scenes, {c.id for c in self.cameras})
         used = set().union(*(c.used_hazards() for c in self.cameras)) if self.cameras else set()
+        errors += scene_errors(self.scenes, {c.id for c in self.cameras}, {*used, *self.hazards})
         for h, rule in self.hazards.items():
             if h in used and rule.enabled and h is not Hazard.POSTER and rule.detector not in self.detectors:
                 errors.append(f"hazards.{h.value}.detector: {rule.detector!r} is not in detectors "

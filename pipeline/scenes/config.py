@@ -18,12 +18,15 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.contract.ids import CONFIG_ID_PATTERN
 
+SCENE_HAZARD = "scene"
+"""The hazard of every scene incident (``Hazard.SCENE``)."""
 STATE_PATTERN = r"^[A-Za-z0-9_\-]{1,40}$"
 """A state name: one file-name-safe word (it names label files and appears in incident details)."""
 
@@ -136,8 +139,9 @@ class SceneConfig(BaseModel):
         return self.model if self.model is not None else f"{self.data_path()}/model.onnx"
 
 
-def scene_errors(scenes: list[SceneConfig], cameras: set[str]) -> list[str]:
-    """Cross-checks of ``scenes[]`` against the site: unique ids, known cameras.
+def scene_errors(scenes: list[SceneConfig], cameras: set[str], hazards: Collection[str] = ()) -> list[str]:
+    """Cross-checks of ``scenes[]`` against the site: unique ids, known cameras, and ``scene`` named nowhere
+    else (``hazards`` = the hazards zones, cameras and ``hazards:`` name; a scene is configured only here).
 
     Example:
         >>> s = SceneConfig(id="a", camera="cam9", box=[0, 0, 1, 1], states=["ok", "bad"], bad_states=["bad"])
@@ -145,6 +149,9 @@ def scene_errors(scenes: list[SceneConfig], cameras: set[str]) -> list[str]:
         ["scenes[1].id: duplicate scene id 'a'"]
     """
     out: list[str] = []
+    if SCENE_HAZARD in hazards:
+        out.append("hazard 'scene' is not set on zones, cameras or under hazards: add the scene under scenes[] "
+                   "(docs/scenes.md)")
     seen: set[str] = set()
     for i, s in enumerate(scenes):
         if s.id in seen:

@@ -134,3 +134,13 @@ def test_scene_incident_becomes_an_alert_and_a_ticket(site: SiteConfig, tmp_path
     with sessions() as s:
         ticket = s.query(Ticket).one()
         assert (ticket.hazard, ticket.zone_id, ticket.incident_id) == ("scene", "lane", events[0].id)
+
+
+def test_scene_is_configured_only_under_scenes(tmp_path: Path) -> None:
+    from tests.tickets.conftest import GRID
+
+    with pytest.raises(ValidationError, match="add the scene under scenes"):
+        SiteConfig.model_validate({"grid": GRID, "cameras": [{"id": "cam1", "url": "a.mp4", "grid": "G1",
+                                                             "hazards": ["scene"]}]})
+    with pytest.raises(ValidationError, match="add the scene under scenes"):
+        SiteConfig.model_validate({"grid": GRID, "hazards": {"scene": {"dwell_seconds": 5}}})
