@@ -141,8 +141,10 @@ def update_manifest(entries: list[dict[str, Any]]) -> None:
     models = doc["models"]
     for e in entries:
         named = [m for m in models if m.get("name") == e["name"]]
-        if "version" not in e:  # --metrics-only: the version that runs
+        if "version" not in e:  # no --version (or --metrics-only): the version that runs
             old = find_entry(doc, ModelRef(e["name"])) if named else None
+            if old is None and "file" in e:
+                e = {**e, "version": "1"}
         else:
             old = next((m for m in named if same_version(str(m.get("version")), str(e["version"]))), None)
             if old is None and named and all(m.get("version") is None for m in named):
@@ -231,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="thresholds at which the frame-level numbers are also reported (json, printed)")
     ap.add_argument("--time-n", type=int, default=30)
     ap.add_argument("--run", type=Path, help="Ultralytics run dir (args.yaml, results.csv) for the card")
-    ap.add_argument("--version", default="1")
+    ap.add_argument("--version", help="version of the evaluated file: a new one is added beside the deployed "
+                    "entry (deploy it with `gridwatch model promote`); default: update the deployed entry "
+                    "(version 1 for a new name)")
     ap.add_argument("--train-note", help="free text stored under training.note in the manifest")
     ap.add_argument("--eval-label", help="id of this evaluation in the manifest (default from the options)")
     ap.add_argument("--update", action="store_true", help="write models/manifest.yaml and models/<name>.md")
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "map50_95": out["int8"]["map50_95"] - out["fp32"]["map50_95"]}
             e = {"name": args.name + ("-int8" if key == "int8" else ""), "file": rel_to_manifest(path),
                  "sha256": sha256(path), "classes": len(d.class_names), "input_size": args.imgsz,
-                 "version": args.version, "threshold": args.conf,
+                 **({"version": args.version} if args.version is not None else {}), "threshold": args.conf,
                  "size_mb": round(path.stat().st_size / 1e6, 2)}
             if len(d.class_names) <= 20:
                 e["class_names"] = [d.class_names[i] for i in sorted(d.class_names)]

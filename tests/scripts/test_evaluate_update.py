@@ -25,3 +25,7 @@ def test_update_adds_new_versions_without_deploying(tmp_path: Path, monkeypatch:
     v2, v3 = entries_of(read_doc(manifest), "fire")
     assert [r["eval"] for r in v2["metrics"]] == ["b"]
     assert [r["eval"] for r in v3["metrics"]] == ["a", "c"]
+    ev.update_manifest([{"name": "fire", "file": "fire.onnx", "metrics": [{"eval": "d"}]}])  # no --version
+    assert [r["eval"] for r in entries_of(read_doc(manifest), "fire")[0]["metrics"]] == ["b", "d"]
+    ev.update_manifest([{"name": "smoke", "file": "smoke.onnx", "metrics": [{"eval": "e"}]}])  # a new name
+    assert load_manifest(manifest)["smoke"].version == "1"
