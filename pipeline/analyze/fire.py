@@ -19,6 +19,11 @@ every *suppressor* (each is measurable, see :class:`FireBoxCheck` and docs/rules
    (:class:`~pipeline.detect.fire_confirm.FireConfirmClassifier`) must give the box's crop
    ``p(fire) + p(smoke) >= confirm_min_score`` (a red room, a lamp, a sunset sky that the detector calls
    fire is dropped). Checked after the colour test, so it runs only on boxes that are still candidates.
+   **Smoke proposals** (``smoke_min_score``): the detector scores real smoke low (it had few smoke boxes
+   to learn from), so ``smoke`` boxes are also taken from the lower floor ``smoke_min_confidence``; such a
+   box counts when the classifier gives its crop ``p(smoke) >= smoke_min_score`` (a smoke box at or above
+   ``min_confidence`` counts by either test). Both thresholds were calibrated on training frames
+   (docs/detectors.md, "Smoke proposals").
 
 Presence is confirmed over time: at least ``rule.confirm_k`` of the last ``rule.confirm_n`` analysed
 frames that lie within ``window_seconds`` (default 3 of 5 within 10 s). The incident opens at once after
@@ -47,7 +52,7 @@ from pipeline.analyze.rules import (
 from pipeline.analyze.tracking import IoUTracker, max_cover
 from pipeline.analyze.zones import ZoneGeometry, ZoneGeometryCache
 from pipeline.config import HazardRule, ZoneConfig
-from pipeline.detect.fire_confirm import NEITHER, FireConfirmClassifier
+from pipeline.detect.fire_confirm import NEITHER, SMOKE, FireConfirmClassifier
 
 DEFAULT_CLASSES = ("fire", "smoke")
 PERSON_DETECTOR = "coco"
@@ -141,6 +146,8 @@ class FireBoxCheck:
     ``flicker``."""
     confirm_score: float | None = None
     """The second stage's p(fire) + p(smoke) of the box crop (None: no classifier, no image, or not reached)."""
+    smoke_score: float | None = None
+    """The second stage's p(smoke) of a ``smoke`` box crop (None: smoke proposals off or not reached)."""
 
 
 class FireRule:
@@ -160,6 +167,11 @@ class FireRule:
         person_min_confidence: person boxes below this confidence hide nothing.
         confirm: second-stage crop classifier that must confirm each box; None = off.
         confirm_min_score: p(fire) + p(smoke) a box crop needs from ``confirm``.
+        smoke_min_confidence: detector floor of ``smoke`` boxes (below ``rule.min_confidence``) when smoke
+            proposals are on; None = ``smoke_min_confidence`` of ``rule`` when it is a
+            :class:`~pipeline.config_hazards.FireRuleConfig`, else ``rule.min_confidence``.
+        smoke_min_score: p(smoke) from ``confirm`` with which a ``smoke`` box counts (needs ``confirm``);
+            None = that of a ``FireRuleConfig`` ``rule``, else off.
 
     Example:
         >>> from pipeline.detect.detections import Detections
@@ -181,7 +193,8 @@ class FireRule:
                  window_seconds: float = 10.0, min_flicker: float = 0.04, min_fire_colour: float = 0.05,
                  person_cover: float = 0.5, person_detector: str = PERSON_DETECTOR,
                  person_min_confidence: float = 0.35, confirm: FireConfirmClassifier | None = None,
-                 confirm_min_score: float = 0.6) -> None:
+                 confirm_min_score: float = 0.6, smoke_min_confidence: float | None = None,
+                 smoke_min_score: float | None = None) -> None:
         self.camera_id = camera_id
         self.zone = zone
         self.zone_id: str | None = zone.id if zone is not None else None
@@ -195,6 +208,17 @@ class FireRule:
         self.person_min_confidence = float(person_min_confidence)
         self.confirm = confirm
         self.confirm_min_score = float(confirm_min_score)
+        # the site YAML's knobs ride on the rule config (hazards.fire.smoke_*), explicit arguments win
+        if smoke_min_score is None:
+            smoke_min_score = getattr(rule, "smoke_min_score", None)
+        if smoke_min_confidence is None:
+            smoke_min_confidence = getattr(rule, "smoke_min_confidence", None)
+        self.smoke_min_score: float | None = None if confirm is None or smoke_min_score is None \
+            else float(smoke_min_score)
+        """p(smoke) a ``smoke`` box needs (None: smoke proposals off)."""
+        self.smoke_min_confidence = float(rule.min_confidence) if self.smoke_min_score is None \
+            or smoke_min_confidence is None else min(float(rule.min_confidence), float(smoke_min_confidence))
+        """Detector floor of ``smoke`` boxes (``rule.min_confidence`` when smoke proposals are off)."""
         self.detectors: tuple[str, ...] = (rule.detector,)
         """Detectors the analyzer must run for this rule (persons are used only when present)."""
         self.interval_seconds = rule.analysis_interval_seconds
@@ -242,7 +266,11 @@ class FireRule:
         ts, image, width, height = view.ts, view.image, view.width, view.height
         self.last_ts = ts
         found = view.detections_of(self.rule.detector)
-        cand = found.with_classes(self.classes).with_min_confidence(self.rule.min_confidence)
+        cand = found.with_classes(self.classes).with_min_confidence(
+            min(self.rule.min_confidence, self.smoke_min_confidence))
+        if self.smoke_min_confidence < self.rule.min_confidence and len(cand):
+            keep = (cand.confidence >= self.rule.min_confidence) | (np.asarray(cand.labels) == "smoke")
+            cand = cand[np.flatnonzero(keep)]
         g = self.geometry(width, height)
         if g is not None and len(cand):
             centres = np.stack([(cand.xyxy[:, 0] + cand.xyxy[:, 2]) / 2, (cand.xyxy[:, 1] + cand.xyxy[:, 3]) / 2], 1)
@@ -269,22 +297,28 @@ class FireRule:
             colour = fire_colour_share(image, t.box) if image is not None else 1.0
             flick = flicker_score(list(hist.samples)[-self.rule.confirm_n:])
             pc = float(cover[i]) if i is not None and len(cover) else 0.0
-            confirm_score: float | None = None
+            conf = float(cand.confidence[i]) if i is not None else t.confidence
+            probs: np.ndarray | None = None
             if pc >= self.person_cover:
                 reason = "person"
             elif label == "fire" and image is not None and colour < self.min_fire_colour:
                 reason = "colour"
-            elif (confirm_score := self._confirm_score(image, t.box)) is not None \
-                    and confirm_score < self.confirm_min_score:
+            elif (probs := self._confirm_probs(image, t.box)) is not None and not self._confirmed(label, conf, probs):
                 reason = "confirm"
+            elif probs is None and conf < self.rule.min_confidence:
+                reason = "confirm"  # a low-floor smoke proposal that no classifier could look at
             elif self.min_flicker > 0 and flick < self.min_flicker:
                 reason = "flicker"
             else:
                 reason = "counted"
+            confirm_score = None if probs is None else float(1.0 - probs[NEITHER])
+            smoke_score = float(probs[SMOKE]) if probs is not None and label == "smoke" \
+                and self.smoke_min_score is not None else None
             ok = reason == "counted"
             checks.append(FireBoxCheck(label, t.confidence, (box[0], box[1], box[2], box[3]), round(pc, 3),
                                        round(colour, 3), round(flick, 4), ok, reason,
-                                       None if confirm_score is None else round(confirm_score, 4)))
+                                       None if confirm_score is None else round(confirm_score, 4),
+                                       None if smoke_score is None else round(smoke_score, 4)))
             if ok:
                 counted.append((t.box, label, t.confidence))
         self.last_checks = checks
@@ -292,12 +326,21 @@ class FireRule:
         event = self.lifecycle.step(ts, obs)
         return [event] if event is not None else []
 
-    def _confirm_score(self, image: np.ndarray | None, box: np.ndarray) -> float | None:
-        """The second stage's p(fire) + p(smoke) of a box crop; None without a classifier or an image."""
+    def _confirm_probs(self, image: np.ndarray | None, box: np.ndarray) -> np.ndarray | None:
+        """The second stage's (p(fire), p(smoke), p(neither)) of a box crop; None without a classifier or
+        an image."""
         if self.confirm is None or image is None:
             return None
-        probs = self.confirm.score_boxes(image, np.asarray(box, np.float64).reshape(1, 4))
-        return float(1.0 - probs[0, NEITHER])
+        probs: np.ndarray = self.confirm.score_boxes(image, np.asarray(box, np.float64).reshape(1, 4))[0]
+        return probs
+
+    def _confirmed(self, label: str, confidence: float, probs: np.ndarray) -> bool:
+        """Whether the second stage lets a box count: p(fire) + p(smoke) >= ``confirm_min_score`` for a box at
+        or above ``min_confidence``; a ``smoke`` box also (and below that floor, only) by its p(smoke)."""
+        smoke = label == "smoke" and self.smoke_min_score is not None and float(probs[SMOKE]) >= self.smoke_min_score
+        if confidence < self.rule.min_confidence:
+            return smoke
+        return smoke or float(1.0 - probs[NEITHER]) >= self.confirm_min_score
 
     def _confirm(self, ts: float, counted: list[tuple[np.ndarray, str, float]], width: int,
                  height: int) -> Observation | None:

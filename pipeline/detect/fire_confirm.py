@@ -31,6 +31,8 @@ from pipeline.detect.registry import ModelHashMismatch, load_manifest, sha256_fi
 
 CLASS_NAMES = ("fire", "smoke", "neither")
 """Output columns of the classifier, in order."""
+SMOKE = 1
+"""Column of ``smoke``."""
 NEITHER = 2
 """Column of ``neither``; ``1 - p[:, NEITHER]`` is p(fire) + p(smoke)."""
 
@@ -150,4 +152,4 @@ def resolve_model(name_or_path: str, manifest: Path | None = None, path: Path | 
     return entry.file
 
 
-__all__ = ["CLASS_NAMES", "NEITHER", "FireConfirmClassifier", "crop_box", "resolve_model", "to_batch"]
+__all__ = ["CLASS_NAMES", "NEITHER", "SMOKE", "FireConfirmClassifier", "crop_box", "resolve_model", "to_batch"]
