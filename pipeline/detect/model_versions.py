@@ -23,10 +23,14 @@ manifest), so a worker polling the file never reads half of one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
 import hashlib
 import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,9 +200,22 @@ def verify(manifest: Path, entry: dict[str, Any]) -> Path:
 def write_doc(path: Path, doc: dict[str, Any]) -> None:
     """Write the manifest atomically (temporary file in the same folder, then rename)."""
     text = HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(manifest: Path) -> Iterator[None]:
+    """Hold an exclusive lock for a read-modify-write of ``manifest``: two engineers promoting at once both
+    land in the history instead of one overwriting the other. The lock is ``flock`` on the manifest's folder
+    (the file itself is replaced by each write, and a lock file would litter models/)."""
+    fd = os.open(manifest.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _record(dep: Deployment, action: str, version: str | None, was: str | None, by: str | None,
@@ -222,25 +239,26 @@ def add_version(manifest: Path, name: str, version: str, file: Path, **fields: A
         ModelVersionError: ``name@version`` exists already.
         FileNotFoundError: no such file.
     """
-    doc = read_doc(manifest)
-    if any(same_version(e.get("version"), version) for e in entries_of(doc, name)):
-        raise ModelVersionError(f"{name}@{version} is in the manifest already")
-    if not file.is_file():
-        raise FileNotFoundError(f"no such model file: {file}")
-    rel = os.path.relpath(file.resolve(), manifest.parent.resolve())
-    entry: dict[str, Any] = {"name": name, "version": str(version), "file": rel, "sha256": sha256_of(file),
-                             "size_mb": round(file.stat().st_size / 1e6, 2)}
-    base = find_entry(doc, ModelRef(name)) if entries_of(doc, name) else {}
-    for key in ("kind", "classes", "input_size", "threshold", "class_names"):
-        if key in base:
-            entry[key] = base[key]
-    entry.update({k: v for k, v in fields.items() if v is not None})
-    doc["models"].append(entry)
-    if base and name not in (doc.get("deployments") or {}):
-        # Pin what runs now: the new entry must not become "the first one" a bare name means.
-        doc.setdefault("deployments", {})[name] = Deployment(deployed=str(base.get("version"))).to_yaml()
-    write_doc(manifest, doc)
-    return entry
+    with locked(manifest):
+        doc = read_doc(manifest)
+        if any(same_version(e.get("version"), version) for e in entries_of(doc, name)):
+            raise ModelVersionError(f"{name}@{version} is in the manifest already")
+        if not file.is_file():
+            raise FileNotFoundError(f"no such model file: {file}")
+        rel = os.path.relpath(file.resolve(), manifest.parent.resolve())
+        entry: dict[str, Any] = {"name": name, "version": str(version), "file": rel, "sha256": sha256_of(file),
+                                 "size_mb": round(file.stat().st_size / 1e6, 2)}
+        base = find_entry(doc, ModelRef(name)) if entries_of(doc, name) else {}
+        for key in ("kind", "classes", "input_size", "threshold", "class_names"):
+            if key in base:
+                entry[key] = base[key]
+        entry.update({k: v for k, v in fields.items() if v is not None})
+        doc["models"].append(entry)
+        if base and name not in (doc.get("deployments") or {}):
+            # Pin what runs now: the new entry must not become "the first one" a bare name means.
+            doc.setdefault("deployments", {})[name] = Deployment(deployed=str(base.get("version"))).to_yaml()
+        write_doc(manifest, doc)
+        return entry
 
 
 def promote(manifest: Path, ref: ModelRef, *, canary: list[str] | None = None, by: str | None = None,
@@ -251,28 +269,29 @@ def promote(manifest: Path, ref: ModelRef, *, canary: list[str] | None = None, b
         ModelVersionError: no such version, or ``ref`` has none.
         FileNotFoundError: the version's file is missing (its hash is checked too).
     """
-    if ref.version is None:
-        raise ModelVersionError(f"{ref}: promote needs NAME@VERSION")
-    doc = read_doc(manifest)
-    entry = find_entry(doc, ref)
-    verify(manifest, entry)
-    version = str(entry.get("version"))
-    dep = deployment_of(doc, ref.name)
-    was = dep.deployed if dep.deployed is not None else deployed_version(doc, ref.name)
-    extra = {"gate": gate} if gate else None
-    if canary:
-        dep.deployed = was
-        dep.canary_version, dep.canary_cameras = version, list(canary)
-        _record(dep, "canary", version, was, by, reason, forced, {**(extra or {}), "cameras": list(canary)})
-    else:
-        if was is not None and not same_version(was, version):
-            dep.previous.append(was)
-        dep.deployed = version
-        dep.canary_version, dep.canary_cameras = None, []
-        _record(dep, "promote", version, was, by, reason, forced, extra)
-    doc.setdefault("deployments", {})[ref.name] = dep.to_yaml()
-    write_doc(manifest, doc)
-    return dep
+    with locked(manifest):
+        if ref.version is None:
+            raise ModelVersionError(f"{ref}: promote needs NAME@VERSION")
+        doc = read_doc(manifest)
+        entry = find_entry(doc, ref)
+        verify(manifest, entry)
+        version = str(entry.get("version"))
+        dep = deployment_of(doc, ref.name)
+        was = dep.deployed if dep.deployed is not None else deployed_version(doc, ref.name)
+        extra = {"gate": gate} if gate else None
+        if canary:
+            dep.deployed = was
+            dep.canary_version, dep.canary_cameras = version, list(canary)
+            _record(dep, "canary", version, was, by, reason, forced, {**(extra or {}), "cameras": list(canary)})
+        else:
+            if was is not None and not same_version(was, version):
+                dep.previous.append(was)
+            dep.deployed = version
+            dep.canary_version, dep.canary_cameras = None, []
+            _record(dep, "promote", version, was, by, reason, forced, extra)
+        doc.setdefault("deployments", {})[ref.name] = dep.to_yaml()
+        write_doc(manifest, doc)
+        return dep
 
 
 def rollback(manifest: Path, name: str, *, by: str | None = None, reason: str | None = None) -> Deployment:
@@ -281,19 +300,20 @@ def rollback(manifest: Path, name: str, *, by: str | None = None, reason: str | 
     Raises:
         ModelVersionError: nothing to roll back to.
     """
-    doc = read_doc(manifest)
-    dep = deployment_of(doc, name)
-    was = dep.deployed
-    if dep.canary_version is not None:
-        _record(dep, "rollback", was, dep.canary_version, by, reason, False, {"canary_ended": True})
-        dep.canary_version, dep.canary_cameras = None, []
-    elif dep.previous:
-        back = dep.previous.pop()
-        verify(manifest, find_entry(doc, ModelRef(name, back)))
-        dep.deployed = back
-        _record(dep, "rollback", back, was, by, reason, False, None)
-    else:
-        raise ModelVersionError(f"{name}: no earlier version to roll back to (deployed: {was})")
-    doc.setdefault("deployments", {})[name] = dep.to_yaml()
-    write_doc(manifest, doc)
-    return dep
+    with locked(manifest):
+        doc = read_doc(manifest)
+        dep = deployment_of(doc, name)
+        was = dep.deployed
+        if dep.canary_version is not None:
+            _record(dep, "rollback", was, dep.canary_version, by, reason, False, {"canary_ended": True})
+            dep.canary_version, dep.canary_cameras = None, []
+        elif dep.previous:
+            back = dep.previous.pop()
+            verify(manifest, find_entry(doc, ModelRef(name, back)))
+            dep.deployed = back
+            _record(dep, "rollback", back, was, by, reason, False, None)
+        else:
+            raise ModelVersionError(f"{name}: no earlier version to roll back to (deployed: {was})")
+        doc.setdefault("deployments", {})[name] = dep.to_yaml()
+        write_doc(manifest, doc)
+        return dep

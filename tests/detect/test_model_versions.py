@@ -102,3 +102,19 @@ def test_repository_manifest_still_loads() -> None:
     entries = load_manifest(MODELS / "manifest.yaml")
     assert entries["fire"].file.name == "fire.onnx"
     assert "fire@2" in entries and entries["fire@2"] == entries["fire"]
+
+
+def test_concurrent_promotions_all_land_in_the_history(manifest: Path, tmp_path: Path) -> None:
+    import threading
+
+    v3 = tmp_path / "fire-v3.onnx"
+    shutil.copy(MODELS / "fire-int8.onnx", v3)
+    add_version(manifest, "fire", "v3", v3)
+    threads = [threading.Thread(target=promote, args=(manifest, ModelRef("fire", v)), kwargs={"reason": str(i)})
+               for i, v in enumerate(["v3", "2", "v3", "2", "v3", "2"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    history = deployment_of(read_doc(manifest), "fire").history
+    assert sorted(h["reason"] for h in history) == [str(i) for i in range(6)]
