@@ -46,6 +46,7 @@ from pipeline.detect.detections import Detections
 from pipeline.detect.fire_confirm import FireConfirmClassifier
 from pipeline.detect.fire_confirm import resolve_model as resolve_fire_confirm
 from pipeline.detect.ocr import TextDetector
+from pipeline.detect.ocr_pool import shared_text_detector
 from pipeline.ingest.frame import Frame
 from pipeline.scenes.rule import scene_polygons_px, scene_rules
 
@@ -70,9 +71,10 @@ class RuleContext:
     _fire_confirm: dict[str, FireConfirmClassifier] = field(default_factory=dict, repr=False)
 
     def text_detector(self) -> TextDetector:
-        """The camera's one OCR engine, created on first call (its models load on first use)."""
+        """The camera's OCR engine, from the worker-wide pool (pipeline/detect/ocr_pool.py: one engine per
+        analysis thread, not per camera); its models load on first use."""
         if self._text is None:
-            self._text = TextDetector(threads=1)
+            self._text = shared_text_detector(self.site, self.camera.id, self.site.worker.analysis_threads)
         return self._text
 
     def fire_confirm(self, model: str) -> FireConfirmClassifier:
