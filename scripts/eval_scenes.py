@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Measure state-classification scenes (pipeline/scenes) on the real corridor clip: numbers for docs/scenes.md.
 
-Two scenes, both built on ``shared/clips/one-by-one-person-detection.mp4`` at 1 frame/s (people walk through
+Three scenes, all built on ``shared/clips/one-by-one-person-detection.mp4`` at 1 frame/s (people walk through
 the whole time) with real objects of ``shared/datasets/clutter`` composited in known stretches:
 
 * ``floor`` (``clear`` / ``blocked``): garbage bags on the floor (the tests' scene, tests/fixtures/scene_media.py).
+* ``same_bin`` (``normal`` / ``overflowing``, 垃圾满溢): one clean bin by the wall the whole time; in 20-45 s and
+  95-125 s garbage bags heap on its lid and beside it (``clutter/train`` bags before 70 s, ``clutter/val`` after).
 * ``bin`` (``normal`` / ``overflowing``): a bin stands by the wall the whole time; a clean ``bin`` in some
   stretches, an ``overflowing_bin`` in others; a *different* bin every 10 s. Training bins come from
   ``clutter/train``, the bins of the unseen part from ``clutter/val``. A hard, deliberately unfair case: the
@@ -73,6 +75,26 @@ def bin_frames(frames: list[tuple[float, np.ndarray]]) -> tuple[list[tuple[float
     return out, states
 
 
+def same_bin_frames(frames: list[tuple[float, np.ndarray]]) -> tuple[list[tuple[float, np.ndarray]], list[str]]:
+    """One clean bin (``clutter/train``) by the wall the whole time; in :data:`BIN_BAD` garbage heaps on and
+    beside it (bags of ``clutter/train`` before :data:`SPLIT`, of ``clutter/val`` after)."""
+    bin_img = _objects("train", 2, 1)[0]
+    bags = {s: [placed(o, (0, 0), 70)[0] for o in _objects(s, 0, 3)] for s in ("train", "val")}
+    out, states = [], []
+    for t, img in frames:
+        img = paste(img, bin_img, (BIN_AT[0] - bin_img.shape[1] // 2, BIN_AT[1] - bin_img.shape[0]))
+        bad = any(a <= t < b for a, b in BIN_BAD)
+        if bad:
+            pool = bags["train" if t < SPLIT else "val"]
+            bag = pool[int(t // 10) % len(pool)]
+            top = (BIN_AT[0] - bag.shape[1] // 2, BIN_AT[1] - BIN_HEIGHT - bag.shape[0] // 2)  # heaped on the lid
+            img = paste(img, bag, top)
+            img = paste(img, bag, (BIN_AT[0] - BIN_HEIGHT // 2 - bag.shape[1] // 2, BIN_AT[1] - bag.shape[0]))
+        out.append((t, img))
+        states.append("overflowing" if bad else "normal")
+    return out, states
+
+
 def dusk(img: np.ndarray) -> np.ndarray:
     return np.clip(((img / 255.0) ** 1.3) * 0.55 * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
@@ -120,6 +142,8 @@ def main() -> int:
     print("|---|---|---|---|---|")
     evaluate("floor", media.frames, [media.state(t) for t, _ in media.frames], floor_media.SCENE_BOX,
              ("clear", "blocked"), 20.0)
+    frames, states = same_bin_frames(raw)
+    evaluate("same_bin", frames, states, BIN_BOX, ("normal", "overflowing"), 20.0)
     frames, states = bin_frames(raw)
     evaluate("bin", frames, states, BIN_BOX, ("normal", "overflowing"), 20.0)
     return 0
