@@ -135,31 +135,32 @@ def update_manifest(entries: list[dict[str, Any]]) -> None:
     """Merge ``entries`` into the manifest: same name and version (or a metrics-only entry: the deployed one of
     the name) updates in place; a new version of a name is added beside the deployed one, not deployed (the
     gate deploys: ``gridwatch model promote``, docs/retraining.md)."""
-    from pipeline.detect.model_versions import ModelRef, find_entry, read_doc, same_version, write_doc
+    from pipeline.detect.model_versions import ModelRef, find_entry, locked, read_doc, same_version, write_doc
 
-    doc = read_doc(MANIFEST)
-    models = doc["models"]
-    for e in entries:
-        named = [m for m in models if m.get("name") == e["name"]]
-        if "version" not in e:  # no --version (or --metrics-only): the version that runs
-            old = find_entry(doc, ModelRef(e["name"])) if named else None
-            if old is None and "file" in e:
-                e = {**e, "version": "1"}
-        else:
-            old = next((m for m in named if same_version(str(m.get("version")), str(e["version"]))), None)
-            if old is None and named and all(m.get("version") is None for m in named):
-                old = named[0]  # an unversioned entry: replaced as before versions existed
-        if old is None:
-            models.append(e)
-            if named:
-                print(f"added {e['name']}@{e.get('version')} beside the deployed version; deploy it with "
-                      f"`gridwatch model promote {e['name']}@{e.get('version')} --benchmark ...`")
-        else:
-            runs = [r for r in old.get("metrics", []) if r.get("eval") != e["metrics"][0]["eval"]]
-            old.update({k: v for k, v in e.items() if k != "metrics"})
-            old["metrics"] = runs + e["metrics"]
     MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    write_doc(MANIFEST, doc)
+    with locked(MANIFEST):
+        doc = read_doc(MANIFEST)
+        models = doc["models"]
+        for e in entries:
+            named = [m for m in models if m.get("name") == e["name"]]
+            if "version" not in e:  # no --version (or --metrics-only): the version that runs
+                old = find_entry(doc, ModelRef(e["name"])) if named else None
+                if old is None and "file" in e:
+                    e = {**e, "version": "1"}
+            else:
+                old = next((m for m in named if same_version(str(m.get("version")), str(e["version"]))), None)
+                if old is None and named and all(m.get("version") is None for m in named):
+                    old = named[0]  # an unversioned entry: replaced as before versions existed
+            if old is None:
+                models.append(e)
+                if named:
+                    print(f"added {e['name']}@{e.get('version')} beside the deployed version; deploy it with "
+                          f"`gridwatch model promote {e['name']}@{e.get('version')} --benchmark ...`")
+            else:
+                runs = [r for r in old.get("metrics", []) if r.get("eval") != e["metrics"][0]["eval"]]
+                old.update({k: v for k, v in e.items() if k != "metrics"})
+                old["metrics"] = runs + e["metrics"]
+        write_doc(MANIFEST, doc)
 
 
 def metrics_table(name: str, runs: list[tuple[str, dict[str, Any]]]) -> str:
