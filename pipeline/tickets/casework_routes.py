@@ -22,7 +22,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from pipeline.tickets.api_contract import TicketIdPath, error_responses
@@ -39,8 +39,8 @@ from pipeline.tickets.models import (
     utcnow,
 )
 from pipeline.tickets.roles import ticket_scope
-from pipeline.tickets.schemas import ID_MAX, TIME_PATTERN, OptionalQueryTime
-from pipeline.tickets.stats import LEVELS, GroupStats, compute
+from pipeline.tickets.schemas import ID_MAX, NO_NUL_PATTERN, TIME_PATTERN, OptionalQueryTime
+from pipeline.tickets.stats import LEVELS, GroupStats, compute, grid_node
 from pipeline.tickets.users import Role, audit
 
 MAX_PROOF_BYTES = 10 * 1024 * 1024
@@ -262,14 +262,18 @@ def install_casework_routes(app: FastAPI) -> None:
               group_by: Annotated[Literal["hazard", "grid", "camera", "all"], Query(
                   description="Group by hazard, grid node (at `level`), camera, or one group.")] = "all",
               level: Annotated[Literal["town", "district", "community", "cell"], Query(
-                  description="Grid level of `group_by=grid`.")] = "cell") -> StatsPage:
-        """Performance figures of the tickets opened in ``[since, until)`` in the user's scope."""
+                  description="Grid level of `group_by=grid`.")] = "cell",
+              grid: Annotated[str | None, Query(description="Only this grid node and below, e.g. `T1/D1`.",
+                                                max_length=300, pattern=NO_NUL_PATTERN)] = None) -> StatsPage:
+        """Performance figures of the tickets opened in ``[since, until)`` in the user's scope (optionally of
+        one grid node: 403 outside the scope)."""
         if since is not None and until is not None and until <= since:
             # The shape of every other 422 (FastAPI's validation error), as declared in the OpenAPI document.
             raise RequestValidationError([{"type": "value_error", "loc": ("query", "until"),
                                            "msg": "Value error, until must be after since", "input": str(until)}])
         with st(request).sessions() as session:
-            rows: list[GroupStats] = compute(session, since, until, group_by, level, ticket_scope(user))
+            rows: list[GroupStats] = compute(session, since, until, group_by, level,
+                                             and_(ticket_scope(user), grid_node(user, grid)))
         return StatsPage(since=since, until=until, group_by=group_by,
                          level=level if group_by == "grid" else None,
                          groups=[StatsOut(**r.__dict__) for r in rows])

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from fastapi import HTTPException
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, exists, select, true
+from sqlalchemy import ColumnElement, exists, or_, select, true
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipeline.tickets.auth import Principal
 from pipeline.tickets.models import EventKind, Ticket, TicketEvent, TicketStatus, utcnow
 
 GroupBy = Literal["hazard", "grid", "camera", "all"]
@@ -79,6 +81,19 @@ def _finish(key: str, a: _Acc) -> GroupStats:
                       on_time_closure_rate=_rate(a.on_time, real), false_alarm_share=_rate(a.false_alarms, a.tickets),
                       median_verify_seconds=_median(a.verify), median_dispatch_seconds=_median(a.dispatch),
                       median_close_seconds=_median(a.close))
+
+
+def grid_node(user: Principal, grid: str | None) -> ColumnElement[bool]:
+    """SQL condition "the ticket lies at or below the grid node ``grid``" (None or empty: every ticket).
+
+    Raises:
+        HTTPException: 403 when the node and the user's scope do not overlap.
+    """
+    if not grid or not (g := grid.strip("/")):
+        return true()
+    if not user.overlaps(g):
+        raise HTTPException(403, f"grid {g!r} is outside your grid scope")
+    return or_(Ticket.grid_path == g, Ticket.grid_path.startswith(g + "/", autoescape=True))
 
 
 def compute(session: Session, since: datetime | None, until: datetime | None, group_by: GroupBy = "all",

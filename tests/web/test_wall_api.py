@@ -75,3 +75,27 @@ def test_patrols_of_a_ticket(client: TestClient) -> None:
     viewer = bearer(user_token(app, "v", Role.VIEWER, ["T1"]))  # type: ignore[arg-type]
     assert client.get(f"/tickets/{t}/patrols", headers=viewer).status_code == 403
     assert client.get("/tickets/999999/patrols", headers=disp).status_code == 404
+
+
+def test_stats_of_one_grid_node(client: TestClient) -> None:
+    app = client.app
+    admin = bearer(user_token(app, "root", Role.ADMIN, []))  # type: ignore[arg-type]
+    _, b, c = _open(client, "cam1"), _open(client, "cam2"), _open(client, "cam3")
+    now = utcnow()
+    with app.state.tickets.sessions() as s, s.begin():  # type: ignore[attr-defined]
+        s.execute(update(Ticket).where(Ticket.id == b).values(status="closed", closed_at=now))
+        s.execute(update(Ticket).where(Ticket.id == c).values(status="false_alarm"))
+    whole = client.get("/stats", headers=admin).json()["groups"]
+    assert [(g["tickets"], g["closed"], g["false_alarms"]) for g in whole] == [(3, 1, 1)]
+    d1 = client.get("/stats?grid=T1/D1", headers=admin).json()["groups"]
+    assert [(g["key"], g["tickets"], g["closed"], g["closure_rate"]) for g in d1] == [("all", 2, 1, 0.5)]
+    hazards = client.get("/stats?grid=T1/D2/&group_by=hazard", headers=admin).json()["groups"]
+    assert [(g["key"], g["tickets"], g["false_alarm_share"]) for g in hazards] == [("parking", 1, 1.0)]
+    assert client.get("/stats?grid=T1/D1/C1/G1&group_by=grid", headers=admin).json()["groups"][0]["key"] == \
+        "T1/D1/C1/G1"
+    assert client.get("/stats?grid=T9", headers=admin).json()["groups"] == []
+    assert client.get("/stats?grid=T1/D", headers=admin).json()["groups"] == []  # a prefix of a code is no node
+    scoped = bearer(user_token(app, "c2", Role.VIEWER, ["T1/D2/C2"]))  # type: ignore[arg-type]
+    assert client.get("/stats?grid=T1/D1", headers=scoped).status_code == 403
+    above = client.get("/stats?grid=T1", headers=scoped).json()["groups"]  # above the scope: only what it sees
+    assert [g["tickets"] for g in above] == [1]
