@@ -26,6 +26,7 @@ Examples::
     python3 scripts/bench_streams.py --ramp 8,16,32,64,96 --duration 30     # find the max N
     python3 scripts/bench_streams.py --baseline-ramp 2,4,8 --duration 30    # Ultralytics only
     python3 scripts/bench_streams.py --n 64 --duration 60 --baseline-ramp 2,4,8,12 --json out.json
+    python3 scripts/bench_streams.py --mix --n 100 --baseline-ramp 4 --imgsz 640   # realistic mix (bench_mix.py)
 """
 
 from __future__ import annotations
@@ -537,10 +538,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait-load", type=float, default=0.0,
                     help="before each run wait (up to 10 min) for the 1-min load to fall below this; 0 = no wait")
     ap.add_argument("--json", type=Path, help="also write all rows to this JSON file")
+    ap.add_argument("--mix", action="store_true",
+                    help="the realistic mix (scripts/bench_mix.py): demo.yaml's hazards, still/busy scenes, the "
+                    "motion gate off and on at each N (default 100), then Ultralytics (--baseline-ramp, default 4)")
+    ap.add_argument("--busy-share", type=float, default=0.2, help="--mix: share of cameras with a busy scene")
     ap.add_argument("--worker-child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker_child:
         return worker_child(args.worker_child)
+    if args.mix:
+        import bench_mix
+
+        mixed = bench_mix.run(args)
+        if args.json:
+            args.json.write_text(json.dumps(mixed, indent=2, default=str))
+        return 0
 
     grid_ns = list(args.n) + [int(x) for x in args.ramp.split(",") if x]
     base_ns = [int(x) for x in args.baseline_ramp.split(",") if x]
