@@ -24,6 +24,12 @@ from pydantic import Field, model_validator
 from pipeline.analyze.incident import Hazard
 from pipeline.config import HazardRule
 
+SMOKE_MIN_CONFIDENCE = 0.1
+SMOKE_MIN_SCORE: float | None = None
+SMOKE_TILES_MODEL: str | None = None
+SMOKE_TILE_MIN_SCORE = 0.9
+# The smoke defaults above are set from scripts/smoke_operating_point.py's train-side calibration.
+
 
 class _Knobs(HazardRule):
     @classmethod
@@ -78,6 +84,25 @@ class FireRuleConfig(_Knobs):
         default=0.6, ge=0, le=1,
         description="With `confirm_model`: a box counts only when the classifier's p(fire) + p(smoke) on "
         "its crop reaches this.")
+    smoke_min_confidence: float = Field(
+        default=SMOKE_MIN_CONFIDENCE, ge=0, le=1,
+        description="With `confirm_model` and `smoke_min_score`: detector floor of `smoke` boxes, below "
+        "`min_confidence` (the detector scores real smoke low). The fire detector's own `min_confidence` "
+        "(detectors.fire.min_confidence) must not be above it, or the low boxes never reach the rule.")
+    smoke_min_score: float | None = Field(
+        default=SMOKE_MIN_SCORE, ge=0, le=1,
+        description="With `confirm_model`: a `smoke` box (from `smoke_min_confidence` up) counts when the "
+        "classifier's p(smoke) on its crop reaches this; calibrated on training frames to <= 0.5 % false "
+        "frames (docs/detectors.md, Smoke proposals). null = smoke boxes are judged like fire boxes.")
+    smoke_tiles_model: str | None = Field(
+        default=SMOKE_TILES_MODEL,
+        description="Smoke tile classifier (scripts/train_smoke_tiles.py; a manifest entry name or an ONNX "
+        "path relative to the config): fixed overlapping tiles of the frame whose p(smoke) reaches "
+        "`smoke_tile_min_score` are smoke candidates, for smoke the detector does not propose. null = off.")
+    smoke_tile_min_score: float = Field(
+        default=SMOKE_TILE_MIN_SCORE, ge=0, le=1,
+        description="With `smoke_tiles_model`: p(smoke) a tile needs; calibrated on training frames "
+        "(docs/detectors.md, Smoke proposals).")
 
 
 class ClutterRuleConfig(_Knobs):

@@ -119,7 +119,9 @@ def _fire(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleCo
                     min_fire_colour=cfg.min_fire_colour, person_cover=cfg.person_cover,
                     person_detector=cfg.person_detector, person_min_confidence=cfg.person_min_confidence,
                     confirm=ctx.fire_confirm(cfg.confirm_model) if cfg.confirm_model else None,
-                    confirm_min_score=cfg.confirm_min_score)
+                    confirm_min_score=cfg.confirm_min_score, smoke_min_confidence=cfg.smoke_min_confidence,
+                    smoke_min_score=cfg.smoke_min_score, smoke_tile_min_score=cfg.smoke_tile_min_score,
+                    smoke_tiles=ctx.fire_confirm(cfg.smoke_tiles_model) if cfg.smoke_tiles_model else None)
 
 
 def _clutter(camera_id: str, zone: ZoneConfig | None, rule: HazardRule, ctx: RuleContext) -> Rule | None:

@@ -24,6 +24,11 @@ every *suppressor* (each is measurable, see :class:`FireBoxCheck` and docs/rules
    box counts when the classifier gives its crop ``p(smoke) >= smoke_min_score`` (a smoke box at or above
    ``min_confidence`` counts by either test). Both thresholds were calibrated on training frames
    (docs/detectors.md, "Smoke proposals").
+   **Smoke tiles** (``smoke_tiles``): a tile classifier (same contract as the second stage, trained on
+   frame tiles by ``scripts/train_smoke_tiles.py``) scores fixed overlapping tiles of the frame
+   (:func:`~pipeline.analyze.smoke_tiles.frame_tiles`); a tile with ``p(smoke) >= smoke_tile_min_score``
+   is a ``smoke`` candidate like a detector box (person cover, flicker and k-of-n apply; the box checks of
+   the second stage do not: the tile classifier is its own confirmation).
 
 Presence is confirmed over time: at least ``rule.confirm_k`` of the last ``rule.confirm_n`` analysed
 frames that lie within ``window_seconds`` (default 3 of 5 within 10 s). The incident opens at once after
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import cv2
@@ -49,9 +55,11 @@ from pipeline.analyze.rules import (
     PresenceTimer,
     normalised_box,
 )
+from pipeline.analyze.smoke_tiles import frame_tiles
 from pipeline.analyze.tracking import IoUTracker, max_cover
 from pipeline.analyze.zones import ZoneGeometry, ZoneGeometryCache
 from pipeline.config import HazardRule, ZoneConfig
+from pipeline.detect.detections import Detections
 from pipeline.detect.fire_confirm import NEITHER, SMOKE, FireConfirmClassifier
 
 DEFAULT_CLASSES = ("fire", "smoke")
@@ -147,7 +155,10 @@ class FireBoxCheck:
     confirm_score: float | None = None
     """The second stage's p(fire) + p(smoke) of the box crop (None: no classifier, no image, or not reached)."""
     smoke_score: float | None = None
-    """The second stage's p(smoke) of a ``smoke`` box crop (None: smoke proposals off or not reached)."""
+    """The second stage's p(smoke) of a ``smoke`` box crop, or the tile classifier's for a tile (None: smoke
+    proposals off or not reached)."""
+    source: str = "detector"
+    """``detector`` (a box of ``rule.detector``) or ``tile`` (a smoke tile)."""
 
 
 class FireRule:
@@ -172,6 +183,8 @@ class FireRule:
             :class:`~pipeline.config_hazards.FireRuleConfig`, else ``rule.min_confidence``.
         smoke_min_score: p(smoke) from ``confirm`` with which a ``smoke`` box counts (needs ``confirm``);
             None = that of a ``FireRuleConfig`` ``rule``, else off.
+        smoke_tiles: tile classifier whose confident smoke tiles are candidates; None = off.
+        smoke_tile_min_score: p(smoke) a tile needs from ``smoke_tiles``.
 
     Example:
         >>> from pipeline.detect.detections import Detections
@@ -194,7 +207,8 @@ class FireRule:
                  person_cover: float = 0.5, person_detector: str = PERSON_DETECTOR,
                  person_min_confidence: float = 0.35, confirm: FireConfirmClassifier | None = None,
                  confirm_min_score: float = 0.6, smoke_min_confidence: float | None = None,
-                 smoke_min_score: float | None = None) -> None:
+                 smoke_min_score: float | None = None, smoke_tiles: FireConfirmClassifier | None = None,
+                 smoke_tile_min_score: float = 0.9) -> None:
         self.camera_id = camera_id
         self.zone = zone
         self.zone_id: str | None = zone.id if zone is not None else None
@@ -219,6 +233,8 @@ class FireRule:
         self.smoke_min_confidence = float(rule.min_confidence) if self.smoke_min_score is None \
             or smoke_min_confidence is None else min(float(rule.min_confidence), float(smoke_min_confidence))
         """Detector floor of ``smoke`` boxes (``rule.min_confidence`` when smoke proposals are off)."""
+        self.smoke_tiles = smoke_tiles
+        self.smoke_tile_min_score = float(smoke_tile_min_score)
         self.detectors: tuple[str, ...] = (rule.detector,)
         """Detectors the analyzer must run for this rule (persons are used only when present)."""
         self.interval_seconds = rule.analysis_interval_seconds
@@ -271,10 +287,16 @@ class FireRule:
         if self.smoke_min_confidence < self.rule.min_confidence and len(cand):
             keep = (cand.confidence >= self.rule.min_confidence) | (np.asarray(cand.labels) == "smoke")
             cand = cand[np.flatnonzero(keep)]
+        n_det = len(cand)
+        tiles = self._smoke_tile_boxes(image, found.class_names)
+        if len(tiles):
+            cand = Detections.merge([cand, tiles])
+        from_tile = np.arange(len(cand)) >= n_det
         g = self.geometry(width, height)
         if g is not None and len(cand):
             centres = np.stack([(cand.xyxy[:, 0] + cand.xyxy[:, 2]) / 2, (cand.xyxy[:, 1] + cand.xyxy[:, 3]) / 2], 1)
-            cand = cand[np.flatnonzero(g.contains_points(centres))]
+            inside = np.flatnonzero(g.contains_points(centres))
+            cand, from_tile = cand[inside], from_tile[inside]
         persons = view.detections_of(self.person_detector)
         persons = persons.with_classes(frozenset({"person"})).with_min_confidence(self.person_min_confidence)
         cover = max_cover(cand.xyxy, persons.xyxy)
@@ -298,9 +320,12 @@ class FireRule:
             flick = flicker_score(list(hist.samples)[-self.rule.confirm_n:])
             pc = float(cover[i]) if i is not None and len(cover) else 0.0
             conf = float(cand.confidence[i]) if i is not None else t.confidence
+            tile = i is not None and bool(from_tile[i])
             probs: np.ndarray | None = None
             if pc >= self.person_cover:
                 reason = "person"
+            elif tile:  # the tile classifier is its own confirmation; only flicker is left
+                reason = "flicker" if self.min_flicker > 0 and flick < self.min_flicker else "counted"
             elif label == "fire" and image is not None and colour < self.min_fire_colour:
                 reason = "colour"
             elif (probs := self._confirm_probs(image, t.box)) is not None and not self._confirmed(label, conf, probs):
@@ -313,18 +338,30 @@ class FireRule:
                 reason = "counted"
             confirm_score = None if probs is None else float(1.0 - probs[NEITHER])
             smoke_score = float(probs[SMOKE]) if probs is not None and label == "smoke" \
-                and self.smoke_min_score is not None else None
+                and self.smoke_min_score is not None else (conf if tile else None)
             ok = reason == "counted"
             checks.append(FireBoxCheck(label, t.confidence, (box[0], box[1], box[2], box[3]), round(pc, 3),
                                        round(colour, 3), round(flick, 4), ok, reason,
                                        None if confirm_score is None else round(confirm_score, 4),
-                                       None if smoke_score is None else round(smoke_score, 4)))
+                                       None if smoke_score is None else round(smoke_score, 4),
+                                       "tile" if tile else "detector"))
             if ok:
                 counted.append((t.box, label, t.confidence))
         self.last_checks = checks
         obs = self._confirm(ts, counted, width, height)
         event = self.lifecycle.step(ts, obs)
         return [event] if event is not None else []
+
+    def _smoke_tile_boxes(self, image: np.ndarray | None, names: Mapping[int, str]) -> Detections:
+        """The frame tiles that ``smoke_tiles`` calls smoke (confidence = p(smoke)), as ``smoke`` detections
+        (the detector's class id of ``smoke`` when it has one)."""
+        if self.smoke_tiles is None or image is None:
+            return Detections.empty()
+        boxes = frame_tiles(image.shape[1], image.shape[0])
+        p_smoke = self.smoke_tiles.score_boxes(image, boxes)[:, SMOKE]
+        keep = p_smoke >= self.smoke_tile_min_score
+        cid = next((k for k, v in names.items() if v == "smoke"), -1)
+        return Detections.from_arrays(boxes[keep], p_smoke[keep], [cid] * int(keep.sum()), {cid: "smoke"})
 
     def _confirm_probs(self, image: np.ndarray | None, box: np.ndarray) -> np.ndarray | None:
         """The second stage's (p(fire), p(smoke), p(neither)) of a box crop; None without a classifier or
