@@ -299,6 +299,7 @@ class ServiceLock(Base):
 # wherever the ticket tables are (migrations, schema comparisons).
 from pipeline.tickets import gaps as _gaps  # noqa: E402,F401
 from pipeline.tickets import resident_models as _resident_models  # noqa: E402,F401
+from pipeline.tickets import site_plan_models as _site_plan_models  # noqa: E402,F401
 from pipeline.tickets import users as _users  # noqa: E402,F401
 from pipeline.tickets import verdicts as _verdicts  # noqa: E402,F401
 from pipeline.tickets import webhooks as _webhooks  # noqa: E402,F401
