@@ -58,6 +58,7 @@ from _shard_owners import (  # noqa: E402
     process_intervals,
     wrong_owners,
 )
+from _shard_report import open_across, render  # noqa: E402
 from _soak_observe import AlertTap, TicketApi, outbox_counts  # noqa: E402
 from _soak_report import verdict  # noqa: E402
 from _soak_setup import make_clip, scratch_database, site_config, store_sequences  # noqa: E402
@@ -89,19 +90,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--health-interval", type=float, default=2.0, help="camera health period, s (default 2)")
     ap.add_argument("--dwell", type=float, default=4.0, help="parking dwell_seconds (default 4)")
     ap.add_argument("--clear", type=float, default=6.0, help="parking clear_seconds (default 6)")
-    ap.add_argument("--clip-start", type=float, default=16.0,
-                    help="clip starts this far into ../shared/clips/car-detection.mp4 (default 16)")
+    ap.add_argument("--clip-starts", default="16,10,4",
+                    help="camera clips start this far into ../shared/clips/car-detection.mp4, one clip per value, "
+                    "cameras take them in turn (default 16,10,4: loops of 34, 40 and 46 s, so the cameras drift "
+                    "apart and some incident is open at any moment)")
     ap.add_argument("--hold", type=float, default=20.0, help="seconds the car stays parked per loop (default 20)")
-    ap.add_argument("--clip", type=Path, default=None,
-                    help="camera clip (default var/soak/parks-<start>-27.6-<hold>.mp4, made when missing)")
+    ap.add_argument("--clip-dir", type=Path, default=REPO / "var" / "soak",
+                    help="where the clips are (parks-<start>-27.6-<hold>.mp4, made when missing; default var/soak)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep configs, logs and databases here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     ap.add_argument("--json", action="store_true", help="JSON report on stdout (progress goes to stderr)")
     args = ap.parse_args(argv)
     if args.cameras < 1 or args.shards < 1 or not 0 <= args.kill_shard < args.shards:
         ap.error("need --cameras >= 1, --shards >= 1 and 0 <= --kill-shard < --shards")
-    if args.clip is None:
-        args.clip = REPO / "var" / "soak" / f"parks-{args.clip_start:g}-27.6-{args.hold:g}.mp4"
+    try:
+        args.clip_starts = [float(x) for x in str(args.clip_starts).split(",")]
+    except ValueError:
+        ap.error("--clip-starts must be numbers separated by commas, e.g. 16,10,4")
+    if not all(0 <= x < 27.6 for x in args.clip_starts):
+        ap.error("--clip-starts must lie in 0..27.6 (the car parks at 27.6 s of the source)")
     return args
 
 
@@ -135,13 +142,15 @@ class ShardProof:
         """Clip, scratch database, config, broker, taps, API."""
         a, wd = self.args, self.workdir
         (wd / "logs").mkdir(parents=True, exist_ok=True)
-        clip = make_clip(a.clip, start=a.clip_start, hold_seconds=a.hold)
+        clips = [str(make_clip(a.clip_dir / f"parks-{x:g}-27.6-{a.hold:g}.mp4", start=x, hold_seconds=a.hold))
+                 for x in a.clip_starts]
         if a.database_url.lower() == "sqlite":
             self.db_url = f"sqlite:///{wd / 'tickets.db'}"
         else:
             self.db_url, self.drop_database = scratch_database(a.database_url, f"gridwatch_shard_{self.run_id}")
         broker_port, api_port = procs.free_port(), procs.free_port()
-        cfg = site_config(dict.fromkeys(self.cameras, str(clip)), broker_port, api_port, self.db_url, wd, PREFIX,
+        urls = {cam: clips[i % len(clips)] for i, cam in enumerate(self.cameras)}
+        cfg = site_config(urls, broker_port, api_port, self.db_url, wd, PREFIX,
                           self.run_id, outbox=wd / "outbox.db", shared_group="gridwatch-api")
         for cam in cfg["cameras"]:
             cam["analysis_interval"] = a.analysis_interval
@@ -303,6 +312,11 @@ class ShardProof:
         seen_moved = sorted(c for c in self.cameras if owner_before.get(c) != owner_after.get(c))
         moved_to = {f"shard-{shard_of(c, n + 1)}" for c in expected}
         killed = [c for c in self.cameras if shard_of(c, n) == a.kill_shard]
+        taps = self.alerts.snapshot()
+        keys = sorted({t.key for t in taps})
+        camera_of = {t.key[0]: t.camera_id for t in taps}
+        across_kill = open_across(keys, camera_of, set(killed), self.phases["kill"], self.phases["restart"])
+        across_resize = open_across(keys, camera_of, set(expected), self.phases["resize"], self.phases["resized"])
         gaps = sum(s["missing_total"] - s["late_total"] for w, s in sequences.items() if w.startswith("shard-"))
         report: dict[str, Any] = {
             "run": {"cameras": a.cameras, "shards": f"{n} -> {n + 1}", "kill_shard": a.kill_shard,
@@ -311,15 +325,15 @@ class ShardProof:
                     "finished": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                     "load_avg_end": [round(x, 2) for x in os.getloadavg()]},
             "alerts": {k: alerts[k] for k in ALERT_FIELDS},
-            "incidents": len({k[0] for k in (r.key for r in self.alerts.snapshot())}),
+            "incidents": len({k[0] for k in keys}),
             "loss_detail": {"lost": alerts["lost_detail"], "duplicated": alerts["duplicate_detail"]},
             "sequences": sequences, "sequence_gaps": gaps,
-            "kill": {"shard": a.kill_shard, "cameras": len(killed),
+            "kill": {"shard": a.kill_shard, "cameras": len(killed), **across_kill,
                      **pick_up(records, killed, f"shard-{a.kill_shard}", self.phases["restart"], self.phases["kill"])},
             "resize": {"moved_expected": len(expected), "moved_observed": len(seen_moved),
                        "moved_share": round(len(expected) / len(self.cameras), 3),
                        "moved_exactly_as_hashed": seen_moved == expected, "moved_to": sorted(moved_to),
-                       "moved_cameras": expected,
+                       "moved_cameras": expected, **across_resize,
                        **pick_up(records, expected, f"shard-{n}", self.phases["resized"], self.phases["resize"])},
             "ownership": {"health_messages": len(records), "unattributed_messages": orphans,
                           "observed_overlaps": overlaps(observed), "process_overlaps": overlaps(by_process),
@@ -353,38 +367,6 @@ class ShardProof:
             shutil.rmtree(self.workdir, ignore_errors=True)
         else:
             log(f"logs, configs and databases kept in {self.workdir}")
-
-
-def render(r: dict[str, Any]) -> str:
-    """The report as a short text table."""
-    al, k, rs, own = r["alerts"], r["kill"], r["resize"], r["ownership"]
-    rows = [
-        ("result", "OK" if r["ok"] else "FAILED"),
-        ("cameras / shards / database", f"{r['run']['cameras']} / {r['run']['shards']} / {r['run']['database']}"),
-        ("wall time, load average at the end", f"{r['run']['wall_s']} s, {r['run']['load_avg_end']}"),
-        ("alerts queued by workers (outboxes)", al["worker_alerts_queued"]),
-        ("  on the broker (distinct / deliveries)", f"{al['worker_alerts_on_broker']} / "
-                                                   f"{al['worker_deliveries_on_broker']}"),
-        ("  applied by the ticket service", al["worker_alerts_applied"]),
-        ("incidents / tickets / attached", f"{r['incidents']} / {al['worker_tickets']} / {al['attached_incidents']}"),
-        ("LOST / DUPLICATED", f"{al['lost']} / {al['duplicated']}"),
-        ("sequence gaps (missing - late, all shards)", r["sequence_gaps"]),
-        (f"kill -9 shard {k['shard']}: cameras picked up", f"{k['picked_up']} of {k['cameras']}"),
-        ("  after restart s (min/median/max)", "/".join(str(v) for v in k["after_start_s"].values())),
-        ("  unwatched s (kill -> analysed again)", "/".join(str(v) for v in k["unwatched_s"].values())),
-        ("resize: moved (hashed / observed, share)", f"{rs['moved_expected']} / {rs['moved_observed']}, "
-                                                     f"{rs['moved_share']:.1%}, to {', '.join(rs['moved_to'])}"),
-        ("  moved exactly as hashed", rs["moved_exactly_as_hashed"]),
-        ("  moved picked up after start s (max)", rs["after_start_s"]["max"]),
-        ("  moved unwatched s (stop -> analysed, max)", rs["unwatched_s"]["max"]),
-        ("double ownership (health / processes)", f"{len(own['observed_overlaps'])} / "
-                                                  f"{len(own['process_overlaps'])}"),
-        ("health from a non-owner (before / after)", f"{len(own['wrong_owner_before_resize'])} / "
-                                                     f"{len(own['wrong_owner_after_resize'])}"),
-        ("drained", f"{r['drain']['drained']} in {r['drain']['seconds']} s"),
-    ]
-    width = max(len(str(w)) for w, _ in rows)
-    return "\n".join(f"{w:<{width}}  {v}" for w, v in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
