@@ -84,6 +84,7 @@ from pipeline.web.debug import install_debug
 from pipeline.web.events import install_events
 from pipeline.web.resident import install_resident_page
 from pipeline.web.router import install_web
+from pipeline.web.site_plan import install_site_plan_routes
 from pipeline.web.wall_api import install_wall_api
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     st = TicketState(site=site, engine=engine, sessions=sessions, metrics=ticket_metrics,
                      evidence_dir=site.resolve_path(site.api.evidence_dir),
                      auth=Authenticator(site.api.auth, sessions, AuthMetrics(ticket_metrics.registry)),
-                     case=CaseContext(site.casework, site.mqtt.topic_prefix, frozenset(c.id for c in site.cameras)))
+                     case=CaseContext(site.casework, site.mqtt.topic_prefix))  # cameras: the database
     ticket_metrics.registry.register(CaseStatsCollector(sessions))
     ticket_metrics.registry.register(CheckTimeoutCollector(sessions))
     st.initial_admin_password = st.auth.ensure_admin()
@@ -435,4 +436,5 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
     install_scenes(app, site)
     install_events(app)
     install_wall_api(app)
+    install_site_plan_routes(app)
     return app

@@ -52,12 +52,14 @@ class CaseContext:
     Attributes:
         casework: deadlines, escalation and check policy.
         prefix: MQTT topic prefix.
-        camera_ids: cameras of the site config (only their tickets get a camera check).
+        camera_ids: the cameras whose tickets get a camera check; None (the service): the live, enabled
+            cameras of the ``cameras`` table, read at each check, so a camera added over the API gets its
+            checks and a deleted one gets none.
     """
 
     casework: CaseworkConfig
     prefix: str
-    camera_ids: frozenset[str] = frozenset()
+    camera_ids: frozenset[str] | None = None
 
 
 def grid_levels(ticket: Ticket) -> list[str]:

@@ -19,6 +19,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pipeline.tickets.camera_store import get_camera
 from pipeline.tickets.deadlines import CaseContext, notify, patrol_users, pick_patrol, schedule
 from pipeline.tickets.lifecycle import TransitionError, allowed_next, check_move, is_reopen, stamp
 from pipeline.tickets.models import (
@@ -66,9 +67,18 @@ def _dispatch_to(session: Session, ticket: Ticket, to: str, assignee: str | None
     return assignee
 
 
+def checkable_camera(session: Session, ctx: CaseContext, camera_id: str) -> bool:
+    """Whether camera ``camera_id`` can re-check a ticket: in ``ctx.camera_ids``, or (None there) a live,
+    enabled camera of the ``cameras`` table (read in the caller's transaction: always current)."""
+    if ctx.camera_ids is not None:
+        return camera_id in ctx.camera_ids
+    row = get_camera(session, camera_id)
+    return row is not None and row.camera().enabled
+
+
 def queue_camera_check(session: Session, ticket: Ticket, ctx: CaseContext, now: datetime) -> CameraCheck | None:
     """Queue a camera re-check of a resolved ticket when its hazard's policy and its camera allow it."""
-    if not ctx.casework.policy(ticket.hazard).camera_check or ticket.camera_id not in ctx.camera_ids:
+    if not ctx.casework.policy(ticket.hazard).camera_check or not checkable_camera(session, ctx, ticket.camera_id):
         return None
     n = session.scalar(select(func.count()).select_from(CameraCheck)
                        .where(CameraCheck.ticket_id == ticket.id)) or 0
