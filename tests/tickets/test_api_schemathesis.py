@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -62,6 +64,7 @@ OPERATIONS = [
     "GET /cameras/{camera_id}/config", "PUT /cameras/{camera_id}/zones", "POST /cameras", "PUT /cameras/{camera_id}",
     "GET /cameras/export", "DELETE /cameras/{camera_id}", "POST /cameras/import",
     "POST /tickets/{ticket_id}/verdict", "GET /tickets/{ticket_id}/verdicts",
+    "GET /site-plans", "PUT /site-plans/image", "GET /site-plans/{plan_id}/image", "PUT /site-plans/{plan_id}/pins",
 ]
 """Every operation the document must list (a new route shows up as a mismatch, so it gets tested too)."""
 
@@ -86,6 +89,8 @@ MUST_SEE = {
     "POST /users/{username}/password": {200, 404, 422},
     "POST /report-codes": {201, 404, 422}, "GET /report-codes/{code_id}/qr.png": {200, 404, 422},
     "PATCH /report-codes/{code_id}": {200, 404, 422},
+    "PUT /site-plans/image": {200, 404}, "GET /site-plans/{plan_id}/image": {200, 404, 422},
+    "PUT /site-plans/{plan_id}/pins": {200, 404, 422},
 }
 """Status codes each operation's requests must produce, so every declared body really got validated."""
 
@@ -130,10 +135,13 @@ def known_paths(app: FastAPI) -> dict[str, list[Any]]:
         token_ids = [t["id"] for t in client.get("/auth/tokens", headers=ADMIN(app)).json()]
         code_ids = [client.post("/report-codes", json={"grid": "T1/D1/C1/G1", "place": "3号楼2单元"},
                                 headers=ADMIN(app)).json()["id"]]
+        plan = cv2.imencode(".png", np.full((60, 80, 3), 200, np.uint8))[1].tobytes()
+        plan_ids = [client.put("/site-plans/image", content=plan,
+                               headers={**ADMIN(app), "Content-Type": "image/png"}).json()["id"]]
     with_evidence = [t["incident_id"] for t in tickets if (app.state.tickets.evidence_dir / t["incident_id"]).is_dir()]
     return {"ticket_id": [t["id"] for t in tickets], "incident_id": with_evidence,
             "username": ["machine1", "machine2"],
-            "name": ["snapshot.jpg", "clip.mp4"], "token_id": token_ids, "code_id": code_ids,
+            "name": ["snapshot.jpg", "clip.mp4"], "token_id": token_ids, "code_id": code_ids, "plan_id": plan_ids,
             "camera_id": ["cam1", "cam2", "cam3"]}
 
 
@@ -203,7 +211,8 @@ def _strategy(operation: Operation, mode: GenerationMode, known: dict[str, list[
 
 SITE_CHECKED: dict[str, list[Any]] = dict.fromkeys(
     ["PUT /cameras/{camera_id}/zones", "POST /cameras", "PUT /cameras/{camera_id}", "POST /cameras/import",
-     "POST /tickets/{ticket_id}/verdict"],  # verdict: x1 < x2, y1 < y2, no boxes on a false alarm
+     "POST /tickets/{ticket_id}/verdict",  # verdict: x1 < x2, y1 < y2, no boxes on a false alarm
+     "PUT /site-plans/image", "PUT /site-plans/{plan_id}/pins"],  # an image by content; pins: configured cameras
     [positive_data_acceptance])
 """Bodies checked beyond what JSON Schema says (polygon points in 0..1, the grid cell exists in the site, the body's
 id is the path's; an import file is YAML or CSV of cameras): a schema-valid body may rightly get 422, so the
@@ -216,6 +225,7 @@ KNOWN_BODIES: dict[str, list[Any]] = {
     "POST /auth/tokens": [{"username": name, "kind": "api", "name": "schemathesis"} for name in ("admin", "machine0")],
     "POST /users": [{"username": "admin", "role": "admin"}],  # taken: 409
     "POST /report-codes": [{"grid": "T1/D1/C1/G1", "place": "3号楼2单元"}],
+    "PUT /site-plans/{plan_id}/pins": [{"pins": [{"camera_id": "cam1", "x": 0.5, "y": 0.25}]}],
     "POST /tickets/{ticket_id}/verdict": [{"verdict": "false_alarm"}, {"verdict": "confirmed"}, {
         "verdict": "confirmed", "boxes": [{"label": "fire", "xyxy": [0.1, 0.2, 0.5, 0.6]}], "note": "corrected"}],
     "POST /tickets/{ticket_id}/transition": [{"to": "verified"}, {"to": "false_alarm"},

@@ -93,6 +93,10 @@ ALLOWED: dict[str, set[str]] = {
     "GET /scenes/{scene_id}/crops": {"admin", "engineer"},
     "GET /scenes/{scene_id}/crops/{crop}": {"admin", "engineer"},
     "PUT /scenes/{scene_id}/labels/{crop}": {"admin", "engineer"},
+    "GET /site-plans": ALL_USERS,
+    "PUT /site-plans/image": {"admin"},
+    "GET /site-plans/{plan_id}/image": ALL_USERS,
+    "PUT /site-plans/{plan_id}/pins": {"admin"},
 }
 """Who may call each protected route (anyone else: 403; nobody logged in: 401)."""
 
@@ -158,7 +162,7 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
     """Send ``method path`` with its path parameters filled in (fresh throw-away tokens where it revokes)."""
     values = {"ticket_id": w.near, "kind": "snapshot", "incident_id": w.incident, "name": "snapshot.jpg",
               "camera_id": "cam1", "token_id": _throwaway_token_id(w), "row_id": 1,
-              "attachment_id": 1, "code_id": 1, "token": "unknown-code-0000000000",
+              "attachment_id": 1, "code_id": 1, "plan_id": 1, "token": "unknown-code-0000000000",
               "tracking": "unknown-tracking-000000000", "scene_id": "no_scene", "crop": "1796000000000.jpg",
               "username": "walked"}  # a user of the walk's own (POST /users makes it): never one with a token
     if method == "DELETE" and path == "/cameras/{camera_id}":
@@ -177,6 +181,7 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
         "POST /report-codes": {"grid": "T1/D1/C1/G1", "place": "walk"},
         "PATCH /report-codes/{code_id}": {"enabled": True},
         "PUT /scenes/{scene_id}/labels/{crop}": {"state": "clear"},
+        "PUT /site-plans/{plan_id}/pins": {"pins": []},
     }.get(f"{method} {path}")
     params = {"timeout": 0.1} if path.endswith("debug.jpg") else {"max_s": 0} if path == "/events" else None
     if path.endswith("/proof"):  # a raw JPEG body, so the answer is about who asks, not what was sent
