@@ -7,7 +7,8 @@ occupancy counters that read it; a whole-frame rule: the whole frame): when no z
 ``min_changed_cells`` (and ``min_changed_fraction`` of its cells) differing by more than
 ``pixel_threshold`` grey levels, the detector is skipped and its last output is handed to the rules again,
 marked carried (``FrameView.carried``). Rules still judge every frame with the image, so dwell timers
-(parking, clutter) keep running on a still scene; a full re-check runs at least every ``recheck_seconds``.
+(parking, clutter) keep running on a still scene; a full re-check runs at least every ``recheck_seconds`` (on
+the first frame after that, once the detector has been skipped at least once since it last ran).
 The detectors of ``fire`` rules are never gated (flames change every frame, and a missed fire costs most).
 
 The analyzer calls :meth:`MotionGate.decide` where detection is requested
@@ -62,6 +63,8 @@ class _Memory:
     reference: np.ndarray
     detections: Detections
     ts: float
+    carried: int = 0
+    """Frames it was skipped on since (a re-check is due only after at least one)."""
 
 
 @dataclass
@@ -156,15 +159,19 @@ class MotionGate:
 
     def decide(self, frame: Frame, requests: Sequence[DetectRequest]) -> list[DetectRequest]:
         """The requests to run on ``frame``: ``requests`` less those of detectors skipped because nothing
-        changed in their zones since they last ran (and their last run is under ``recheck_seconds`` old)."""
+        changed in their zones since they last ran (and their last run is under ``recheck_seconds`` old, or
+        they have not been skipped since)."""
         names = list(dict.fromkeys(r.detector for r in requests))
         gateable = [n for n in names if n not in self.never_gated]
         small = small_grey(frame.image, self.config.work_width) if gateable else None
         decision = _Decision(frame.seq, frame.ts, small)
         for name in names:
             mem = self._memory.get(name)
+            # A re-check needs a skipped frame since the last run: when analysis falls behind and frames come
+            # more than recheck_seconds apart, every frame would be a re-check and the gate would stop helping
+            # exactly when the worker needs it.
             if (name in self.never_gated or small is None or mem is None or mem.reference.shape != small.shape
-                    or frame.ts - mem.ts + TIME_EPS >= self.config.recheck_seconds):
+                    or (mem.carried and frame.ts - mem.ts + TIME_EPS >= self.config.recheck_seconds)):
                 decision.ran.append(name)
                 continue
             share = self.changed_share(name, small, mem.reference)
@@ -173,6 +180,7 @@ class MotionGate:
                 decision.ran.append(name)
             else:
                 decision.carried[name] = mem.detections
+                mem.carried += 1
         self._decision = decision
         return [r for r in requests if r.detector not in decision.carried]
 

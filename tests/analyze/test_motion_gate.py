@@ -243,3 +243,15 @@ def test_gate_counts_reach_the_metrics() -> None:
     m.update([{"camera_id": "c1", "state": "streaming", "frames_gated": 7, "frames_detected": 3}], {})
     assert m.registry.get_sample_value("gridwatch_camera_frames_gated", {"worker": "w1", "camera": "c1"}) == 7.0
     assert m.registry.get_sample_value("gridwatch_camera_frames_detected", {"worker": "w1", "camera": "c1"}) == 3.0
+
+
+def test_frames_further_apart_than_the_recheck_are_still_gated(corridor_frame: np.ndarray) -> None:
+    """A worker that falls behind analyses frames 12 s apart: the re-check is due only after a skipped frame,
+    so every other still frame is still gated (not every frame a re-check)."""
+    gate = MotionGate(GATE_ON, {"coco": [FLOOR]})
+    ran = []
+    for i in range(6):
+        frame = Frame("c", corridor_frame, ts=T0 + 12 * i, pts=12.0 * i, seq=i, keyframe=True)
+        ran.append(bool(gate.decide(frame, [DetectRequest("coco", None)])))
+        gate.merge(frame, {"coco": Detections.empty()} if ran[-1] else {})
+    assert ran == [True, False, True, False, True, False]
