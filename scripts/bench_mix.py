@@ -127,6 +127,30 @@ def _instrument_ocr() -> None:
         setattr(ocr.TextDetector, name, wrapped)
 
 
+_MODEL_CPU: dict[str, list[float]] = {}
+"""model file stem -> [CPU seconds, calls, images] (all threads)."""
+
+
+def _instrument_models() -> None:
+    """Accumulate CPU, calls and images per model inside YoloDetector (on top of bench_streams' per-thread sum)."""
+    from pipeline.detect import yolo
+
+    for name in ("detect_batch", "detect_regions"):
+        orig = getattr(yolo.YoloDetector, name)
+
+        def wrapped(self: Any, *a: Any, _orig: Any = orig, _name: str = name, **kw: Any) -> Any:
+            t0 = time.thread_time()
+            try:
+                return _orig(self, *a, **kw)
+            finally:
+                acc = _MODEL_CPU.setdefault(Path(self.model_path).stem, [0.0, 0, 0])
+                acc[0] += time.thread_time() - t0
+                acc[1] += 1
+                acc[2] += len(a[0]) if _name == "detect_batch" and a else 1
+
+        setattr(yolo.YoloDetector, name, wrapped)
+
+
 def rss_mb() -> float:
     """This process's resident set size in MiB."""
     text = Path("/proc/self/status").read_text()
@@ -137,6 +161,7 @@ def _snap(worker: Any) -> dict[str, Any]:
     cpu = bs._thread_cpu()
     cpu["ocr"] = sum(_OCR_CPU.values())
     return {"t": time.monotonic(), "cpu": cpu, "rss_mb": rss_mb(),
+            "models": {k: list(v) for k, v in _MODEL_CPU.items()},
             "health": {h["camera_id"]: h for h in worker.camera_health()}}
 
 
@@ -150,6 +175,7 @@ def mix_worker_child(spec_path: Path) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(name)s %(message)s")
     spec = json.loads(spec_path.read_text())
     bs._instrument_detector()
+    _instrument_models()
     _instrument_ocr()
     site = SiteConfig.model_validate(spec["site"])
     site.base_dir = str(REPO / "configs")  # detector names resolve through models/manifest.yaml
@@ -204,9 +230,19 @@ def run_mix(n: int, urls: dict[str, str], servers: bs.RtspServers, gate: bool, w
         return sum(int(h.get(key) or 0) - int(s0["health"].get(c, {}).get(key) or 0) for c, h in s1["health"].items())
 
     gated, detected = total("frames_gated"), total("frames_detected")
+    models = {k: {"cores": round((v[0] - s0["models"].get(k, [0, 0, 0])[0]) / dt, 3),
+                  "images_per_s": round((v[2] - s0["models"].get(k, [0, 0, 0])[2]) / dt, 2)}
+              for k, v in s1["models"].items()}
+    # Cost at the full key-frame rate, from CPU per analysed frame: when the machine is shared (or the worker
+    # falls behind) fewer frames are analysed than arrive, and cores / N alone would flatter the worker.
+    analysed_s = row["analysed_per_cam_s"] * n
+    per_frame_ms = 1000 * (row["detect_cores"] + row["rules_cores"]) / max(1e-9, analysed_s)
+    full_ms = 1000 * (row["ingest_cores"] + row["other_cores"]) / n + per_frame_ms * row["keyframes_per_cam_s"]
+    row.update(analysis_ms_per_frame=per_frame_ms, full_rate_ms_per_cam=full_ms,
+               projected_cams_per_core=1000 / full_ms)
     row.update(gate=gate, ocr_cores=ocr, rules_cores=row["rules_cores"] - ocr, load_1m_before=load0,
                load_1m_after=os.getloadavg()[0], gated_share=gated / max(1, gated + detected),
-               rss_base_mb=result["rss_base_mb"], rss_end_mb=s1["rss_mb"],
+               models=models, rss_base_mb=result["rss_base_mb"], rss_end_mb=s1["rss_mb"],
                mb_per_camera=(s1["rss_mb"] - result["rss_base_mb"]) / n,
                server_cores=(marks["WINDOW_END"] - marks["WINDOW_START"])
                / (marks["WINDOW_END_wall"] - marks["WINDOW_START_wall"]),
@@ -226,6 +262,10 @@ def print_mix(rows: list[dict[str, Any]], cores: int) -> None:
               f"{per['other']:>6.1f} {r['analysed_of_decoded']:>6.2f} {r['min_cam_ratio']:>7.2f} "
               f"{r['gated_share']:>5.2f} {r['mb_per_camera']:>6.1f} {r['server_cores']:>5.2f} "
               f"{'yes' if bs.keeps_up(r, cores) else 'no':>3} {r['load_1m_before']:>5.2f}")
+        print(f"      analysis {r['analysis_ms_per_frame']:.1f} ms CPU per analysed frame; at the full key-frame rate "
+              f"{r['full_rate_ms_per_cam']:.1f} ms/s per camera = {r['projected_cams_per_core']:.0f} cameras per core")
+        print("      detect by model: " + ", ".join(f"{k} {v['cores']:.2f} cores / {v['images_per_s']:.1f} img/s"
+                                                     for k, v in sorted(r.get("models", {}).items())))
 
 
 def run(args: Any) -> dict[str, Any]:
@@ -280,15 +320,23 @@ def summary(out: dict[str, Any], cores: int) -> dict[str, Any]:
         key = "gate_on" if r["gate"] else "gate_off"
         s[f"{key}_n{r['n']}"] = {"keeps_up": bs.keeps_up(r, cores), "cams_per_core_used":
                                  round(r["n"] / r["worker_cores"], 1), "mb_per_camera": round(r["mb_per_camera"], 1),
-                                 "gated_share": round(r["gated_share"], 3)}
+                                 "gated_share": round(r["gated_share"], 3),
+                                 "analysis_ms_per_frame": round(r["analysis_ms_per_frame"], 1),
+                                 "full_rate_ms_per_cam": round(r["full_rate_ms_per_cam"], 1),
+                                 "projected_cams_per_core": round(r["projected_cams_per_core"], 1)}
     ok = [r for r in out["ultralytics"] if not r.get("error") and r.get("cores")]
     if ok:
         u = max(ok, key=lambda r: r["n"])
         s["ultralytics_cams_per_core_used"] = round(u["n"] / u["cores"], 2)
         s["ultralytics_keeps_up"] = bs.ultra_keeps_up(u)
+        # Ultralytics grabs (decodes) every frame and infers every vid_stride-th: its cost scales with grab fps.
+        u_full_ms = 1000 * u["cores"] / u["n"] * bs.FPS / max(1e-9, u["grab_fps_mean"])
+        s["ultralytics_full_rate_ms_per_cam"] = round(u_full_ms, 1)
+        s["ultralytics_projected_cams_per_core"] = round(1000 / u_full_ms, 1)
         for r in out["mix"]:
-            key = f"ratio_per_core_gate_{'on' if r['gate'] else 'off'}_n{r['n']}"
-            s[key] = round(r["n"] / r["worker_cores"] / s["ultralytics_cams_per_core_used"], 1)
+            key = f"gate_{'on' if r['gate'] else 'off'}_n{r['n']}"
+            s[f"ratio_per_core_used_{key}"] = round(r["n"] / r["worker_cores"] / s["ultralytics_cams_per_core_used"], 1)
+            s[f"ratio_projected_{key}"] = round(u_full_ms / r["full_rate_ms_per_cam"], 1)
     return s
 
 
