@@ -171,7 +171,7 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
     unknown = [n for n in names if n not in values]
     assert not unknown, f"{method} {path}: add a value for {unknown} to this test"
     url = path.format(**{n: values[n] for n in names})
-    body: dict[str, Any] | None = {
+    bodies: dict[str, dict[str, Any]] = {
         "POST /tickets/{ticket_id}/transition": {"to": "dispatched", "assignee": "patrol"},
         "POST /tickets/{ticket_id}/verdict": {"verdict": "false_alarm"},
         "POST /auth/login": {"username": "nobody", "password": "x"},
@@ -182,7 +182,8 @@ def _request(w: World, method: str, path: str, headers: dict[str, str]) -> Any:
         "PATCH /report-codes/{code_id}": {"enabled": True},
         "PUT /scenes/{scene_id}/labels/{crop}": {"state": "clear"},
         "PUT /site-plans/{plan_id}/pins": {"pins": []},
-    }.get(f"{method} {path}")
+    }
+    body = bodies.get(f"{method} {path}")
     params = {"timeout": 0.1} if path.endswith("debug.jpg") else {"max_s": 0} if path == "/events" else None
     if path.endswith("/proof"):  # a raw JPEG body, so the answer is about who asks, not what was sent
         return w.client.request(method, url, content=b"\xff\xd8\xff\xe0 proof", params=params,
