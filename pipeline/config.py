@@ -510,7 +510,7 @@ class SiteConfig(_Model):
     def _cross_checks(self) -> SiteConfig:
         errors = camera_grid_errors(self.model_dump(mode="json"))
         used = set().union(*(c.used_hazards() for c in self.cameras)) if self.cameras else set()
-        errors += scene_errors(self.scenes, {c.id for c in self.cameras}, {*used, *self.hazards})
+        errors += scene_errors(self.scenes, {*used, *self.hazards})
         for h, rule in self.hazards.items():
             if h in used and rule.enabled and h is not Hazard.POSTER and rule.detector not in self.detectors:
                 errors.append(f"hazards.{h.value}.detector: {rule.detector!r} is not in detectors "
