@@ -143,6 +143,11 @@ class Worker:
         self._started_at = now = time.time()
         self._orphans = [orphan_cleared(e, now, "rule_removed") for slot in self.slots.values()
                          for e in slot.analyzer.restore_incidents(self.journal.open_incidents(slot.camera.id), now)]
+        # A resize gave these cameras to another shard: no worker would ever clear their journalled incidents
+        # (the new owner has no journal of them), so their tickets would stay open and swallow later incidents.
+        owns = camera_owner(camera_ids, shard)
+        self._moved = [orphan_cleared(e, now, "camera_moved") for e in self.journal.open_incidents()
+                       if not owns(e.camera_id)]
         # Answers /cameras/{id}/debug.jpg requests for these cameras (pipeline/debug_view.py).
         self.debug = DebugResponder(site.mqtt, f"{self.publisher.client_id}-debug", self.debug_frames,
                                     self.slots)
@@ -153,7 +158,7 @@ class Worker:
                                      self.evidence, lambda iid, name: evidence_url(site, iid, name), self.worker_id,
                                      persistent=worker_id is not None)
         # Cameras changed at run time by retained config messages of the ticket service (pipeline/camera_runtime.py).
-        self.runtime = CameraRuntime(self, camera_owner(camera_ids, shard), f"{self.publisher.client_id}-config")
+        self.runtime = CameraRuntime(self, owns, f"{self.publisher.client_id}-config")
 
     def new_slot(self, cam: CameraConfig) -> _CameraSlot:
         """A camera's reader (not started), mailbox, packet ring and analyzer."""
@@ -188,6 +193,9 @@ class Worker:
         for incident in self._orphans:
             self._emit(self.slots[incident.camera_id], None, incident)
         self._orphans = []
+        for incident in self._moved:
+            self._emit_moved(incident)
+        self._moved = []
         if self.site.worker.metrics_port is not None:
             self.metrics.serve(self.site.worker.metrics_port)
         for name in sorted({r.detector for s in self.slots.values() for r in s.analyzer.requests(640, 360)}):
@@ -353,6 +361,18 @@ class Worker:
         self.journal.record(incident)  # after the outbox has it: a crash in between re-sends, never loses
         self.incidents_emitted += 1
         log.info("%s %s %s on %s", incident.event.value, incident.hazard.value, incident.id, slot.camera.id)
+
+    def _emit_moved(self, incident: Incident) -> None:
+        """Publish the ``cleared`` of an incident of a camera this worker no longer runs (no slot, no evidence)."""
+        try:
+            alert = build_alert(incident, self.site, evidence_urls(self.site, incident.id))
+        except KeyError:  # the camera is gone from the config too: nothing to name it by; it stays journalled
+            log.warning("incident %s of camera %s left open: camera not in the config", incident.id,
+                        incident.camera_id)
+            return
+        self.publisher.publish_alert(alert)
+        self.journal.record(incident)
+        log.info("cleared %s on %s (camera_moved: another shard runs it now)", incident.id, incident.camera_id)
 
     def _schedule_clip(self, slot: _CameraSlot, incident: Incident) -> None:
         cfg = self.site.worker
