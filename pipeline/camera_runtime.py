@@ -11,6 +11,9 @@ every camera's message and keeps its own; the payloads are small):
   (``rule_removed``). An equal entry (the seeded copy of the site YAML at start) only records the revision.
 * a new camera id starts a reader and analyzer; ``enabled: false``, an empty message (deleted) or an index
   that no longer lists the camera stops and drops it, clearing its open incidents (``camera_removed``).
+* a scene (``scenes[]``) whose camera is not running here waits for it (log line, ``gridwatch_scene_waiting``,
+  ``stats()["scenes_waiting"]``) and starts with the camera's analyzer once the camera comes
+  (:mod:`pipeline.scenes.waiting`); a removed camera's metric label sets are taken out.
 * a message that cannot be used (not JSON, wrong schema, an entry ``CameraConfig`` refuses, an unknown grid
   cell, a hazard without detector) is refused with one error line and
   ``gridwatch_camera_config_messages{outcome="refused"}``; the camera keeps running its last good config.
@@ -41,6 +44,7 @@ from pipeline.contract.camera_config import CameraConfigV1, CameraIndexV1
 from pipeline.contract.topics import camera_config_filter, camera_index_topic, parse_camera_config_topic
 from pipeline.mqtt_url import broker_address, configure_client
 from pipeline.redact import redact_url, register_url_secrets
+from pipeline.scenes.waiting import SceneWatch
 from pipeline.sharding import ShardSpec, shard_of
 
 if TYPE_CHECKING:
@@ -71,6 +75,9 @@ class CameraRuntime:
         self._counter = Counter("gridwatch_camera_config_messages", "Run-time camera config messages by outcome "
                                 "(applied, unchanged, removed, refused, other_shard)", ["worker", "outcome"],
                                 registry=worker.metrics.registry)
+        # Scenes of cameras not running here wait for them (pipeline/scenes/waiting.py).
+        self.scenes = SceneWatch(worker.site.scenes, owns, worker.worker_id, worker.metrics.registry)
+        self.scenes.update(worker.slots)
         self._inbox: queue.SimpleQueue[tuple[str, bytes] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -99,8 +106,9 @@ class CameraRuntime:
             self._thread.join(timeout=10)
 
     def stats(self) -> dict[str, Any]:
-        """Messages by outcome and the last refusal."""
-        return {"outcomes": dict(self.outcomes), "last_error": self.last_error}
+        """Messages by outcome, the last refusal and the scenes waiting for their camera."""
+        return {"outcomes": dict(self.outcomes), "last_error": self.last_error,
+                "scenes_waiting": sorted(self.scenes.waiting)}
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any = None) -> None:
@@ -232,12 +240,14 @@ def swap_slot(worker: Worker, camera_id: str, new: _CameraSlot | None) -> None:
         worker.slots = slots
         worker.debug.cameras = set(slots)
         worker.checks.analyzers = {cid: s.analyzer for cid, s in slots.items()}
+        worker.runtime.scenes.update(slots)  # a scene of a camera that came (or went) starts (or waits)
     finally:
         if locked and old is not None:
             old.lock.release()
     for incident in cleared:
         worker.emit(old or new, None, incident)  # type: ignore[arg-type]
     if old is not None and new is None:
+        worker.metrics.forget_camera(camera_id)
         # One last retained health report, so the service shows the camera stopped rather than its last state.
         health = {**old.reader.health().to_dict(), "frames_analysed": old.frames_analysed,
                   "frames_skipped": old.frames_skipped, "analysis_error": None, "worker_id": worker.worker_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -26,6 +27,7 @@ class WorkerMetrics:
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         self.registry = CollectorRegistry()
+        self._cameras: set[str] = set()  # cameras with label sets now (a removed one's are taken out)
         self._camera = {name: Gauge(f"gridwatch_camera_{name}", f"Camera {name.replace('_', ' ')} (running total)",
                                     ["worker", "camera"], registry=self.registry) for name in _CAMERA_COUNTERS}
         self._up = Gauge("gridwatch_camera_streaming", "1 while the camera is streaming", ["worker", "camera"],
@@ -56,8 +58,24 @@ class WorkerMetrics:
         """Serve ``/metrics`` over HTTP in a background thread."""
         start_http_server(port, addr=host, registry=self.registry)
 
+    def _camera_gauges(self) -> list[Gauge]:
+        return [*self._camera.values(), self._up, self._error, self._short, *self._values.values()]
+
+    def forget_camera(self, camera_id: str) -> None:
+        """Take every label set of ``camera_id`` out (a camera removed at run time leaves no stale series)."""
+        self._cameras.discard(camera_id)
+        for gauge in self._camera_gauges():
+            with contextlib.suppress(KeyError):  # never reported yet
+                gauge.remove(self.worker_id, camera_id)
+
     def update(self, cameras: list[dict[str, Any]], publisher: dict[str, Any],
                checks: dict[str, Any] | None = None, resend: dict[str, int] | None = None) -> None:
+        """Set the gauges from the health of the cameras running now; cameras missing from ``cameras`` (removed
+        since the last update) lose their label sets."""
+        running = {str(h["camera_id"]) for h in cameras}
+        for gone in self._cameras - running:
+            self.forget_camera(gone)
+        self._cameras = running
         for h in cameras:
             cam = str(h["camera_id"])
             for name, gauge in self._camera.items():

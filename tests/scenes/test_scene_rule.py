@@ -42,8 +42,8 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         SceneConfig.model_validate({**base, "box": [0.5, 0, 0.2, 1]})
     with pytest.raises(ValidationError, match="extra"):
         SceneConfig.model_validate({**base, "box": [0, 0, 1, 1], "dwel_seconds": 3})
-    with pytest.raises(ValidationError, match="scenes\\[0\\].camera: 'cam7' is not a camera"):
-        scene_site(tmp_path, camera="cam7")
+    # A camera the YAML lacks is no error: it may come at run time (the worker keeps the scene waiting).
+    assert scene_site(tmp_path, camera="cam7").scenes[0].camera == "cam7"
 
 
 def test_polygon_crop_greys_the_outside() -> None:
