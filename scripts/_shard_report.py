@@ -10,8 +10,9 @@ from typing import Any
 
 def open_across(keys: list[tuple[str, str, float]], camera_of: dict[str, str], cameras: set[str], cut: float,
                 resumed: float) -> dict[str, int]:
-    """Incidents of ``cameras`` open at ``cut`` (opened before, not cleared before), and those of them that
-    got an event after ``resumed`` under the same incident id (continued by the restarted worker)."""
+    """Incidents of ``cameras`` open at ``cut`` (opened before, not cleared before); those of them that got an
+    event after ``resumed`` under the same incident id (continued by the restarted worker); and those that were
+    never cleared at all (for cameras a resize moved: stranded, nobody will clear them)."""
     events: dict[str, list[tuple[float, str]]] = {}
     for incident, event, ts in keys:
         if camera_of.get(incident) in cameras:
@@ -20,7 +21,9 @@ def open_across(keys: list[tuple[str, str, float]], camera_of: dict[str, str], c
                if any(e == "opened" and ts < cut for ts, e in evs) and not any(e == "cleared" and ts < cut
                                                                                  for ts, e in evs)}
     continued = {i for i in open_at if any(ts >= resumed for ts, _ in events[i])}
-    return {"incidents_open_at_cut": len(open_at), "continued_same_id": len(continued)}
+    never_cleared = {i for i in open_at if not any(e == "cleared" for _, e in events[i])}
+    return {"incidents_open_at_cut": len(open_at), "continued_same_id": len(continued),
+            "never_cleared": len(never_cleared)}
 
 
 def render(r: dict[str, Any]) -> str:
@@ -46,7 +49,8 @@ def render(r: dict[str, Any]) -> str:
         ("resize: moved (hashed / observed, share)", f"{rs['moved_expected']} / {rs['moved_observed']}, "
                                                      f"{rs['moved_share']:.1%}, to {', '.join(rs['moved_to'])}"),
         ("  moved exactly as hashed", rs["moved_exactly_as_hashed"]),
-        ("  moved cameras' incidents open at the stop", rs["incidents_open_at_cut"]),
+        ("  moved cameras' incidents open at the stop / never cleared", f"{rs['incidents_open_at_cut']} / "
+                                                                       f"{rs['never_cleared']}"),
         ("  moved picked up after start s (max)", rs["after_start_s"]["max"]),
         ("  moved unwatched s (stop -> analysed, max)", rs["unwatched_s"]["max"]),
         ("double ownership (health / processes)", f"{len(own['observed_overlaps'])} / "

@@ -351,6 +351,7 @@ class ShardProof:
                             and alerts["worker_alerts_applied"] > 0 and not own["observed_overlaps"]
                             and not own["process_overlaps"] and not own["wrong_owner_before_resize"]
                             and not own["wrong_owner_after_resize"] and report["resize"]["moved_exactly_as_hashed"]
+                            and report["resize"]["never_cleared"] == 0
                             and not report["kill"]["missing"] and not report["resize"]["missing"]
                             and own["cameras_seen"] == len(self.cameras))
         return report

@@ -75,6 +75,7 @@ def test_nine_cameras_three_to_four_shards_with_a_kill(shared_dir: Path, tmp_pat
     assert moved and report["resize"]["moved_cameras"] == moved
     assert report["resize"]["moved_exactly_as_hashed"] and report["resize"]["moved_to"] == ["shard-3"]
     assert report["resize"]["picked_up"] == len(moved)
+    assert report["resize"]["never_cleared"] == 0  # a moved camera's open incident is cleared (camera_moved)
     own = report["ownership"]
     assert own["observed_overlaps"] == [] and own["process_overlaps"] == []
     assert own["wrong_owner_before_resize"] == [] and own["wrong_owner_after_resize"] == []
