@@ -29,6 +29,7 @@ from pipeline.scenes.store import SceneStore
 from pipeline.tickets.api_contract import error_responses
 from pipeline.tickets.auth import Principal, require_roles
 from pipeline.tickets.auth_routes import AUTH_ERRORS
+from pipeline.tickets.camera_store import camera_grid_path
 from pipeline.tickets.roles import OPS_ROLES
 
 PAGE = FilePath(__file__).resolve().parents[1] / "web" / "static" / "scene-label.html"
@@ -89,13 +90,17 @@ class LabelOut(BaseModel):
 def install_scenes(app: FastAPI, site: SiteConfig) -> None:
     """Add the scene labelling routes to ``app``."""
     scenes = {s.id: s for s in site.scenes}
-    paths = {c.id: site.grid_path(c.grid) for c in site.cameras}
+
+    def camera_path(camera_id: str) -> list[str] | None:
+        # The cameras table, not the YAML: a scene's camera may be added or moved at run time.
+        with app.state.tickets.sessions() as session:
+            return camera_grid_path(session, site, camera_id)
 
     def store_of(scene_id: str, user: Principal) -> tuple[SceneConfig, SceneStore]:
         scene = scenes.get(scene_id)
         if scene is None:
             raise HTTPException(404, f"unknown scene {scene_id!r}")
-        if not user.covers(paths.get(scene.camera, [])):
+        if not user.covers(camera_path(scene.camera)):
             raise HTTPException(403, f"scene {scene_id!r} is on a camera outside your grid scope")
         return scene, SceneStore(scene, site.resolve_path(scene.data_path()))
 
@@ -104,7 +109,7 @@ def install_scenes(app: FastAPI, site: SiteConfig) -> None:
         """The scenes on cameras in your scope (admin, engineer)."""
         out: list[SceneOut] = []
         for s in scenes.values():
-            if not user.covers(paths.get(s.camera, [])):
+            if not user.covers(camera_path(s.camera)):
                 continue
             store = SceneStore(s, site.resolve_path(s.data_path()))
             crops = store.crops()

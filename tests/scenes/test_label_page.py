@@ -74,6 +74,24 @@ def test_roles_and_scope(site: SiteConfig, client: TestClient) -> None:
     assert page.status_code == 200 and "场景标注" in page.text and "/auth/login" in page.text
 
 
+def test_scope_follows_the_scene_camera_in_the_database(tmp_path: Path) -> None:
+    """A scene on a camera the YAML lacks: outside every engineer's scope until the camera is added over the
+    API; moving the camera to another cell moves the scene's scope with it."""
+    from tests.scenes.conftest import scene_site
+
+    site = scene_site(tmp_path, camera="cam7")
+    with TestClient(create_app(site, start_consumer=False)) as c:
+        admin = bearer(user_token(c.app, "admin", Role.ADMIN, []))  # type: ignore[arg-type]
+        g2 = bearer(user_token(c.app, "eng2", Role.ENGINEER, ["T1/D1/C1/G2"]))  # type: ignore[arg-type]
+        assert c.get("/scenes/lane/crops", headers=g2).status_code == 403
+        cam7 = {"id": "cam7", "url": "e.mp4", "grid": "G2"}
+        assert c.post("/cameras", json=cam7, headers=admin).status_code == 201
+        assert c.get("/scenes/lane/crops", headers=g2).status_code == 200
+        assert [s["scene"] for s in c.get("/scenes", headers=g2).json()] == ["lane"]
+        assert c.put("/cameras/cam7", json={**cam7, "grid": "G1"}, headers=admin).status_code == 200
+        assert c.get("/scenes/lane/crops", headers=g2).status_code == 403
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium not installed (apt-get install chromium)")
 def test_engineer_labels_a_crop_in_chromium(site: SiteConfig) -> None:
