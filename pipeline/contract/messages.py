@@ -66,7 +66,8 @@ class ZoneRef(_Strict):
     """The zone the hazard lies in."""
 
     id: str = Field(description="Zone id, unique within its camera.")
-    kind: str = Field(description="Zone kind, e.g. no_parking, fire_lane, corridor.")
+    kind: str = Field(description="Zone kind, e.g. no_parking, fire_lane, corridor; a scene's crop (hazard `scene`): "
+                      "the scene's `kind`, or `scene`.")
     name: str | None = Field(default=None, description="Human-readable zone name.")
 
 
@@ -117,6 +118,10 @@ class AlertV1(_Strict):
     models: list[str] | None = Field(default=None, max_length=16,
                                      description="The model version(s) behind the incident, `name@version` "
                                      "(e.g. `fire@v3`; the canary's on a canary camera). Optional, added in 1.")
+    hazard_name: str | None = Field(default=None, max_length=100,
+                                    description="Display name of what was seen when `hazard` alone does not say "
+                                    "it: a scene's `name` (e.g. 消防通道占用) for hazard `scene`. Optional, added "
+                                    "in 1.")
 
     @field_validator("ts", "started_at")
     @classmethod
@@ -128,12 +133,12 @@ class AlertV1(_Strict):
         return iso_z(v)
 
     def to_bytes(self) -> bytes:
-        """Compact UTF-8 JSON, the MQTT payload (``worker_id``/``seq``/``models`` left out while unset)."""
+        """Compact UTF-8 JSON, the MQTT payload (the optional trailer fields left out while unset)."""
         unset = {name for name in _OPTIONAL_TRAILER if getattr(self, name) is None}
         return self.model_dump_json(exclude=unset or None).encode("utf-8")
 
 
-_OPTIONAL_TRAILER = ("worker_id", "seq", "models")
+_OPTIONAL_TRAILER = ("worker_id", "seq", "models", "hazard_name")
 """Fields added to version 1 after its release: omitted when None, so a payload without them is byte-for-byte
 what older producers sent and older consumers accept it."""
 
