@@ -115,3 +115,44 @@ export function movesFor(me: Me, t: Ticket): string[] {
   const patrol: Record<string, string> = { dispatched: "in_progress", in_progress: "resolved" };
   return t.allowed_next.filter((to) => patrol[t.status] === to);
 }
+
+/** A resident report code (一楼一码), as GET /report-codes lists it. */
+export interface ReportCode {
+  id: number; grid_path: string[]; place: string; enabled: boolean; url: string; created_at: string;
+  created_by: string | null; disabled_at: string | null; reports: number;
+}
+
+export function patchJson<T>(path: string, body: unknown): Promise<T> {
+  return api<T>(path, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+/** A camera pin on a site plan, x and y normalised 0..1 of the image. */
+export interface Pin { camera_id: string; x: number; y: number }
+
+export interface SitePlan {
+  id: number; grid_path: string[]; width: number; height: number; size_bytes: number; sha256: string;
+  image_url: string; uploaded_at: string; uploaded_by: string | null; pins: Pin[];
+}
+
+/** The plan to show for the grid node `node` ("" = everything): the deepest plan at or above it, else the
+ * whole site's, else (when the node has none above it) the first plan below it. */
+export function planFor(plans: SitePlan[], node: string): SitePlan | null {
+  const path = (p: SitePlan) => p.grid_path.join("/");
+  const above = plans.filter((p) => underNode(node ? node.split("/") : [], path(p)))
+    .sort((a, b) => b.grid_path.length - a.grid_path.length);
+  return above[0] ?? plans.find((p) => underNode(p.grid_path, node)) ?? null;
+}
+
+/** Every cell (level 4) of GET /grid: path and "name / name / ..." names. */
+export function gridCells(nodes: GridNode[]): { path: string; names: string }[] {
+  const out: { path: string; names: string }[] = [];
+  const walk = (ns: GridNode[], names: string[]) => {
+    for (const n of ns) {
+      const here = [...names, n.name];
+      if (n.path.length === 4) out.push({ path: n.path.join("/"), names: here.join(" / ") });
+      walk(n.children, here);
+    }
+  };
+  walk(nodes, []);
+  return out;
+}
