@@ -5,54 +5,21 @@ private Mosquitto, and the alerts as a subscriber receives them (each names the 
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from pipeline.config import SiteConfig
 from pipeline.detect.model_versions import ModelRef, add_version, promote, read_doc, rollback, write_doc
 from pipeline.worker import Worker
-from tests.fixtures.model_gate import fire_clip, fire_manifest
+from tests.fixtures.model_gate import Alerts, fire_clip, fire_manifest, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 A, B = "cam-a", "cam-b"
-
-
-class Alerts:
-    """Every alert on ``<prefix>/alerts/#``, in arrival order."""
-
-    def __init__(self, host: str, port: int, prefix: str) -> None:
-        self.got: list[dict[str, Any]] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hot-swap-test")
-        self.client.on_message = lambda _c, _u, m: self.got.append(json.loads(m.payload))
-        self.client.on_connect = lambda c, *_: c.subscribe(f"{prefix}/alerts/#", qos=1)
-        self.client.connect(host, port)
-        self.client.loop_start()
-
-    def after(self, mark: int, camera: str, models: list[str]) -> dict[str, Any] | None:
-        """The first alert after index ``mark`` from ``camera`` that names ``models``."""
-        return next((a for a in self.got[mark:] if a["camera"]["id"] == camera and a.get("models") == models), None)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def _wait(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _site(tmp_path: Path, mqtt_url: str, clip: Path) -> SiteConfig:
@@ -82,29 +49,29 @@ def test_worker_swaps_models_without_restart(tmp_path: Path, shared_dir: Path, m
     worker = Worker(_site(tmp_path, broker.url, fire_clip(shared_dir)), worker_id="w-swap")
     worker.start()
     try:
-        first = _wait(lambda: alerts.after(0, A, ["fire@2"]), 60, "a fire@2 alert from cam-a")
+        first = wait_for(lambda: alerts.after(0, A, ["fire@2"]), 60, "a fire@2 alert from cam-a")
         assert first["event"] == "opened"
         readers = {cid: s.reader for cid, s in worker.slots.items()}
 
         # Canary: cam-b only.
         promote(manifest, ModelRef("fire", "v3"), canary=[B], reason="canary")
         mark = len(alerts.got)
-        _wait(lambda: alerts.after(mark, B, ["fire@v3"]), 30, "a fire@v3 alert from the canary camera")
-        _wait(lambda: alerts.after(mark, A, ["fire@2"]), 30, "cam-a still on fire@2 during the canary")
+        wait_for(lambda: alerts.after(mark, B, ["fire@v3"]), 30, "a fire@v3 alert from the canary camera")
+        wait_for(lambda: alerts.after(mark, A, ["fire@2"]), 30, "cam-a still on fire@2 during the canary")
         assert not alerts.after(mark, A, ["fire@v3"])
         assert worker.models.stats()["canary"] == {"fire": {"version": "fire@v3", "cameras": [B]}}
 
         # Everyone.
         promote(manifest, ModelRef("fire", "v3"))
         mark = len(alerts.got)
-        swapped = _wait(lambda: alerts.after(mark, A, ["fire@v3"]), 30, "a fire@v3 alert from cam-a")
+        swapped = wait_for(lambda: alerts.after(mark, A, ["fire@v3"]), 30, "a fire@v3 alert from cam-a")
         assert swapped["incident_id"] == first["incident_id"]  # the same open incident: no restart, no reopen
         assert worker.models.stats()["canary"] == {}  # the full promotion ended the canary
 
         # Back.
         rollback(manifest, "fire", reason="test")
         mark = len(alerts.got)
-        _wait(lambda: alerts.after(mark, A, ["fire@2"]), 30, "a fire@2 alert from cam-a after the rollback")
+        wait_for(lambda: alerts.after(mark, A, ["fire@2"]), 30, "a fire@2 alert from cam-a after the rollback")
 
         # A deployed version whose file is corrupt on this host: refused, the running model stays.
         v4 = shutil.copy(REPO / "models" / "fire.onnx", tmp_path / "models" / "fire-v4.onnx")
@@ -113,13 +80,13 @@ def test_worker_swaps_models_without_restart(tmp_path: Path, shared_dir: Path, m
         doc = read_doc(manifest)
         doc["deployments"]["fire"]["deployed"] = "v4"  # as if promoted elsewhere, before the copy broke
         write_doc(manifest, doc)
-        _wait(lambda: worker.models.failures >= 1, 30, "the corrupt fire@v4 refused")
+        wait_for(lambda: worker.models.failures >= 1, 30, "the corrupt fire@v4 refused")
         assert "sha256" in str(worker.models.last_error) and "fire@v4" in str(worker.models.last_error)
         assert worker.metrics.registry.get_sample_value(
             "gridwatch_model_load_failures_total", {"worker": "w-swap", "model": "fire@v4"}) == 1
         analysed = worker.slots[A].frames_analysed
         mark = len(alerts.got)
-        _wait(lambda: alerts.after(mark, A, ["fire@2"]), 30, "fire@2 alerts after the refused swap")
+        wait_for(lambda: alerts.after(mark, A, ["fire@2"]), 30, "fire@2 alerts after the refused swap")
         assert worker.slots[A].frames_analysed > analysed
         assert worker.models.stats()["serving"]["fire"] == "fire@2"
         assert {cid: s.reader for cid, s in worker.slots.items()} == readers  # same readers: never restarted
