@@ -355,7 +355,7 @@ class Worker:
                 log.exception("camera %s: snapshot failed for %s", slot.camera.id, incident.id)
             self._schedule_clip(slot, incident)
         # Stamped with this worker's id and next sequence number: the ticket service counts any gap as lost.
-        alert = build_alert(incident, self.site, urls)
+        alert = build_alert(incident, self.site, urls, slot.camera)  # the running entry: run-time cameras too
         alert.models = incident_models(self.models, slot.analyzer, incident)  # which version(s) raised it
         self.publisher.publish_alert(alert)
         self.journal.record(incident)  # after the outbox has it: a crash in between re-sends, never loses

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.analyze.incident import Incident
-from pipeline.config import GridNode, SiteConfig
+from pipeline.analyze.incident import Hazard, Incident
+from pipeline.config import CameraConfig, GridNode, SiteConfig
 from pipeline.contract.examples import example_alert as example_alert
 from pipeline.contract.ids import SAFE_ID_PATTERN as SAFE_ID
 from pipeline.contract.messages import AlertBox as AlertBox
@@ -39,6 +39,7 @@ from pipeline.contract.topics import alert_topic as alert_topic
 from pipeline.contract.topics import cell_subscription as cell_subscription
 from pipeline.contract.topics import health_topic as health_topic
 from pipeline.contract.topics import status_topic as status_topic
+from pipeline.scenes.config import SCENE_HAZARD
 
 __all__ = ["SAFE_ID", "AlertBox", "AlertV1", "CameraRef", "Evidence", "GridRef", "ZoneRef", "alert_topic",
            "build_alert", "cell_subscription", "example_alert", "health_topic", "json_schema", "status_topic"]
@@ -63,24 +64,23 @@ def _utc(ts: float) -> datetime:
 
 
 def build_alert(incident: Incident, site: SiteConfig,
-                evidence_urls: Evidence | Mapping[str, str | None] | None = None) -> AlertV1:
+                evidence_urls: Evidence | Mapping[str, str | None] | None = None,
+                camera: CameraConfig | None = None) -> AlertV1:
     """Turn an incident event into an ``AlertV1`` using the site config.
 
     Args:
         incident: the analyzer's event.
-        site: site config (camera name, grid names and patrol, zone kind/name).
+        site: site config (grid names and patrol, scenes; the camera when ``camera`` is None).
         evidence_urls: ``{"snapshot_url": ..., "clip_url": ...}`` (either may be missing/None).
+        camera: the camera entry that raised it (name, zones), as the worker runs it: a run-time camera or
+            zone change is not in the site YAML. None: the YAML's entry.
 
     Raises:
         KeyError: the camera (or its grid cell) is not in the site config.
     """
-    cam = site.camera(incident.camera_id)
+    cam = camera if camera is not None else site.camera(incident.camera_id)
     nodes = _grid_nodes(site, cam.grid)
-    zone: ZoneRef | None = None
-    if incident.zone_id is not None:
-        zc = next((z for z in cam.zones if z.id == incident.zone_id), None)
-        zone = ZoneRef(id=incident.zone_id, kind=str(zc.kind) if zc else "unknown",
-                       name=zc.name if zc else None)
+    zone, hazard_name = _zone_ref(incident, site, cam)
     if isinstance(evidence_urls, Evidence):
         evidence = evidence_urls
     else:
@@ -102,7 +102,20 @@ def build_alert(incident: Incident, site: SiteConfig,
                         label=b.label, confidence=_clip01(b.confidence)) for b in incident.boxes],
         details=_jsonable(dict(incident.details)),
         evidence=evidence,
+        hazard_name=hazard_name,
     )
+
+
+def _zone_ref(incident: Incident, site: SiteConfig, cam: CameraConfig) -> tuple[ZoneRef | None, str | None]:
+    """The alert's zone and, for a scene, its display name (a scene's zone id is the scene id)."""
+    if incident.zone_id is None:
+        return None, None
+    if incident.hazard is Hazard.SCENE:
+        scene = next((s for s in site.scenes if s.id == incident.zone_id), None)
+        if scene is not None:
+            return ZoneRef(id=scene.id, kind=scene.kind or SCENE_HAZARD, name=scene.name), scene.name
+    zc = next((z for z in cam.zones if z.id == incident.zone_id), None)
+    return ZoneRef(id=incident.zone_id, kind=str(zc.kind) if zc else "unknown", name=zc.name if zc else None), None
 
 
 def _clip01(v: float) -> float:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipeline.contract.ids import CONFIG_ID_PATTERN
 
 SCENE_HAZARD = "scene"
-"""The hazard of every scene incident (``Hazard.SCENE``)."""
+"""The hazard of every scene incident (``Hazard.SCENE``), and the zone kind of a scene without ``kind``."""
 STATE_PATTERN = r"^[A-Za-z0-9_\-]{1,40}$"
 """A state name: one file-name-safe word (it names label files and appears in incident details)."""
 
@@ -42,7 +42,12 @@ class SceneConfig(BaseModel):
                     pattern=CONFIG_ID_PATTERN, max_length=64)
     name: str | None = Field(default=None, max_length=100,
                              description="Display name shown to operators, e.g. `消防通道占用` or `垃圾满溢`.")
-    camera: str = Field(description="Id of the camera whose frames are cropped.")
+    kind: str | None = Field(
+        default=None, pattern=CONFIG_ID_PATTERN, max_length=40,
+        description="What the crop shows, for operators and the alert's zone kind, e.g. `fire_lane` or `bin`; "
+        "unset = `scene`.")
+    camera: str = Field(description="Id of the camera whose frames are cropped (one of the site YAML's, or one "
+                        "added at run time: the scene waits for it).")
     box: list[float] | None = Field(
         default=None, min_length=4, max_length=4,
         description="Crop [x1, y1, x2, y2] in normalised 0..1 image coordinates (or give `polygon`).")

@@ -73,10 +73,13 @@ class ApplyResult:
 
 
 def _title(alert: AlertIn) -> str:
+    """``<hazard> at <camera> / <zone>``; a scene's display name (``hazard_name``) stands for its hazard and
+    zone: ``消防通道占用 at North gate``."""
     where = alert.camera.name or alert.camera.id
-    if alert.zone is not None:
+    what = alert.hazard_name or alert.hazard.value.replace("_", " ").capitalize()
+    if alert.zone is not None and not (alert.hazard_name and alert.zone.name == alert.hazard_name):
         where += f" / {alert.zone.name or alert.zone.id}"
-    return f"{alert.hazard.value.replace('_', ' ').capitalize()} at {where}"[:300]
+    return f"{what} at {where}"[:300]
 
 
 def _event_kind(alert: AlertIn) -> str:
