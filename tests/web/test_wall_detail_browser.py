@@ -244,7 +244,8 @@ def test_zone_editor_draws_validates_and_saves(served: Served, chromium: Browser
     click_at(0.5, 0.1)
     expect(editor.locator(".handle")).to_have_count(2)
     editor.locator("#zone-save").click()
-    expect(editor.locator("[data-error=polygon]")).to_contain_text("at least 3 points", timeout=15_000)
+    expect(editor.locator("[data-error=polygon]")).to_contain_text("至少需要3个顶点", timeout=15_000)
+    expect(editor.locator("[data-error=polygon]")).to_contain_text("at least 3 points")  # the server's, as detail
     expect(editor.locator("#zone-list li.bad")).to_have_count(1)
     _shot(page, "zone-editor-error.png")
     click_at(0.5, 0.6)
