@@ -129,11 +129,36 @@ def test_scene_incident_becomes_an_alert_and_a_ticket(site: SiteConfig, tmp_path
     alert = build_alert(events[0], site)
     assert alert.hazard is Hazard.SCENE and alert.zone is not None and alert.zone.id == "lane"
     assert alert.details["scene_name"] == "消防通道占用"
+    # The scene's display name and kind travel in the alert itself, not only in its details.
+    assert (alert.zone.kind, alert.zone.name, alert.hazard_name) == ("scene", "消防通道占用", "消防通道占用")
+    wire = AlertIn.model_validate_json(alert.to_bytes())
+    assert wire.hazard_name == "消防通道占用"
     sessions = session_factory(init_db(f"sqlite:///{tmp_path}/t.db"))
-    apply_alert(sessions, AlertIn.model_validate(alert.model_dump(mode="json")))
+    apply_alert(sessions, wire)
     with sessions() as s:
         ticket = s.query(Ticket).one()
         assert (ticket.hazard, ticket.zone_id, ticket.incident_id) == ("scene", "lane", events[0].id)
+        assert ticket.title == "消防通道占用 at North gate"
+
+
+def test_scene_kind_and_a_run_time_camera_in_the_alert(tmp_path: Path) -> None:
+    """``scenes[].kind`` is the alert's zone kind; the running camera entry (here one the YAML lacks, added at run
+    time) names the camera; an alert that is no scene's has no ``hazard_name`` on the wire."""
+    from pipeline.alerts.schema import build_alert
+    from pipeline.analyze.incident import Incident
+    from pipeline.config import CameraConfig
+
+    site = scene_site(tmp_path, camera="cam7", kind="fire_lane", name=None)
+    cam7 = CameraConfig(id="cam7", name="Back lane", url="e.mp4", grid="G2")
+    event = Incident(id="cam7-lane-scene-1", event=IncidentEvent.OPENED, hazard=Hazard.SCENE, camera_id="cam7",
+                     zone_id="lane", ts=T0 + 5, started_at=T0, confidence=0.9, severity=3)
+    with pytest.raises(KeyError):
+        build_alert(event, site)  # the YAML's cameras alone do not know cam7
+    alert = build_alert(event, site, camera=cam7)
+    assert alert.camera.name == "Back lane" and alert.grid.path == ["T1", "D1", "C1", "G2"]
+    assert alert.zone is not None and (alert.zone.kind, alert.zone.name, alert.hazard_name) == ("fire_lane", None,
+                                                                                               None)
+    assert b"hazard_name" not in alert.to_bytes()  # unset: left out, as older producers sent it
 
 
 def test_scene_is_configured_only_under_scenes(tmp_path: Path) -> None:
