@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--down-seconds", type=float, default=10.0, help="the killed shard's down time (default 10)")
     ap.add_argument("--warmup-timeout", type=float, default=120.0,
                     help="max seconds for every camera to be analysed once before phase 1 (default 120)")
+    ap.add_argument("--cut-wait", type=float, default=40.0,
+                    help="after a phase, wait up to this long for an incident open on the cameras the kill or the "
+                    "resize cuts off (default 40)")
     ap.add_argument("--drain-timeout", type=float, default=120.0, help="max seconds for the final drain")
     ap.add_argument("--database-url", default=PG_SERVER,
                     help=f"PostgreSQL server for a scratch database (default {PG_SERVER}), or 'sqlite'")
@@ -216,6 +219,22 @@ class ShardProof:
             time.sleep(0.5)
         return time.monotonic() - t0
 
+    def wait_open(self, cameras: list[str], timeout: float) -> bool:
+        """Wait (up to ``timeout``) until one of ``cameras`` has an open incident, so the cut hits one."""
+        assert self.alerts is not None
+        wanted = set(cameras)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            events: dict[str, set[str]] = {}
+            for t in self.alerts.snapshot():
+                if t.camera_id in wanted:
+                    events.setdefault(t.key[0], set()).add(t.key[1])
+            if any("opened" in evs and "cleared" not in evs for evs in events.values()):
+                return True
+            self.check_alive()
+            time.sleep(0.5)
+        return False
+
     def check_alive(self) -> None:
         """A worker or the API that died on its own is an error of the run."""
         for m in self.fleet.members.values():
@@ -240,16 +259,18 @@ class ShardProof:
         self.phases["warm"] = time.time()
         log(f"{n} shards: every camera analysed after {warm:.1f} s; running {a.phase_seconds:g} s")
         self.run_for(a.phase_seconds)
+        killed = [c for c in self.cameras if shard_of(c, n) == k]
+        self.wait_open(killed, a.cut_wait)
         self.phases["kill"] = time.time()
         self.end_workers([k], "kill -9")
         log(f"kill -9 shard {k}; down {a.down_seconds:g} s")
         self.run_for(a.down_seconds)
         self.phases["restart"] = time.time()
         self.start_workers([k], n)
-        killed = [c for c in self.cameras if shard_of(c, n) == k]
         took = self.wait_analysed(killed, self.phases["restart"], a.warmup_timeout)
         log(f"shard {k} restarted: its {len(killed)} cameras analysed again after {took:.1f} s")
         self.run_for(max(0.0, a.phase_seconds - took))
+        self.wait_open([c for c in self.cameras if shard_of(c, n) != shard_of(c, n + 1)], a.cut_wait)
         self.phases["resize"] = time.time()
         self.end_workers(list(range(n)), "SIGTERM")
         self.phases["resized"] = time.time()
