@@ -146,6 +146,7 @@ def test_figures_codes_and_site_plan(served: Served, chromium: Browser, tmp_path
     wall.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.2 * box["height"])
     wall.mouse.click(box["x"] + 0.76 * box["width"], box["y"] + 0.3 * box["height"])  # moved, not a second pin
     expect(editor.locator("#pin-list li")).to_have_count(2)
+    _shot(wall, "site-plan-editor.png")
     editor.locator("#plan-save").click()
     expect(editor.locator("#plan-status")).to_have_text("已保存")
     plans = httpx.get(f"{served.url}site-plans", headers=admin, timeout=10).json()
