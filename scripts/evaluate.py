@@ -26,6 +26,11 @@ Model classes are matched to the data set's classes by name; ``--map model=data`
 classes may map to one data class) and model classes without a match are ignored (e.g. the COCO model on
 the vehicles set). ``--tiles N`` adds N x N overlapping crops (``detect_regions``) to the full frame.
 
+With ``--confirm MODEL`` (the fire second stage, e.g. models/fire-confirm.onnx) it also reports the fire
+rule's per-frame box logic (``pipeline.evaluation.fire_stage``): fire/smoke frames alarmed with the stage,
+smoke proposals from ``--smoke-floor`` at p(smoke) >= ``--smoke-min-score``, at the rule's thresholds and at
+the 1 % point (both thresholds scaled together), and the same without smoke proposals.
+
 With ``--update`` it writes the entry ``--name`` (and ``<name>-int8``) into ``models/manifest.yaml``
 (file, sha256, classes, input_size, version, training data with attributions from SOURCES.csv, metrics)
 and regenerates the metrics block of ``models/<name>.md``.
@@ -187,6 +192,19 @@ def metrics_table(name: str, runs: list[tuple[str, dict[str, Any]]]) -> str:
             lines.append(f"- **operating point** (threshold {op['threshold']:.3f}, {op['false_alarm_rate']:.1%} of "
                          f"{op['negative_frames']} negative frames alarmed): **{op['frames_alarmed']:.1%}** of "
                          f"{op['positive_frames']} positive frames alarmed ({per})")
+        ss = m.get("second_stage")
+        if ss:
+            for key, title in (("without_smoke_proposals", "with the second stage"),
+                               ("", "with the second stage and smoke proposals")):
+                part = ss.get(key) if key else ss
+                if not part:
+                    continue
+                r = part["operating_point"]
+                per = "; ".join(f"{c} {v['frames_alarmed']:.1%} of {v['frames']} frames"
+                                for c, v in r["classes"].items())
+                lines.append(f"- **{title}** (1 % point, rule thresholds x{r['scale']:.3f}; "
+                             f"{r['false_alarm_rate']:.1%} of {r['negative_frames']} negative frames): "
+                             f"**{r['frames_alarmed']:.1%}** of {r['positive_frames']} positive frames ({per})")
         t = m["ms_per_frame_1thread"]
         lines.append(f"- speed, 1 thread: {t['cpu_median']:.1f} ms CPU / {t['wall_median']:.1f} ms wall per frame "
                      f"(median of {t['frames']})\n")
@@ -232,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
                     "the data set's classes (files also present in the training split are skipped)")
     ap.add_argument("--sweep", type=float, nargs="*", default=[0.25, 0.3, 0.4, 0.5, 0.6, 0.7],
                     help="thresholds at which the frame-level numbers are also reported (json, printed)")
+    ap.add_argument("--confirm", type=Path, help="fire second-stage classifier: also report the rule's "
+                    "per-class operating point with it (fire/smoke data sets)")
+    ap.add_argument("--fire-floor", type=float, default=0.4, help="with --confirm: hazards.fire.min_confidence")
+    ap.add_argument("--confirm-gate", type=float, default=0.6, help="with --confirm: confirm_min_score")
+    ap.add_argument("--smoke-floor", type=float, default=0.1, help="with --confirm: smoke_min_confidence")
+    ap.add_argument("--smoke-min-score", type=float, default=0.29,
+                    help="with --confirm: smoke_min_score (negative: no smoke proposals)")
     ap.add_argument("--time-n", type=int, default=30)
     ap.add_argument("--run", type=Path, help="Ultralytics run dir (args.yaml, results.csv) for the card")
     ap.add_argument("--version", help="version of the evaluated file: a new one is added beside the deployed "
@@ -296,6 +321,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    at {sw['threshold']:.2f}: {sw['false_alarm_rate']:.2%} negatives, {sw['frames_alarmed']:.1%} "
                   "positive frames; " + ", ".join(f"{c} {v['frames_alarmed']:.1%} / box R {v['box_recall']:.1%}"
                                                   for c, v in sw["classes"].items()))
+    if args.confirm is not None:
+        from pipeline.evaluation.fire_stage import StageRule, evaluate_with_stage
+
+        rule = StageRule(args.fire_floor, args.confirm_gate, args.smoke_floor,
+                         args.smoke_min_score if args.smoke_min_score >= 0 else None)
+        st = evaluate_with_stage(args.model, args.confirm, names, items, negatives, rule, args.imgsz, args.nms_iou)
+        out["fp32"]["second_stage"] = st
+        for key, title in (("without_smoke_proposals", "stage, no smoke proposals"), ("", "stage + smoke")):
+            part = st.get(key) if key else st
+            if not part:
+                continue
+            for where in ("at_rule", "operating_point"):
+                r = part[where]
+                per = "; ".join(f"{c} {v['frames_alarmed']:.1%} of {v['frames']} (any alarm {v['any_alarm']:.1%})"
+                                for c, v in r["classes"].items())
+                print(f"  {title} {where} (x{r['scale']:.3f}): {r['false_alarm_rate']:.2%} of {r['negative_frames']} "
+                      f"negatives, {r['frames_alarmed']:.1%} of {r['positive_frames']} positive frames; {per}; "
+                      f"smoke-only {r['smoke_only']['frames_alarmed']} of {r['smoke_only']['frames']}", flush=True)
     if "int8" in out:
         d = out["int8"]["map50"] - out["fp32"]["map50"]
         d2 = out["int8"]["map50_95"] - out["fp32"]["map50_95"]
@@ -317,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                        "images": r["images"], "date": r["date"], "map50": r["map50"],
                        "map50_95": r["map50_95"], "classes": r["classes"], "negatives": r["negatives"],
                        **({"operating_point": r["operating_point"]} if "operating_point" in r else {}),
+                       **({"second_stage": r["second_stage"]} if "second_stage" in r else {}),
                        "ms_per_frame_1thread": r["ms_per_frame_1thread"]}
             if key == "int8":
                 metrics["vs_fp32"] = {"map50": out["int8"]["map50"] - out["fp32"]["map50"],
