@@ -90,7 +90,8 @@ def add(ref: Annotated[str, typer.Argument(help="NAME@VERSION to register, e.g. 
                             training={"note": note} if note else None)
     except (ModelVersionError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"added {r} ({entry['file']}, sha256 {entry['sha256'][:12]})")
+    # The input size is shown because, left out, it is the deployed version's (one fine-tuned at another size?).
+    console.print(f"added {r} ({entry['file']}, sha256 {entry['sha256'][:12]}, input {entry.get('input_size')})")
 
 
 def _compare(manifest: Path, candidate: str, hazard: str | None, benchmark: Path, tol_op: float | None,

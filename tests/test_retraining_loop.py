@@ -315,8 +315,9 @@ def _loop(tmp_path: Path, shared_dir: Path, mosquitto: Any, store: Store, traine
         # The better-or-equal candidate: fire@2's weights as a new version (equal on every metric by construction;
         # models/fire-int8.onnx, better on the full benchmark, alarms on one positive frame fewer of these 16).
         equal = shutil.copy(FIRE, tmp_path / "models" / "fire-v4.onnx")
-        code, out = _cli("model", "add", "fire@v4", str(equal), "--note", "fire@2 re-exported", "-m", str(manifest))
-        assert code == 0, out
+        code, out = _cli("model", "add", "fire@v4", str(equal), "--note", "fire@2 re-exported", "--input-size", "416",
+                         "-m", str(manifest))
+        assert code == 0 and "input 416" in out, out  # the size the gate scores it at (default: the deployed one's)
         _promote_and_swap(swap, "fire@v4", bench, manifest, first)
         assert swap.worker.models.failures == 0
         code, out = _cli("model", "list", "-m", str(manifest))
