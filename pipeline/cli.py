@@ -286,6 +286,10 @@ def check_config(file: Annotated[Path, typer.Argument(help="Site YAML to validat
     cfg.base_dir = str(file.resolve().parent)
     for warning in site_rate_warnings(cfg):  # e.g. `decode: keyframes` on a fire camera with a 3 s GOP
         print(f"warning: {warning}")
+    from pipeline.analyze.fire_checks import smoke_floor_warnings
+
+    for warning in smoke_floor_warnings(cfg):  # a detector floor that hides the fire rule's smoke proposals
+        print(f"warning: {warning}")
 
 
 @app.command()

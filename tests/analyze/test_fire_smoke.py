@@ -139,3 +139,26 @@ def test_site_yaml_smoke_knobs_reach_the_rule() -> None:
     rule = next(r for r in CameraAnalyzer(off, off.cameras[0]).rules if r.hazard == Hazard.FIRE)
     assert isinstance(rule, FireRule) and rule.smoke_min_score is None
     assert rule.smoke_min_confidence == rule.rule.min_confidence
+
+
+def test_check_config_warns_when_the_detector_floor_hides_smoke_proposals(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.analyze.fire_checks import smoke_floor_warnings
+    from pipeline.cli import app
+
+    base = {"grid": GRID, "detectors": {"fire": {"model": "f.onnx"}}}
+    warned = smoke_floor_warnings(SiteConfig.model_validate(base))
+    assert len(warned) == 1 and "detectors.fire.min_confidence 0.25" in warned[0]
+    low = base | {"detectors": {"fire": {"model": "f.onnx", "min_confidence": 0.1}}}
+    assert smoke_floor_warnings(SiteConfig.model_validate(low)) == []
+    off = base | {"hazards": {"fire": {"smoke_min_score": None}}}
+    assert smoke_floor_warnings(SiteConfig.model_validate(off)) == []
+    site = tmp_path / "site.yaml"
+    import yaml
+
+    site.write_text(yaml.safe_dump(base))
+    result = CliRunner().invoke(app, ["check-config", str(site)])
+    assert result.exit_code == 0, result.output
+    assert "warning: detectors.fire.min_confidence 0.25 is above hazards.fire.smoke_min_confidence 0.1" \
+        in result.output.replace("\n", " ")
