@@ -135,6 +135,10 @@ class CheckResponder:
         self.worker_id = worker_id
         self.grace_seconds = grace_seconds
         self.max_pending = max_pending
+        self.owns: Callable[[str], bool] | None = None
+        """Whether this worker runs a camera id (set by :class:`~pipeline.camera_runtime.CameraRuntime`): a
+        request for a camera it neither runs nor owns is another worker's, also for a camera added at run time.
+        None: the site YAML decides (an enabled camera without analyzer is another worker's)."""
         self.outcomes: dict[str, int] = {PASSED: 0, FAILED: 0, UNAVAILABLE: 0}
         """Results published so far, by outcome."""
         self.rejected = 0
@@ -192,8 +196,7 @@ class CheckResponder:
         camera_id = parse_check_request_topic(msg.topic, self.prefix)
         if camera_id is None:
             return
-        known = {c.id: c for c in self.site.cameras}
-        if camera_id in known and known[camera_id].enabled and camera_id not in self.analyzers:
+        if camera_id not in self.analyzers and self._others(camera_id):
             return  # another worker runs it
         try:
             request = CameraCheckRequestV1.model_validate_json(msg.payload)
@@ -203,6 +206,13 @@ class CheckResponder:
             log.warning("camera check request for %s refused: %s", camera_id, str(e).replace("\n", "; ")[:500])
             return
         self.submit(request, camera_id)
+
+    def _others(self, camera_id: str) -> bool:
+        """Whether a camera this worker does not run belongs to another worker (else: answered unavailable)."""
+        if self.owns is not None:
+            return not self.owns(camera_id)
+        known = {c.id: c for c in self.site.cameras}
+        return camera_id in known and known[camera_id].enabled
 
     def submit(self, request: CameraCheckRequestV1, topic_camera: str | None = None,
                now: float | None = None) -> PendingCheck | None:

@@ -75,6 +75,8 @@ class CameraRuntime:
         self._counter = Counter("gridwatch_camera_config_messages", "Run-time camera config messages by outcome "
                                 "(applied, unchanged, removed, refused, other_shard)", ["worker", "outcome"],
                                 registry=worker.metrics.registry)
+        # Check requests for a camera another worker owns are its business, also for run-time cameras.
+        worker.checks.owns = owns
         # Scenes of cameras not running here wait for them (pipeline/scenes/waiting.py).
         self.scenes = SceneWatch(worker.site.scenes, owns, worker.worker_id, worker.metrics.registry)
         self.scenes.update(worker.slots)

@@ -134,3 +134,34 @@ def test_a_scene_starts_when_its_camera_is_added_at_run_time(tmp_path: Path, h26
         finally:
             worker.stop()
             app.state.camera_config.stop()
+
+
+def test_check_requests_for_another_shards_run_time_camera_are_left_to_it(tmp_path: Path) -> None:
+    """A sharded worker leaves a check request for a camera of another shard alone, also one the YAML lacks
+    (added at run time), and answers one for its own shard's camera it does not run (unavailable)."""
+    import paho.mqtt.client as paho
+
+    from pipeline.contract.casework import CameraCheckRequestV1
+    from pipeline.contract.topics import check_request_topic
+    from pipeline.sharding import ShardSpec, shard_of
+    from tests.tickets.casework_support import utc
+
+    site = _site(tmp_path, "mqtt://127.0.0.1:1", str(tmp_path / "a.mp4"))
+    worker = Worker(site, worker_id="w-shard", shard=ShardSpec(0, 2))
+    ids = [f"cam-{i}" for i in range(20)]
+    mine, theirs = (next(c for c in ids if shard_of(c, 2) == s) for s in (0, 1))
+    try:
+        for n, camera in enumerate((theirs, mine), start=1):
+            req = CameraCheckRequestV1(schema_version=1, check_id=f"chk-{n}", ticket_id=n,
+                                       incident_id=f"{camera}-z-parking-1796000000-1", camera_id=camera,
+                                       zone_id="z", hazard="parking", window_seconds=10,
+                                       requested_at=utc(1_796_000_000))
+            msg = paho.MQTTMessage(topic=check_request_topic("rt", camera).encode())
+            msg.payload = req.to_bytes()
+            worker.checks._on_message(worker.checks._client, None, msg)
+            answered = sum(worker.checks.outcomes.values())
+            assert answered == (0 if camera == theirs else 1), (camera, worker.checks.outcomes)
+        assert worker.checks.outcomes["unavailable"] == 1
+    finally:
+        worker.journal.close()
+        worker.publisher.outbox.close()
