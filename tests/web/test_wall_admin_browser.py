@@ -179,3 +179,33 @@ def test_figures_codes_and_site_plan(served: Served, chromium: Browser, tmp_path
     expect(wall.locator("#view-plan")).to_have_text("Site plan")
     assert not errors, errors
     wall.close()
+
+    # Role limits in the UI: a dispatcher of District 2 manages only its cells' codes and cannot edit the plan;
+    # a viewer gets neither screen.
+    user_token(served.app, "disp2", Role.DISPATCHER, ["T1/D2"], password=PASSWORD)
+    user_token(served.app, "watcher", Role.VIEWER, ["T1"], password=PASSWORD)
+    disp = chromium.new_page(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+    disp.goto(served.url + "wall#/codes")
+    disp.fill("#login-user", "disp2")
+    disp.fill("#login-password", PASSWORD)
+    disp.click("#login button[type=submit]")
+    cells = disp.locator("#report-codes select[name=cell] option:not([disabled])")
+    expect(cells).to_have_count(1, timeout=15_000)
+    expect(cells).to_have_attribute("value", "T1/D2/C2/G3")
+    expect(disp.locator("#code-list")).to_contain_text("暂无二维码")  # the admin's code in D1 is not listed
+    disp.locator("#report-codes button.back").click()
+    disp.locator("#view-plan").click()
+    expect(disp.locator("#site-plan .pin")).to_have_count(1)  # only cam3 is in D2
+    expect(disp.locator("#plan-edit")).to_have_count(0)
+    disp.close()
+    viewer = chromium.new_page(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+    viewer.goto(served.url + "wall")
+    viewer.fill("#login-user", "watcher")
+    viewer.fill("#login-password", PASSWORD)
+    viewer.click("#login button[type=submit]")
+    expect(viewer.locator("#alerts li.alert")).to_have_count(2, timeout=15_000)
+    expect(viewer.locator("#open-codes")).to_have_count(0)
+    viewer.locator("#view-plan").click()
+    expect(viewer.locator("#site-plan .pin")).to_have_count(2)
+    expect(viewer.locator("#plan-edit")).to_have_count(0)
+    viewer.close()
