@@ -62,7 +62,8 @@ def test_nine_cameras_three_to_four_shards_with_a_kill(shared_dir: Path, tmp_pat
     cmd = [sys.executable, str(SCRIPT), "--cameras", "9", "--database-url", "sqlite", "--phase-seconds", "6",
            "--down-seconds", "2", "--analysis-interval", "1", "--health-interval", "1", "--dwell", "2",
            "--clear", "3", "--clip-starts", "26,24", "--hold", "8", "--clip-dir", str(CACHE),
-           "--warmup-timeout", "90", "--drain-timeout", "60", "--workdir", str(tmp_path / "proof"), "--json"]
+           "--cut-wait", "15", "--warmup-timeout", "90", "--drain-timeout", "60", "--workdir", str(tmp_path / "proof"),
+           "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     assert proc.stdout.strip(), f"no report (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
     report = json.loads(proc.stdout)
@@ -82,6 +83,8 @@ def test_nine_cameras_three_to_four_shards_with_a_kill(shared_dir: Path, tmp_pat
     assert own["cameras_seen"] == 9 and own["unattributed_messages"] == 0
     killed = [c for c in cameras if shard_of(c, 3) == 1]
     assert report["kill"]["cameras"] == len(killed) > 0 and report["kill"]["missing"] == []
+    # The kill hit an open incident; the restarted shard went on with it under the same id (its journal).
+    assert report["kill"]["continued_same_id"] == report["kill"]["incidents_open_at_cut"] >= 1, report["kill"]
     ends = [(lf["worker"], lf["ended_by"]) for lf in report["lifetimes"]]
     assert ("shard-1/3#1", "kill -9") in ends and ("shard-1/3#2", "SIGTERM") in ends
     assert {w for w, _ in ends} >= {"shard-0/4#2", "shard-3/4#1"}
