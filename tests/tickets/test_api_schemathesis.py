@@ -193,7 +193,8 @@ def _failures_of(exc: BaseException) -> list[Failure]:
 def _strategy(operation: Operation, mode: GenerationMode, known: dict[str, list[Any]]) -> st.SearchStrategy[Any]:
     """Generated cases; for operations with known path parameters, also cases that use them."""
     names = [p.name for p in operation.path_parameters]
-    fixed = {name: st.sampled_from(known[name]) for name in names if known.get(name)}
+    fixed = {name: st.sampled_from(known[name]) for name in names
+             if known.get(name) and operation.label not in GENERATED_PATHS_ONLY}
     generated = operation.as_strategy(generation_mode=mode)
     if (bodies := KNOWN_BODIES.get(operation.label)) and mode is GenerationMode.POSITIVE:
         # Generated bodies almost never name an existing owner or a move allowed now; these do, so the
@@ -208,6 +209,10 @@ def _strategy(operation: Operation, mode: GenerationMode, known: dict[str, list[
         lambda values: operation.as_strategy(generation_mode=mode, path_parameters=values))
     return st.one_of(generated, existing)
 
+
+GENERATED_PATHS_ONLY = {"GET /cameras/{camera_id}/debug.jpg"}
+"""Operations left out of the known path values: a known camera's debug picture waits for a worker that this
+test has not (504, or 503 without a broker, each after the timeout); its 200 is in tests/test_camera_runtime.py."""
 
 SITE_CHECKED: dict[str, list[Any]] = dict.fromkeys(
     ["PUT /cameras/{camera_id}/zones", "POST /cameras", "PUT /cameras/{camera_id}", "POST /cameras/import",
