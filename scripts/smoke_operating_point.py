@@ -195,13 +195,16 @@ def per_class(frames: list[dict[str, Any]], v: np.ndarray, tf: float, ts: float)
     return out
 
 
-def evaluate(recipe: dict[str, Any], pools: dict[str, list[dict[str, Any]]], smoke_budget: float) -> dict[str, Any]:
+def evaluate(recipe: dict[str, Any], pools: dict[str, list[dict[str, Any]]], smoke_budget: float,
+             fixed: tuple[float, float] | None = None) -> dict[str, Any]:
     def sc(frames: list[dict[str, Any]]) -> np.ndarray:
         return np.array([channel_scores(r, **recipe) for r in frames]).reshape(-1, 4)
 
     tr_neg = [r for r in pools["train"] if not len(r["gt_cls"])]
     cal = [calibrate(v[:, 0], v[:, 3], smoke_budget) for v in (sc(tr_neg), sc(pools["heldout"]))]
     tf, ts = max(c[0] for c in cal), max(c[1] for c in cal)
+    if fixed is not None:  # the deployed thresholds (rule floor, smoke_min_score) instead of the calibration
+        tf, ts = fixed
     res: dict[str, Any] = {"recipe": recipe, "fire_threshold": round(tf, 4), "smoke_threshold": round(ts, 4),
                            "calibration": {"train_negatives": len(tr_neg), "heldout": len(pools["heldout"]),
                                            "per_pool": [[round(a, 4), round(b, 4)] for a, b in cal]}}
@@ -232,6 +235,11 @@ def cmd_report(args: argparse.Namespace) -> None:
             for floor in args.smoke_floors:
                 recipes.append(base | {"smoke_size": smoke_size, "smoke_floor": floor, "smoke_source": source})
     results = [evaluate(r, pools, args.smoke_budget) for r in recipes]
+    if args.fixed:  # the deployed rule: fire floor 0.4 + gate 0.6, smoke boxes from 0.1 at p(smoke) >= 0.29
+        fire_thr, smoke_floor, smoke_thr = args.fixed
+        dep = base | {"smoke_floor": smoke_floor, "smoke_source": "boxes"}
+        results += [evaluate(base | {"smoke_floor": 2.0}, pools, 0.0, (fire_thr, 2.0)),
+                    evaluate(dep, pools, 0.0, (fire_thr, smoke_thr))]
     for r in results:
         rc = r["recipe"]
         line = (f"{rc.get('smoke_source', 'boxes')}@{rc['smoke_size']} floor {rc['smoke_floor']:.2f}: "
@@ -263,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="smoke channel sources to sweep with --smoke-floors (also tilemodel+boxes)")
     ap.add_argument("--tile-model", type=Path, help="tiles step: cache this tile classifier's output instead "
                     "of fire-confirm's (key tiles_model)")
+    ap.add_argument("--fixed", type=float, nargs=3, metavar=("FIRE_THR", "SMOKE_FLOOR", "SMOKE_THR"),
+                    help="also report these deployed thresholds (without and with the smoke channel)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
