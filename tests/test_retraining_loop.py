@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,7 +55,9 @@ runner = CliRunner()
 
 
 def _cli(*args: str) -> tuple[int, str]:
+    t0 = time.monotonic()
     r = runner.invoke(cli_app, list(args))
+    print(f"gridwatch {' '.join(args[:2])}: exit {r.exit_code}, {time.monotonic() - t0:.1f} s")  # -s shows the times
     return r.exit_code, r.output
 
 
@@ -199,6 +202,7 @@ def _evaluate(candidate: str, bench: Path, manifest: Path, tmp_path: Path) -> tu
     assert code == 0, out
     assert "deployed vs candidate" in out and "operating point" in out and "missed events" in out, out
     doc: dict[str, Any] = json.loads(scores.read_text())
+    print(out)  # the side-by-side table (pytest -s)
     for side in ("deployed", "candidate"):  # the benchmark is what it says: the val camera's frames + 1 event
         s = doc[side]
         assert (s["positive_frames"], s["negative_frames"], s["expected_events"]) == (*PLAN[VAL_CAMERA], 1), s
@@ -235,8 +239,10 @@ class Swap:
 
     def next_alert_after_swap_to(self, version: str, swaps_before: int) -> dict[str, Any]:
         """Wait until the worker has swapped to ``version``; the first alert after that must name it."""
+        t0 = time.monotonic()
         wait_for(lambda: self.worker.models.swaps > swaps_before and self.serving() == version, 30,
                  f"the worker to swap in {version}")
+        print(f"swapped in {version} {time.monotonic() - t0:.2f} s after the manifest changed")  # docs/retraining.md
         mark = len(self.alerts.got)
         alert: dict[str, Any] = wait_for(lambda: self.alerts.next_from(mark, WORKER_CAMERA), 30,
                                          f"an alert after the swap to {version}")
@@ -278,7 +284,9 @@ def _loop(tmp_path: Path, shared_dir: Path, mosquitto: Any, store: Store, traine
                 Alerts(broker.host, broker.port, "loop", client_id="retraining-loop"))
     swap.worker.start()
     try:
+        t0 = time.monotonic()
         first = wait_for(lambda: swap.alerts.after(0, WORKER_CAMERA, ["fire@2"]), 60, "a fire@2 alert")
+        print(f"first fire@2 alert {time.monotonic() - t0:.1f} s after the worker started")
 
         if trained:  # a real short fine-tune on the exported set: whatever the gate says must match its numbers
             code, out = _cli("model", "train", "--hazard", "fire", "--from", "fire@2", "--data",
