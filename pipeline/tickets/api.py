@@ -54,6 +54,7 @@ from pipeline.tickets.deadlines import CaseContext
 from pipeline.tickets.escalation import CaseLoop
 from pipeline.tickets.metrics import TicketMetrics
 from pipeline.tickets.models import CameraCheck, CameraHealthRow, DeadLetter, IncidentAlias, Ticket, TicketStatus
+from pipeline.tickets.query_guard import single_valued_query
 from pipeline.tickets.resident_codes import install_report_code_routes
 from pipeline.tickets.roles import OPS_ROLES, move_refusal, prune_grid, ticket_scope
 from pipeline.tickets.schemas import (
@@ -211,7 +212,8 @@ def create_app(site: SiteConfig, start_consumer: bool = True) -> FastAPI:
             engine.dispose()
 
     app = FastAPI(title="gridwatch tickets", version="1", lifespan=lifespan, responses=HOST_REFUSED,
-                  description="Hazard tickets from gridwatch alerts; see docs/api.md.")
+                  description="Hazard tickets from gridwatch alerts; see docs/api.md.",
+                  dependencies=[Depends(single_valued_query)])  # a repeated one-value query parameter: 422
     app.state.tickets = st
     app.state.webhooks = webhooks
     install_host_check(app, site)
