@@ -50,7 +50,7 @@ T0 = 1_796_000_000.0  # a real Unix time (2026-11): tickets, verdicts and timers
 VAL_CAMERA = "cam3"
 # camera -> (fire frames, false alarms): cam3 is the held-out val camera, i.e. the site's frozen benchmark
 PLAN = {"cam1": (6, 2), "cam2": (6, 2), VAL_CAMERA: (16, 8)}
-WORKER_CAMERA = "gate-1"
+WORKER_CAMERA = "cam9"  # a camera of the ticket service with no judged tickets: the worker's own
 runner = CliRunner()
 
 
@@ -89,18 +89,30 @@ class Store:
     client: TestClient
     frames: dict[int, Path]
     boxes: dict[int, list[list[float]]]
+    broker: Any
+
+    def ticket_models(self, incident_id: str) -> list[list[str]]:
+        """The ``models`` of every event the ticket service stored for the worker's incident (GET /tickets)."""
+        rows = self.client.get("/tickets", params={"camera": WORKER_CAMERA}).json()["items"]
+        tid = next((t["id"] for t in rows if t["incident_id"] == incident_id), None)
+        if tid is None:
+            return []
+        events = self.client.get(f"/tickets/{tid}").json()["events"]
+        return [e["payload"]["models"] for e in events if (e.get("payload") or {}).get("models")]
 
 
 @pytest.fixture
-def store(tmp_path: Path, shared_dir: Path) -> Iterator[Store]:
-    """Tickets with raw frames on three cameras, every one judged by an engineer or dispatcher over the API."""
+def store(tmp_path: Path, shared_dir: Path, mosquitto: Any) -> Iterator[Store]:
+    """Tickets with raw frames on three cameras, every one judged by an engineer or dispatcher over the API.
+
+    The service consumes the broker the worker publishes to, so the worker's alerts become tickets too.
+    """
+    broker = mosquitto()
     config = tmp_path / "site" / "site.yaml"
     config.parent.mkdir()
-    config.write_text(yaml.safe_dump({
-        "grid": GRID, "cameras": CAMERAS, "mqtt": {"topic_prefix": "gwtest"},
-        "api": {"database_url": f"sqlite:///{config.parent}/tickets.db", "evidence_dir": str(config.parent / "ev")}}))
+    config.write_text(yaml.safe_dump(_site_doc(tmp_path, broker.url, fire_clip(shared_dir))))
     site = load_config(config)
-    app = create_app(site, start_consumer=False)
+    app = create_app(site)
     client = TestClient(app)
     client.__enter__()
     login(client)  # the admin: moves tickets (a dispatcher's decision also labels a frame)
@@ -122,8 +134,8 @@ def store(tmp_path: Path, shared_dir: Path) -> Iterator[Store]:
                                started_at=_iso(T0 + n * 60 - 5), boxes=[{
                                    "x1": b[1], "y1": min(b[2] + 0.05, 0.9), "x2": b[3], "y2": min(b[4] + 0.05, 0.95),
                                    "label": "fire", "confidence": 0.7}])
-            tid = apply_alert(sessions, parse_alert(topic_of(alert), alert.model_dump_json().encode(),
-                                                    "gwtest")).ticket_id
+            tid = apply_alert(sessions, parse_alert(topic_of(alert, "loop"), alert.model_dump_json().encode(),
+                                                    "loop")).ticket_id
             folder = site.resolve_path(site.api.evidence_dir) / alert.incident_id
             folder.mkdir(parents=True)
             shutil.copyfile(img, folder / "frame.jpg")  # the raw frame, as pipeline/alerts/evidence.py leaves it
@@ -141,22 +153,31 @@ def store(tmp_path: Path, shared_dir: Path) -> Iterator[Store]:
             else:  # ... or by the dispatcher closing it as one
                 client.post(f"/tickets/{tid}/transition", json={"to": "false_alarm"}).raise_for_status()
             boxes.setdefault(tid, [])
-    yield Store(config, client, frames, boxes)
+    yield Store(config, client, frames, boxes, broker)
     client.__exit__(None, None, None)
 
 
-def _worker_site(tmp_path: Path, mqtt_url: str, clip: Path) -> SiteConfig:
-    site = SiteConfig.model_validate({
-        "grid": [{"code": "T1", "name": "t", "children": [{"code": "D1", "name": "d", "children": [
-            {"code": "C1", "name": "c", "children": [{"code": "G1", "name": "g"}]}]}]}],
-        "cameras": [{"id": WORKER_CAMERA, "url": str(clip), "grid": "G1", "decode": "keyframes", "hazards": ["fire"]}],
+def _site_doc(tmp_path: Path, mqtt_url: str, clip: Path) -> dict[str, Any]:
+    """The site of the ticket service and the worker: cam1-3 (judged tickets, idle now) and cam9 on the clip.
+
+    One site, as in a deployment: the ticket service publishes its cameras as retained config messages and
+    the worker runs what they say (pipeline/camera_runtime.py).
+    """
+    cameras = [{**c, "enabled": False} for c in CAMERAS if c["id"] != WORKER_CAMERA]
+    cameras.append({"id": WORKER_CAMERA, "url": str(clip), "grid": "G9", "decode": "keyframes", "hazards": ["fire"]})
+    return {
+        "grid": GRID, "cameras": cameras,
         "detectors": {"fire": {"model": "fire", "input_size": 416, "threads": 1, "batch_size": 1,
                                "min_confidence": 0.4}},
         "hazards": {"fire": {"confirm_model": None, "update_interval_seconds": 1}},
         "mqtt": {"url": mqtt_url, "topic_prefix": "loop"},
-        "api": {"evidence_dir": str(tmp_path / "worker-ev")},
+        "api": {"database_url": f"sqlite:///{tmp_path}/site/tickets.db", "evidence_dir": str(tmp_path / "site" / "ev")},
         "worker": {"outbox_path": str(tmp_path / "outbox.db"), "health_interval_seconds": 1,
-                   "model_poll_seconds": 0.3, "clip_post_seconds": 0}})
+                   "model_poll_seconds": 0.3, "clip_post_seconds": 0}}
+
+
+def _worker_site(store: Store, tmp_path: Path) -> SiteConfig:
+    site = load_config(store.config)
     site.base_dir = str(tmp_path)  # its registry reads tmp_path/models/manifest.yaml, the one the CLI edits
     return site
 
@@ -250,7 +271,7 @@ class Swap:
         return alert
 
 
-def _promote_and_swap(swap: Swap, version: str, bench: Path, manifest: Path,
+def _promote_and_swap(swap: Swap, store: Store, version: str, bench: Path, manifest: Path,
                       first: dict[str, Any]) -> dict[str, Any]:
     """Promote ``version`` (it passes the gate), see it swapped in and named, then roll back to fire@2."""
     readers = {cid: s.reader for cid, s in swap.worker.slots.items()}
@@ -263,24 +284,31 @@ def _promote_and_swap(swap: Swap, version: str, bench: Path, manifest: Path,
     assert cand["operating_point"] >= dep["operating_point"] - 0.02 and cand["missed_events"] == 0, rec
     alert = swap.next_alert_after_swap_to(version, swaps)
     assert alert["incident_id"] == first["incident_id"]  # the same open incident: no restart, nothing reopened
+    # ... and the ticket service stored it with the incident's ticket (GET /tickets/{id}: events[].payload.models)
+    wait_for(lambda: [version] in store.ticket_models(first["incident_id"]), 30, f"{version} on the ticket")
 
     code, out = _cli("model", "rollback", "fire", "--reason", "operators report misses", "-m", str(manifest))
     assert code == 0 and "fire: deployed 2" in out, out
     back = swap.next_alert_after_swap_to("fire@2", swaps + 1)
     assert back["incident_id"] == first["incident_id"]
+
+    def back_on_ticket() -> bool:
+        models = store.ticket_models(first["incident_id"])
+        return [version] in models and ["fire@2"] in models[len(models) - models[::-1].index([version]):]
+    wait_for(back_on_ticket, 30, "fire@2 on the ticket after the rollback")
     assert {cid: s.reader for cid, s in swap.worker.slots.items()} == readers  # the readers never restarted
     assert deployment_of(read_doc(manifest), "fire").history[-1]["action"] == "rollback"
     return alert
 
 
-def _loop(tmp_path: Path, shared_dir: Path, mosquitto: Any, store: Store, trained: bool) -> None:
+def _loop(tmp_path: Path, shared_dir: Path, store: Store, trained: bool) -> None:
     manifest = fire_manifest(tmp_path / "models")  # fire@2 deployed (the repository's fire.onnx, by hash)
     _export(store, tmp_path / "datasets", manifest)
     clip = fire_clip(shared_dir)
     bench = _benchmark(tmp_path, tmp_path / "datasets" / "fire" / "data.yaml", clip)
 
-    broker = mosquitto()
-    swap = Swap(Worker(_worker_site(tmp_path, broker.url, clip), worker_id="w-loop"),
+    broker = store.broker
+    swap = Swap(Worker(_worker_site(store, tmp_path), worker_id="w-loop"),
                 Alerts(broker.host, broker.port, "loop", client_id="retraining-loop"))
     swap.worker.start()
     try:
@@ -326,7 +354,7 @@ def _loop(tmp_path: Path, shared_dir: Path, mosquitto: Any, store: Store, traine
         code, out = _cli("model", "add", "fire@v4", str(equal), "--note", "fire@2 re-exported", "--input-size", "416",
                          "-m", str(manifest))
         assert code == 0 and "input 416" in out, out  # the size the gate scores it at (default: the deployed one's)
-        _promote_and_swap(swap, "fire@v4", bench, manifest, first)
+        _promote_and_swap(swap, store, "fire@v4", bench, manifest, first)
         assert swap.worker.models.failures == 0
         code, out = _cli("model", "list", "-m", str(manifest))
         assert code == 0 and re.search(r"fire@2\s*│\s*deployed", out) and "fire@v4" in out, out
@@ -335,15 +363,14 @@ def _loop(tmp_path: Path, shared_dir: Path, mosquitto: Any, store: Store, traine
         swap.alerts.close()
 
 
-def test_verdicts_to_a_gated_hot_swapped_model_and_back(tmp_path: Path, shared_dir: Path, mosquitto: Any,
-                                                         store: Store) -> None:
+def test_verdicts_to_a_gated_hot_swapped_model_and_back(tmp_path: Path, shared_dir: Path, store: Store) -> None:
     """CI variant (no torch): a noisy copy is refused, an equal one promoted, swapped in, rolled back."""
-    _loop(tmp_path, shared_dir, mosquitto, store, trained=False)
+    _loop(tmp_path, shared_dir, store, trained=False)
 
 
 @pytest.mark.slow
-def test_loop_with_a_real_short_training_run(tmp_path: Path, shared_dir: Path, mosquitto: Any, store: Store) -> None:
+def test_loop_with_a_real_short_training_run(tmp_path: Path, shared_dir: Path, store: Store) -> None:
     """With torch: `gridwatch model train` (1 epoch, imgsz 160, the export's 16 train frames) is the candidate."""
     pytest.importorskip("torch")
     pytest.importorskip("ultralytics")
-    _loop(tmp_path, shared_dir, mosquitto, store, trained=True)
+    _loop(tmp_path, shared_dir, store, trained=True)
