@@ -177,14 +177,22 @@ def test_composited_object_opens_one_incident(shared_dir: Path, clip: list[np.nd
     assert any(b.x1 <= cx <= b.x2 and b.y1 <= cy <= b.y2 for b in e.boxes), e.boxes
 
 
+@pytest.fixture(scope="module")
+def motorcycle_clip(shared_dir: Path, clip: list[np.ndarray], coco: object,
+                    clean_dets: list[Detections]) -> tuple[list[np.ndarray], list[Detections]]:
+    """The corridor clip with the motorcycle pasted from PLACED_AT, and COCO on it: the same for every zone
+    kind, so detected once per module."""
+    obj = cutout(shared_dir, "vehicles", (3,), MOTORCYCLE)
+    frames = [paste(f, obj, (180, 425), 150) if i >= PLACED_AT else f for i, f in enumerate(clip)]
+    return frames, clean_dets[:PLACED_AT] + detect_all(coco, frames[PLACED_AT:])
+
+
 @pytest.mark.parametrize(("kind", "ebike", "severity"), [
     ("corridor", True, 4), ("stairwell", True, 4), ("fire_lane", False, 3),
 ])
-def test_motorcycle_callout(shared_dir: Path, clip: list[np.ndarray], coco: object, clean_dets: list[Detections],
+def test_motorcycle_callout(motorcycle_clip: tuple[list[np.ndarray], list[Detections]],
                             kind: str, ebike: bool, severity: int) -> None:
-    obj = cutout(shared_dir, "vehicles", (3,), MOTORCYCLE)
-    frames = [paste(f, obj, (180, 425), 150) if i >= PLACED_AT else f for i, f in enumerate(clip)]
-    dets = clean_dets[:PLACED_AT] + detect_all(coco, frames[PLACED_AT:])
+    frames, dets = motorcycle_clip
     events = run(ClutterRule("cam1", zone(kind), RULE), frames, dets)
     assert [e.event for e in events] == [IncidentEvent.OPENED]
     e = events[0]
