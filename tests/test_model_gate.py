@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.detect.model_versions import deployment_of, read_doc
-from pipeline.detect.registry import load_manifest
+from pipeline.detect.registry import load_manifest, sha256_file
+from pipeline.evaluation import benchmark as benchmark_mod
+from pipeline.evaluation.benchmark import Benchmark, ModelScore
 from pipeline.model_cli import model_app
 from tests.fixtures.model_gate import FIRE, fire_clip, fire_manifest, noisy_copy
 
@@ -39,12 +42,43 @@ def _cli(*args: str) -> tuple[int, str]:
     return r.exit_code, r.output
 
 
+@pytest.fixture(scope="module")
+def noisy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The degraded fire detector, written once per module (one file, so its scores can be shared)."""
+    return noisy_copy(FIRE, tmp_path_factory.mktemp("noisy") / "fire-noisy.onnx")
+
+
+@pytest.fixture(scope="module")
+def score_cache() -> dict[tuple[object, ...], ModelScore]:
+    return {}
+
+
+@pytest.fixture(autouse=True)
+def shared_scores(monkeypatch: pytest.MonkeyPatch, score_cache: dict[tuple[object, ...], ModelScore]) -> None:
+    """Share real ``score_model`` results across the module's CLI calls.
+
+    Scoring is deterministic, so the same benchmark (all but its tolerance), the same model file (resolved
+    path and sha256) and input size give the same score: the first call per key runs the real evaluation;
+    later ones (a second ``promote``, ``evaluate`` then ``promote``, the next test) reuse it under their own
+    label. A copy of a model at another path is a different key, so it is really evaluated.
+    """
+    real = benchmark_mod.score_model
+
+    def cached(bench: Benchmark, label: str, model: Path, input_size: int | None) -> ModelScore:
+        spec = {k: v for k, v in asdict(bench).items() if k not in ("source", "tolerance")}
+        key = (repr(sorted(spec.items())), str(Path(model).resolve()), sha256_file(Path(model)), input_size)
+        if key not in score_cache:
+            score_cache[key] = real(bench, label, model, input_size)
+        return replace(score_cache[key], label=label, file=str(model))
+
+    monkeypatch.setattr(benchmark_mod, "score_model", cached)
+
+
 @pytest.fixture
-def gate_setup(tmp_path: Path, shared_dir: Path) -> tuple[Path, Path]:
+def gate_setup(tmp_path: Path, shared_dir: Path, noisy_model: Path) -> tuple[Path, Path]:
     """(manifest with fire v2 deployed and fire@v3-noisy registered, frames-only benchmark)."""
     manifest = fire_manifest(tmp_path / "models")
-    noisy = noisy_copy(FIRE, tmp_path / "models" / "fire-noisy.onnx")
-    code, out = _cli("add", "fire@v3-noisy", str(noisy), "-m", str(manifest))
+    code, out = _cli("add", "fire@v3-noisy", str(noisy_model), "-m", str(manifest))
     assert code == 0, out
     return manifest, _benchmark(tmp_path, shared_dir)
 
