@@ -25,6 +25,8 @@ from tests.fixtures.media import shared_clip_at_1fps
 pytest.importorskip("rapidocr_onnxruntime")
 
 N_FLYERS = 40
+BOXES_TIMED_EVERY = 4
+"""The boxes-only pass of the phone-recall test is timed on every 4th flyer (10 samples)."""
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +38,19 @@ def mf() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
+def ocr() -> TextDetector:
+    """One loaded OCR for the module (the tests only read text with it; it keeps no per-test state)."""
+    return TextDetector(threads=1).load()
+
+
+@pytest.fixture(scope="module")
 def clip_frames(shared_dir: Path) -> list[np.ndarray]:
     """The whole corridor clip, one frame a second (139 frames)."""
     return shared_clip_at_1fps(shared_dir, "one-by-one-person-detection.mp4")
 
 
 @pytest.mark.slow
-def test_phone_recall_synthetic(mf: ModuleType, clip_frames: list[np.ndarray]) -> None:
-    ocr = TextDetector(threads=1).load()
+def test_phone_recall_synthetic(mf: ModuleType, clip_frames: list[np.ndarray], ocr: TextDetector) -> None:
     rng = np.random.default_rng(2024)
     rows: list[tuple[float, bool, bool]] = []
     ms_full: list[float] = []
@@ -60,9 +67,10 @@ def test_phone_recall_synthetic(mf: ModuleType, clip_frames: list[np.ndarray]) -
         t0 = time.perf_counter()
         lines = ocr.detect_text(image, mf.CORRIDOR_WALL)
         t1 = time.perf_counter()
-        ocr.detect_boxes_only(image, mf.CORRIDOR_WALL)
-        ms_boxes.append((time.perf_counter() - t1) * 1000)
         ms_full.append((t1 - t0) * 1000)
+        if i % BOXES_TIMED_EVERY == 0:  # a timing sample only (nothing asserted on it): a quarter suffices
+            ocr.detect_boxes_only(image, mf.CORRIDOR_WALL)
+            ms_boxes.append((time.perf_counter() - t1) * 1000)
         f = analyze_text([t.text for t in lines])
         phone_ok = truth["phone"] in [p.number for p in f.phones]
         kw_ok = truth["category"] in f.ad.categories
@@ -75,14 +83,14 @@ def test_phone_recall_synthetic(mf: ModuleType, clip_frames: list[np.ndarray]) -
         if sel:
             print(f"  width {lo}-{hi}px: n={len(sel)} phone recall={sum(r[1] for r in sel) / len(sel):.2f}")
     print(f"  ms/pass on the 260x213 wall crop (1 thread): full OCR median={np.median(ms_full):.0f} "
-          f"p90={np.percentile(ms_full, 90):.0f}; boxes only median={np.median(ms_boxes):.0f}")
+          f"p90={np.percentile(ms_full, 90):.0f}; boxes only median={np.median(ms_boxes):.0f} "
+          f"(n={len(ms_boxes)})")
     assert phone_recall >= 0.7
     assert kw_recall >= 0.7
 
 
 @pytest.mark.slow
-def test_false_alerts_on_clean_clip(mf: ModuleType, clip_frames: list[np.ndarray]) -> None:
-    ocr = TextDetector(threads=1).load()
+def test_false_alerts_on_clean_clip(mf: ModuleType, clip_frames: list[np.ndarray], ocr: TextDetector) -> None:
     rule = PosterRule("cam1", wall_zone(mf), HazardRule(detector="ocr", dwell_seconds=0, clear_seconds=60),
                       ocr, learn_frames=5)
     events: list[Incident] = []
@@ -98,9 +106,8 @@ def test_false_alerts_on_clean_clip(mf: ModuleType, clip_frames: list[np.ndarray
 
 
 @pytest.mark.slow
-def test_rule_recall_synthetic(mf: ModuleType, clip_frames: list[np.ndarray]) -> None:
+def test_rule_recall_synthetic(mf: ModuleType, clip_frames: list[np.ndarray], ocr: TextDetector) -> None:
     """End to end: 10 sequences (5 clean frames, then 5 with a flyer) through PosterRule."""
-    ocr = TextDetector(threads=1).load()
     rng = np.random.default_rng(77)
     opened = with_phone = extra = 0
     n_seq = 10
