@@ -59,7 +59,7 @@ def test_nine_cameras_three_to_four_shards_with_a_kill(shared_dir: Path, tmp_pat
         pytest.skip("needs mosquitto")
     # Loops of 12 and 14 s (the car parked 8 s of each), every key frame analysed: each camera opens and clears
     # a parking incident every loop, so alerts flow in every phase.
-    cmd = [sys.executable, str(SCRIPT), "--cameras", "9", "--database-url", "sqlite", "--phase-seconds", "6",
+    cmd = [sys.executable, str(SCRIPT), "--cameras", "9", "--database-url", "sqlite", "--phase-seconds", "3",
            "--down-seconds", "2", "--analysis-interval", "1", "--health-interval", "1", "--dwell", "2",
            "--clear", "3", "--clip-starts", "26,24", "--hold", "8", "--clip-dir", str(CACHE),
            "--cut-wait", "15", "--warmup-timeout", "90", "--drain-timeout", "60", "--workdir", str(tmp_path / "proof"),
