@@ -31,6 +31,7 @@ import yaml
 from pipeline.config import DetectorConfig, SiteConfig
 from pipeline.detect.model_versions import deployed_version, label, same_version
 from pipeline.detect.yolo import YoloDetector
+from pipeline.detector_floor import detector_floor
 
 
 class ModelHashMismatch(ValueError):
@@ -191,7 +192,7 @@ class DetectorRegistry:
         """A new (uncached) detector ``name``, optionally with ``model`` instead of its configured one."""
         path, cfg = self.resolve(name, model)
         return YoloDetector(path, input_size=cfg.input_size, providers=cfg.providers, threads=cfg.threads,
-                            nms_iou=cfg.nms_iou, min_confidence=cfg.min_confidence)
+                            nms_iou=cfg.nms_iou, min_confidence=detector_floor(self.site, name, cfg))
 
 
 def _same_file(a: Path, b: Path) -> bool:

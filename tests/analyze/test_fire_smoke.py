@@ -147,7 +147,10 @@ def test_check_config_warns_when_the_detector_floor_hides_smoke_proposals(tmp_pa
     from pipeline.analyze.fire_checks import smoke_floor_warnings
     from pipeline.cli import app
 
-    base = {"grid": GRID, "detectors": {"fire": {"model": "f.onnx"}}}
+    # Left unset, the fire detector runs at the rule's smoke floor: nothing to warn about.
+    unset = {"grid": GRID, "detectors": {"fire": {"model": "f.onnx"}}}
+    assert smoke_floor_warnings(SiteConfig.model_validate(unset)) == []
+    base = {"grid": GRID, "detectors": {"fire": {"model": "f.onnx", "min_confidence": 0.25}}}
     warned = smoke_floor_warnings(SiteConfig.model_validate(base))
     assert len(warned) == 1 and "detectors.fire.min_confidence 0.25" in warned[0]
     low = base | {"detectors": {"fire": {"model": "f.onnx", "min_confidence": 0.1}}}
@@ -162,3 +165,17 @@ def test_check_config_warns_when_the_detector_floor_hides_smoke_proposals(tmp_pa
     assert result.exit_code == 0, result.output
     assert "warning: detectors.fire.min_confidence 0.25 is above hazards.fire.smoke_min_confidence 0.1" \
         in result.output.replace("\n", " ")
+
+
+def test_fire_detector_left_unset_runs_at_the_smoke_floor(shared_dir: Path) -> None:
+    """The registry builds the fire detector at the rule's smoke floor unless its floor is set explicitly."""
+    from pipeline.detect.registry import DetectorRegistry
+
+    model = str(shared_dir / "models" / "yolo11n-coco.onnx")  # any YOLO file: only the floor is looked at
+    unset = SiteConfig.model_validate({"grid": GRID, "detectors": {"fire": {"model": model}, "coco": {"model": model}}})
+    reg = DetectorRegistry(unset)
+    floor = FireRuleConfig.of(unset.hazards["fire"]).smoke_min_confidence
+    assert reg.create("fire").min_confidence == floor < unset.detectors["fire"].min_confidence
+    assert reg.create("coco").min_confidence == unset.detectors["coco"].min_confidence  # not the fire rule's
+    pinned = SiteConfig.model_validate({"grid": GRID, "detectors": {"fire": {"model": model, "min_confidence": 0.3}}})
+    assert DetectorRegistry(pinned).create("fire").min_confidence == 0.3
