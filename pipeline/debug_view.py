@@ -153,6 +153,9 @@ class DebugResponder:
         self._client = _client(mqtt, client_id, "worker")
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        """Set once the broker has acknowledged the request subscription (requests before it are not seen)."""
+        self._client.on_subscribe = lambda *_: self.subscribed.set()
 
     def start(self) -> None:
         self._client.connect_async(self._address.host, self._address.port, keepalive=30)

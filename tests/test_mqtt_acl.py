@@ -300,6 +300,9 @@ def test_debug_view_round_trip_with_logins(secure: Secure) -> None:
     responder = DebugResponder(s.site.mqtt, "t-debug-worker", DebugFrames(), ["cam1"])
     responder.start()
     requester = DebugRequester(s.site.mqtt, "t-debug-api", connect_timeout=10)
+    # A request sent before the worker's subscription is in place reaches no one (QoS 0, as in production,
+    # where the API answers 504 and the page asks again): wait for it, or a busy machine loses the race.
+    assert responder.subscribed.wait(15), "the worker's debug subscription was never acknowledged"
     try:
         # cam1 has no analysed frame: its worker answers with an empty reply (None = no answer at all)
         assert requester.fetch("cam1", timeout=15) == b""

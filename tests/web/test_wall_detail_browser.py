@@ -206,6 +206,8 @@ def test_detail_moves_grid_filter_and_role_limit(served: Served, chromium: Brows
         checked_at=datetime.now(UTC), worker_id="w1",
         snapshot_url=f"http://127.0.0.1:8080/evidence/{check['check_id']}/snapshot.jpg"), served.app.state.tickets.case)
     expect(detail.locator("#detail-status")).to_have_text("已核查", timeout=15_000)
+    # One camera-check row: the result replaces the waiting row (never both, whichever list is read first).
+    expect(detail.locator("#timeline li[data-kind=camera_check]")).to_have_count(1)
     expect(detail.locator("#timeline li[data-kind=camera_check]")).to_contain_text("摄像头核查: 通过")
     wall.wait_for_function(
         "document.querySelector('#timeline li[data-kind=camera_check] img.proof')?.naturalWidth > 0")
